@@ -1,0 +1,215 @@
+//! The wire codec: envelopes of the Python AegisSDK, as MessagePack (default) or JSON.
+//!
+//! Envelopes are maps with snake_case string keys in a fixed order, every field present (nil
+//! when absent), strings as `str`, floats as float64: the bytes the Python SDK writes. A
+//! receiver accepts both encodings; the first byte decides (see [`Format::detect`]).
+//! Decoding never panics: bad input gives a [`DecodeError`] that says what was wrong.
+//!
+//! ```
+//! use aegis_runtime::codec::{self, RpcRequest, RpcResponse};
+//! use serde_json::json;
+//!
+//! let request = RpcRequest::new("process_order", json!({"order_id": "ORD-1"}));
+//! let bytes = codec::encode(&request)?;
+//! let received: RpcRequest = codec::decode(&bytes)?;
+//! assert_eq!(received, request);
+//!
+//! let response = RpcResponse::ok(&received, json!({"accepted": true}));
+//! let decoded: RpcResponse = codec::decode(&codec::encode(&response)?)?;
+//! assert_eq!(decoded.correlation_id.as_deref(), Some(request.message_id.as_str()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod command_status;
+mod envelope;
+mod error;
+mod exclusive;
+mod timestamp;
+
+use std::io::Cursor;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use command_status::{CommandCallback, CommandProgress, CommandStatus};
+pub use envelope::{
+    Command, DEFAULT_COMMAND_MAX_RETRIES, DEFAULT_COMMAND_TIMEOUT_SECS, DEFAULT_RPC_TIMEOUT_SECS,
+    EVENT_VERSION, Event, Priority, RpcRequest, RpcResponse,
+};
+pub use error::{DecodeError, EncodeError};
+pub use exclusive::ExclusiveReply;
+pub use timestamp::{InvalidTimestamp, Timestamp};
+
+/// Largest message [`decode`] accepts: 8 MiB, well above NATS's default 1 MiB payload limit.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 * 1024 * 1024;
+
+/// How a message is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// MessagePack, the default of the Python SDK and of Aegis.
+    MessagePack,
+    /// JSON text, accepted from senders that use it.
+    Json,
+}
+
+impl Format {
+    /// Tells the encoding of `bytes` from their first byte, as the Python SDK does: a
+    /// MessagePack map, array or a marker in `0xc0..=0xdf` means MessagePack, anything else
+    /// is read as JSON.
+    ///
+    /// ```
+    /// use aegis_runtime::codec::Format;
+    ///
+    /// assert_eq!(Format::detect(&[0x89, 0xaa]), Format::MessagePack);
+    /// assert_eq!(Format::detect(b"{\"a\":1}"), Format::Json);
+    /// ```
+    pub fn detect(bytes: &[u8]) -> Format {
+        match bytes.first() {
+            Some(0x80..=0x9f | 0xc0..=0xdf) => Format::MessagePack,
+            _ => Format::Json,
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::MessagePack => "MessagePack",
+            Format::Json => "JSON",
+        })
+    }
+}
+
+/// A message of the protocol: what [`decode`] can produce.
+///
+/// Implemented by every envelope type; `check` holds rules that serde cannot express, such
+/// as "`success` is true exactly when `error` is nil".
+pub trait WireMessage: Serialize + DeserializeOwned {
+    /// What the message is, for error messages ("RPC request").
+    const NAME: &'static str;
+
+    /// Checks rules across fields after decoding.
+    ///
+    /// # Errors
+    /// A sentence that says which rule the message breaks.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Encodes a message as MessagePack, the way the Python SDK does.
+///
+/// # Errors
+/// [`EncodeError`] if a value cannot be represented (a map with non-string keys, say).
+pub fn encode<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, EncodeError> {
+    rmp_serde::to_vec_named(message).map_err(|e| EncodeError::new(Format::MessagePack, e))
+}
+
+/// Encodes a message as compact JSON.
+///
+/// # Errors
+/// [`EncodeError`] if a value cannot be represented (a non-finite float, say).
+pub fn encode_json<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, EncodeError> {
+    serde_json::to_vec(message).map_err(|e| EncodeError::new(Format::Json, e))
+}
+
+/// Decodes a message from MessagePack or JSON (detected), refusing input over
+/// [`DEFAULT_MAX_MESSAGE_SIZE`].
+///
+/// # Errors
+/// [`DecodeError`] saying what was wrong: empty, too large, malformed, the wrong shape
+/// (missing, unknown or mistyped field) or breaking a rule of the message.
+pub fn decode<T: WireMessage>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_with_limit(bytes, DEFAULT_MAX_MESSAGE_SIZE)
+}
+
+/// Like [`decode`], with a size limit of `max_size` bytes.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_with_limit<T: WireMessage>(bytes: &[u8], max_size: usize) -> Result<T, DecodeError> {
+    let what = T::NAME;
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty { what });
+    }
+    if bytes.len() > max_size {
+        return Err(DecodeError::TooLarge {
+            what,
+            len: bytes.len(),
+            limit: max_size,
+        });
+    }
+    let message: T = match Format::detect(bytes) {
+        Format::MessagePack => decode_msgpack(bytes, what)?,
+        Format::Json => match serde_json::from_slice(bytes) {
+            Ok(message) => message,
+            Err(err) => return Err(explain_json_error::<T>(bytes, what, &err)),
+        },
+    };
+    message
+        .check()
+        .map_err(|detail| DecodeError::Invalid { what, detail })?;
+    Ok(message)
+}
+
+fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    let mut deserializer = rmp_serde::Deserializer::new(Cursor::new(bytes));
+    let message = match T::deserialize(&mut deserializer) {
+        Ok(message) => message,
+        Err(err) => return Err(explain_msgpack_error::<T>(bytes, what, err)),
+    };
+    let consumed = deserializer.position();
+    if consumed != bytes.len() as u64 {
+        return Err(DecodeError::Malformed {
+            what,
+            format: Format::MessagePack,
+            detail: format!(
+                "{} trailing bytes after the message (it ends at byte {consumed})",
+                bytes.len() as u64 - consumed
+            ),
+        });
+    }
+    Ok(message)
+}
+
+/// Turns a MessagePack decoding failure into a [`DecodeError`] that names the field.
+///
+/// The fast path decodes without tracking where it is; only a failed message is decoded a
+/// second time with path tracking, so good messages pay nothing for good errors.
+#[cold]
+fn explain_msgpack_error<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    err: rmp_serde::decode::Error,
+) -> DecodeError {
+    let mut deserializer = rmp_serde::Deserializer::new(Cursor::new(bytes));
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(tracked) => {
+            let path = tracked.path().to_string();
+            DecodeError::from_msgpack(what, tracked.into_inner()).at_path(&path)
+        }
+        Ok(_) => DecodeError::from_msgpack(what, err),
+    }
+}
+
+/// Like [`explain_msgpack_error`], for JSON.
+#[cold]
+fn explain_json_error<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    err: &serde_json::Error,
+) -> DecodeError {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(tracked) => {
+            let path = tracked.path().to_string();
+            DecodeError::from_json(what, bytes, tracked.inner()).at_path(&path)
+        }
+        Ok(_) => DecodeError::from_json(what, bytes, err),
+    }
+}
+
+/// A new random message id (UUID v4, hyphenated), as the Python SDK makes them.
+pub fn new_message_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,266 @@
+//! The registry entry of a live service instance (the value under
+//! `service-instances.{service}.{instance}` in the `service_registry` bucket).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::codec::{Timestamp, WireMessage};
+use crate::subject::{GroupId, InstanceId, ServiceName};
+
+/// Health of an instance as it reports it in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceStatus {
+    /// Serving.
+    Active,
+    /// Up, but its heartbeats or dependencies are failing.
+    Unhealthy,
+    /// Up and not serving (the Python SDK's idle state).
+    Standby,
+}
+
+/// Role of an instance in its sticky-active group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StickyActiveStatus {
+    /// The leader: runs the exclusive methods.
+    Active,
+    /// Not the leader; watches for the leader to go.
+    Standby,
+    /// Trying to become leader right now.
+    Electing,
+}
+
+/// One live instance of a service, as stored in the registry: camelCase JSON, compatible
+/// with the Python SDK.
+///
+/// Every field is validated when decoded (names by their rules, `version` as
+/// `MAJOR.MINOR.PATCH`, timestamps with `Z`, an offset or naive). Keys this version does not
+/// know are ignored, so entries written by a newer SDK still list.
+///
+/// ```
+/// use aegis_runtime::instance::{InstanceStatus, ServiceInstance};
+///
+/// let json = br#"{"serviceName":"order-svc","instanceId":"order-svc-a","version":"1.0.0",
+///     "status":"ACTIVE","lastHeartbeat":"2026-11-22T19:18:47.773875Z",
+///     "stickyActiveGroup":null,"metadata":{}}"#;
+/// let instance = ServiceInstance::from_json(json)?;
+/// assert_eq!(instance.status, InstanceStatus::Active);
+/// assert_eq!(instance.instance_id, "order-svc-a");
+/// # Ok::<(), aegis_runtime::codec::DecodeError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInstance {
+    /// The service this instance serves.
+    pub service_name: ServiceName,
+    /// The instance's id, unique within the service.
+    pub instance_id: InstanceId,
+    /// The service version, `MAJOR.MINOR.PATCH` with optional pre-release and build.
+    #[serde(deserialize_with = "deserialize_version")]
+    pub version: String,
+    /// Health as reported by the instance.
+    pub status: InstanceStatus,
+    /// When the instance last refreshed its entry.
+    pub last_heartbeat: Timestamp,
+    /// The sticky-active group it takes part in, if any.
+    #[serde(default)]
+    pub sticky_active_group: Option<GroupId>,
+    /// Its role in that group, if any.
+    #[serde(default)]
+    pub sticky_active_status: Option<StickyActiveStatus>,
+    /// Free-form data (the Python SDK writes `start_time`).
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+impl ServiceInstance {
+    /// A fresh entry for an instance that is starting: ACTIVE, heartbeat now, no group.
+    ///
+    /// # Errors
+    /// A message naming the rule when `version` is not `MAJOR.MINOR.PATCH`.
+    pub fn new(
+        service_name: ServiceName,
+        instance_id: InstanceId,
+        version: impl Into<String>,
+    ) -> Result<Self, String> {
+        let version = version.into();
+        check_version(&version)?;
+        Ok(Self {
+            service_name,
+            instance_id,
+            version,
+            status: InstanceStatus::Active,
+            last_heartbeat: Timestamp::now(),
+            sticky_active_group: None,
+            sticky_active_status: None,
+            metadata: Map::new(),
+        })
+    }
+
+    /// Decodes an entry from its registry value.
+    ///
+    /// # Errors
+    /// [`DecodeError`](crate::codec::DecodeError) saying which field is wrong.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, crate::codec::DecodeError> {
+        crate::codec::decode(bytes)
+    }
+
+    /// The registry value: camelCase JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Every field serializes infallibly to JSON (strings, enums, a string-keyed map).
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Whether the last heartbeat is older than `ttl` at `now`: such an entry belongs to an
+    /// instance that is gone, even if the registry still holds it.
+    pub fn is_stale(&self, ttl: Duration, now: Timestamp) -> bool {
+        let age = now.as_datetime() - self.last_heartbeat.as_datetime();
+        age.to_std().is_ok_and(|age| age > ttl)
+    }
+}
+
+impl WireMessage for ServiceInstance {
+    const NAME: &'static str = "registry entry";
+}
+
+/// Checks `MAJOR.MINOR.PATCH[-pre][+build]` (Semantic Versioning 2.0, leniently for
+/// pre-release and build identifiers).
+pub fn check_version(version: &str) -> Result<(), String> {
+    let (core, _build) = version.split_once('+').unwrap_or((version, ""));
+    let (core, _pre) = core.split_once('-').unwrap_or((core, ""));
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let extras_ok = version
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'));
+    if parts.len() == 3 && parts.iter().all(numeric) && extras_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid version {version:?}: expected MAJOR.MINOR.PATCH such as \"1.0.0\" \
+             (optionally with -pre-release and +build)"
+        ))
+    }
+}
+
+fn deserialize_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let version = String::deserialize(deserializer)?;
+    check_version(&version).map_err(serde::de::Error::custom)?;
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry() -> Value {
+        json!({
+            "serviceName": "order-svc",
+            "instanceId": "order-svc-a",
+            "version": "1.0.0",
+            "status": "ACTIVE",
+            "lastHeartbeat": "2026-11-22T19:18:47.773875+00:00",
+            "stickyActiveGroup": "default",
+            "stickyActiveStatus": "STANDBY",
+            "metadata": {"start_time": "2026-11-22T19:18:47.773833+00:00"}
+        })
+    }
+
+    fn decode(value: &Value) -> Result<ServiceInstance, String> {
+        ServiceInstance::from_json(&serde_json::to_vec(value).expect("json"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn round_trips_as_camel_case_json() {
+        let instance = decode(&entry()).expect("valid");
+        assert_eq!(
+            instance.sticky_active_status,
+            Some(StickyActiveStatus::Standby)
+        );
+        let back: Value = serde_json::from_slice(&instance.to_json()).expect("json");
+        assert_eq!(back, entry());
+    }
+
+    #[test]
+    fn every_field_is_validated() {
+        let cases = [
+            ("serviceName", json!("order.svc"), "invalid service name"),
+            ("instanceId", json!("-a"), "invalid instance id"),
+            ("version", json!("1.0"), "invalid version \"1.0\""),
+            ("version", json!("one.two.three"), "invalid version"),
+            ("status", json!("RUNNING"), "unknown variant `RUNNING`"),
+            ("lastHeartbeat", json!("noon"), "invalid timestamp \"noon\""),
+            ("stickyActiveGroup", json!("a.b"), "invalid group id"),
+            (
+                "stickyActiveStatus",
+                json!("LEADER"),
+                "unknown variant `LEADER`",
+            ),
+            ("metadata", json!([1]), "invalid type: sequence"),
+        ];
+        for (field, value, expected) in cases {
+            let mut bad = entry();
+            bad[field] = value;
+            let err = decode(&bad).expect_err(field);
+            assert!(err.contains(expected), "{field}: {err}");
+        }
+        let mut missing = entry();
+        missing
+            .as_object_mut()
+            .expect("map")
+            .remove("lastHeartbeat");
+        assert!(
+            decode(&missing)
+                .expect_err("missing")
+                .contains("missing field `lastHeartbeat`")
+        );
+    }
+
+    #[test]
+    fn versions_follow_semver() {
+        for ok in [
+            "1.0.0",
+            "0.12.3",
+            "2.0.0-rc.1",
+            "1.2.3+build.5",
+            "1.2.3-alpha+001",
+        ] {
+            assert_eq!(check_version(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "1", "1.2", "1.2.3.4", "v1.2.3", "1.2.x", "1..3", "1.2.3 ",
+        ] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn optional_and_unknown_keys_are_tolerated() {
+        let mut older = entry();
+        let map = older.as_object_mut().expect("map");
+        map.remove("stickyActiveStatus");
+        map.remove("metadata");
+        map.insert("zone".into(), json!("eu-1"));
+        let instance = decode(&older).expect("valid");
+        assert_eq!(instance.sticky_active_status, None);
+        assert!(instance.metadata.is_empty());
+    }
+
+    #[test]
+    fn staleness_is_measured_from_the_last_heartbeat() {
+        let instance = decode(&entry()).expect("valid");
+        let at = |s: &str| s.parse::<Timestamp>().expect("timestamp");
+        let ttl = Duration::from_secs(30);
+        assert!(!instance.is_stale(ttl, at("2026-11-22T19:19:17+00:00")));
+        assert!(instance.is_stale(ttl, at("2026-11-22T19:19:18+00:00")));
+        assert!(
+            !instance.is_stale(ttl, at("2026-11-22T19:18:00+00:00")),
+            "clock skew"
+        );
+    }
+}

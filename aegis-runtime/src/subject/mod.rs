@@ -1,0 +1,189 @@
+//! Names, NATS subjects and KV keys of the Aegis protocol: the one place where their formats
+//! live.
+//!
+//! | what | format |
+//! | --- | --- |
+//! | RPC (any instance) | `rpc.{service}.{method}`, queue group `rpc.{service}` |
+//! | RPC (one instance) | `rpc.{service}.{instance}.{method}` |
+//! | event | `events.{domain}.{event_type}` |
+//! | command | `commands.{service}.{command}` |
+//! | command progress | `commands.progress.{command_id}` |
+//! | command completion | `commands.callback.{command_id}` |
+//! | registry entry | bucket `service_registry`, key `service-instances.{service}.{instance}` |
+//! | leader key | bucket `sticky_active`, key `sticky-active.{service}.{group}.leader` |
+//!
+//! Every builder takes validated names ([`ServiceName`], [`MethodName`], ...), so a subject
+//! built here never has an empty token, a stray dot or a wildcard in it.
+//!
+//! ```
+//! use aegis_runtime::subject::{self, MethodName, ServiceName};
+//!
+//! let service = ServiceName::new("order-processor")?;
+//! let method = MethodName::new("process_order")?;
+//! assert_eq!(subject::rpc(&service, &method), "rpc.order-processor.process_order");
+//! assert_eq!(subject::rpc_queue_group(&service), "rpc.order-processor");
+//! # Ok::<(), aegis_runtime::subject::InvalidName>(())
+//! ```
+
+mod names;
+pub mod rules;
+
+pub use names::{
+    EventPattern, EventToken, GroupId, InstanceId, InvalidName, MethodName, ServiceName,
+};
+
+/// Name of the KV bucket that holds one entry per live service instance.
+pub const REGISTRY_BUCKET: &str = "service_registry";
+/// Name of the KV bucket that holds one leader key per (service, group).
+pub const STICKY_ACTIVE_BUCKET: &str = "sticky_active";
+/// Name of the JetStream stream that stores events (`events.>`).
+pub const EVENTS_STREAM: &str = "EVENTS";
+/// Name of the JetStream work-queue stream that stores commands (`commands.>`).
+pub const COMMANDS_STREAM: &str = "COMMANDS";
+
+/// Subject of an RPC served by any instance of `service`: `rpc.{service}.{method}`.
+pub fn rpc(service: &ServiceName, method: &MethodName) -> String {
+    format!("rpc.{service}.{method}")
+}
+
+/// Queue group shared by all instances of `service` on their RPC subjects: `rpc.{service}`.
+pub fn rpc_queue_group(service: &ServiceName) -> String {
+    format!("rpc.{service}")
+}
+
+/// Subject of an RPC addressed to one instance: `rpc.{service}.{instance}.{method}`.
+///
+/// It cannot collide with [`rpc`]: that subject has three tokens, this one four.
+pub fn rpc_instance(service: &ServiceName, instance: &InstanceId, method: &MethodName) -> String {
+    format!("rpc.{service}.{instance}.{method}")
+}
+
+/// Subject of an event: `events.{domain}.{event_type}`.
+pub fn event(domain: &EventToken, event_type: &EventToken) -> String {
+    format!("events.{domain}.{event_type}")
+}
+
+/// Subject on which `service` receives `command`: `commands.{service}.{command}`.
+pub fn command(service: &ServiceName, command: &MethodName) -> String {
+    format!("commands.{service}.{command}")
+}
+
+/// Subject on which progress of one command is published: `commands.progress.{command_id}`.
+///
+/// `command_id` is the command envelope's `message_id`, a UUID.
+pub fn command_progress(command_id: &str) -> String {
+    format!("commands.progress.{command_id}")
+}
+
+/// Subject on which the outcome of one command is published: `commands.callback.{command_id}`.
+pub fn command_callback(command_id: &str) -> String {
+    format!("commands.callback.{command_id}")
+}
+
+/// Key of an instance's entry in [`REGISTRY_BUCKET`]: `service-instances.{service}.{instance}`.
+pub fn registry_key(service: &ServiceName, instance: &InstanceId) -> String {
+    format!("service-instances.{service}.{instance}")
+}
+
+/// Key filter that matches every instance of `service` in [`REGISTRY_BUCKET`].
+pub fn registry_service_filter(service: &ServiceName) -> String {
+    format!("service-instances.{service}.*")
+}
+
+/// Key of the leader of (`service`, `group`) in [`STICKY_ACTIVE_BUCKET`]:
+/// `sticky-active.{service}.{group}.leader`.
+pub fn leader_key(service: &ServiceName, group: &GroupId) -> String {
+    format!("sticky-active.{service}.{group}.leader")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> (ServiceName, MethodName, InstanceId, GroupId) {
+        (
+            ServiceName::new("order-svc").expect("valid"),
+            MethodName::new("process_order").expect("valid"),
+            InstanceId::new("order-svc-a").expect("valid"),
+            GroupId::default(),
+        )
+    }
+
+    #[test]
+    fn subjects_match_the_protocol() {
+        let (service, method, instance, group) = names();
+        assert_eq!(rpc(&service, &method), "rpc.order-svc.process_order");
+        assert_eq!(rpc_queue_group(&service), "rpc.order-svc");
+        assert_eq!(
+            rpc_instance(&service, &instance, &method),
+            "rpc.order-svc.order-svc-a.process_order"
+        );
+        assert_eq!(
+            command(&service, &method),
+            "commands.order-svc.process_order"
+        );
+        assert_eq!(command_progress("c1"), "commands.progress.c1");
+        assert_eq!(command_callback("c1"), "commands.callback.c1");
+        assert_eq!(
+            registry_key(&service, &instance),
+            "service-instances.order-svc.order-svc-a"
+        );
+        assert_eq!(
+            registry_service_filter(&service),
+            "service-instances.order-svc.*"
+        );
+        assert_eq!(
+            leader_key(&service, &group),
+            "sticky-active.order-svc.default.leader"
+        );
+        let domain = EventToken::new("sticky_active").expect("valid");
+        let kind = EventToken::new("LeaderElected").expect("valid");
+        assert_eq!(event(&domain, &kind), "events.sticky_active.LeaderElected");
+    }
+
+    #[test]
+    fn generated_instance_ids_are_valid_and_distinct() {
+        let (service, ..) = names();
+        let a = InstanceId::generate(&service);
+        let b = InstanceId::generate(&service);
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let suffix = id.strip_prefix("order-svc-").expect("prefix");
+            assert_eq!(suffix.len(), 8);
+            assert!(suffix.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+            assert_eq!(InstanceId::new(id.as_str()).as_ref(), Ok(id));
+        }
+    }
+
+    #[test]
+    fn patterns_match_like_nats() {
+        let star = EventPattern::new("events.orders.*").expect("valid");
+        assert!(star.matches("events.orders.created"));
+        assert!(!star.matches("events.orders"));
+        assert!(!star.matches("events.users.created"));
+        let tail = EventPattern::new("events.orders.>").expect("valid");
+        assert!(tail.matches("events.orders.created"));
+        assert!(tail.matches("events.orders.created.v2"));
+        assert!(!tail.matches("events.orders"));
+        let exact = EventPattern::new("events.orders.created").expect("valid");
+        assert!(exact.matches("events.orders.created"));
+        assert!(!exact.matches("events.orders.created.x"));
+    }
+
+    #[test]
+    fn names_validate_when_deserialized() {
+        let ok: ServiceName = serde_json::from_str("\"order-svc\"").expect("valid");
+        assert_eq!(ok, "order-svc");
+        let err = serde_json::from_str::<ServiceName>("\"order.svc\"").expect_err("invalid");
+        assert!(err.to_string().contains("invalid service name"), "{err}");
+    }
+
+    #[test]
+    fn invalid_names_report_value_and_rule() {
+        let err = MethodName::new("Process").expect_err("invalid");
+        assert_eq!(err.kind(), rules::NameKind::Method);
+        let message = err.to_string();
+        assert!(message.contains("\"Process\""), "{message}");
+        assert!(message.contains("^[a-z][a-z0-9_]*$"), "{message}");
+    }
+}

@@ -1,0 +1,343 @@
+//! Bad input never panics and always says what was wrong.
+
+use aegis_runtime::codec::{
+    self, Command, CommandCallback, CommandProgress, DecodeError, Event, ExclusiveReply, Format,
+    RpcRequest, RpcResponse,
+};
+use aegis_runtime::instance::ServiceInstance;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn valid_request() -> Value {
+    serde_json::to_value(RpcRequest::new(
+        "process_order",
+        json!({"order_id": "ORD-1"}),
+    ))
+    .expect("to value")
+}
+
+fn msgpack(value: &Value) -> Vec<u8> {
+    codec::encode(value).expect("encode")
+}
+
+fn decode_request(bytes: &[u8]) -> DecodeError {
+    codec::decode::<RpcRequest>(bytes).expect_err("must be rejected")
+}
+
+#[test]
+fn empty_input_is_rejected() {
+    assert_eq!(
+        decode_request(b""),
+        DecodeError::Empty {
+            what: "RPC request"
+        }
+    );
+    assert_eq!(
+        decode_request(b"").to_string(),
+        "cannot decode RPC request: the message is empty"
+    );
+}
+
+#[test]
+fn oversized_input_is_rejected_before_parsing() {
+    let bytes = msgpack(&valid_request());
+    let err = codec::decode_with_limit::<RpcRequest>(&bytes, bytes.len() - 1).expect_err("too big");
+    assert_eq!(
+        err,
+        DecodeError::TooLarge {
+            what: "RPC request",
+            len: bytes.len(),
+            limit: bytes.len() - 1
+        }
+    );
+    let huge = vec![b' '; codec::DEFAULT_MAX_MESSAGE_SIZE + 1];
+    assert!(matches!(
+        decode_request(&huge),
+        DecodeError::TooLarge { .. }
+    ));
+}
+
+#[test]
+fn every_truncation_is_malformed_and_says_so() {
+    for bytes in [
+        msgpack(&valid_request()),
+        codec::encode_json(&valid_request()).expect("json"),
+    ] {
+        for end in 1..bytes.len() {
+            match decode_request(&bytes[..end]) {
+                DecodeError::Malformed { detail, .. } => {
+                    if Format::detect(&bytes) == Format::MessagePack {
+                        assert!(detail.contains("truncated"), "at {end}: {detail}");
+                    }
+                }
+                other => panic!("prefix of {end} bytes: expected Malformed, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn trailing_bytes_are_malformed() {
+    let mut bytes = msgpack(&valid_request());
+    bytes.extend_from_slice(&[0xc0, 0xc0]);
+    let err = decode_request(&bytes);
+    assert!(
+        matches!(
+            err,
+            DecodeError::Malformed {
+                format: Format::MessagePack,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("2 trailing bytes"), "{err}");
+
+    let mut json = codec::encode_json(&valid_request()).expect("json");
+    json.extend_from_slice(b" {}");
+    assert!(matches!(
+        decode_request(&json),
+        DecodeError::Malformed {
+            format: Format::Json,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn unknown_fields_are_rejected_by_name() {
+    let mut value = valid_request();
+    value["priority"] = json!("high");
+    for bytes in [msgpack(&value), serde_json::to_vec(&value).expect("json")] {
+        let err = decode_request(&bytes);
+        assert!(matches!(err, DecodeError::Schema { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("unknown field `priority`"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn missing_and_mistyped_fields_are_rejected_by_name() {
+    let mut missing = valid_request();
+    missing.as_object_mut().expect("map").remove("method");
+    let err = decode_request(&msgpack(&missing));
+    assert!(err.to_string().contains("missing field `method`"), "{err}");
+
+    let mut mistyped = valid_request();
+    mistyped["timeout"] = json!("soon");
+    let err = decode_request(&msgpack(&mistyped));
+    assert!(matches!(err, DecodeError::Schema { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot decode RPC request from MessagePack: field `timeout`: unexpected string"
+    );
+    let err = decode_request(&serde_json::to_vec(&mistyped).expect("json"));
+    assert!(
+        err.to_string()
+            .contains("field `timeout`: invalid type: string \"soon\""),
+        "{err}"
+    );
+
+    let mut nested = valid_request();
+    nested["params"] = json!({"order_id": 7});
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        #[allow(dead_code)]
+        order_id: String,
+    }
+    let err = codec::decode::<RpcRequest<Order>>(&msgpack(&nested)).expect_err("mistyped");
+    assert!(
+        err.to_string()
+            .contains("field `params.order_id`: invalid type: integer `7`, expected a string"),
+        "{err}"
+    );
+
+    let mut bad_time = valid_request();
+    bad_time["timestamp"] = json!("yesterday");
+    let err = decode_request(&msgpack(&bad_time));
+    assert!(
+        err.to_string().contains("invalid timestamp \"yesterday\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_map_that_is_not_an_envelope_is_a_schema_error() {
+    let err = decode_request(&msgpack(&json!([1, 2, 3])));
+    assert!(matches!(err, DecodeError::Schema { .. }), "{err:?}");
+    let err = decode_request(&[0xc0]);
+    assert!(matches!(err, DecodeError::Schema { .. }), "{err:?}");
+}
+
+#[test]
+fn invalid_utf8_in_a_string_is_malformed() {
+    let mut bytes = msgpack(&valid_request());
+    // The method name "process_order" is a fixstr: corrupt its first byte.
+    let at = bytes
+        .windows(13)
+        .position(|w| w == b"process_order")
+        .expect("method bytes");
+    bytes[at] = 0xff;
+    let err = decode_request(&bytes);
+    assert!(matches!(err, DecodeError::Malformed { .. }), "{err:?}");
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn binary_that_is_neither_format_says_so() {
+    let err = decode_request(&[0xa5, b'h', b'e', b'l', b'l', b'o']);
+    assert!(
+        matches!(
+            err,
+            DecodeError::Malformed {
+                format: Format::Json,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("first byte 0xa5"), "{err}");
+}
+
+#[test]
+fn rules_across_fields_are_checked() {
+    let request = RpcRequest::new("m", json!({}));
+    let mut response = serde_json::to_value(RpcResponse::ok(&request, json!(1))).expect("value");
+    response["error"] = json!("boom");
+    let err = codec::decode::<RpcResponse>(&msgpack(&response)).expect_err("inconsistent");
+    assert_eq!(
+        err.to_string(),
+        "invalid RPC response: `success` is true but `error` is set (\"boom\")"
+    );
+
+    let reply = json!({"success": false, "error": null, "message": "x", "result": null});
+    let err = codec::decode::<ExclusiveReply>(&msgpack(&reply)).expect_err("inconsistent");
+    assert!(matches!(err, DecodeError::Invalid { .. }), "{err:?}");
+
+    let mut negative = valid_request();
+    negative["timeout"] = json!(-1.0);
+    let err = decode_request(&msgpack(&negative));
+    assert!(
+        err.to_string().contains("`timeout` must be a non-negative"),
+        "{err}"
+    );
+
+    let progress = json!({"command_id": "c", "progress": 150.0, "status": "x", "timestamp": 1.0});
+    let err = codec::decode::<CommandProgress>(&msgpack(&progress)).expect_err("out of range");
+    assert!(err.to_string().contains("between 0 and 100"), "{err}");
+
+    let failed = json!({"command_id": "c", "status": "failed", "result": null});
+    let err = codec::decode::<CommandCallback>(&msgpack(&failed)).expect_err("no error");
+    assert!(err.to_string().contains("needs an `error`"), "{err}");
+}
+
+#[test]
+fn deep_nesting_does_not_overflow_the_stack() {
+    let mut bytes = vec![0x91; 100_000];
+    bytes.push(0xc0);
+    let err = decode_request(&bytes);
+    assert!(
+        matches!(
+            err,
+            DecodeError::Malformed { .. } | DecodeError::Schema { .. }
+        ),
+        "{err:?}"
+    );
+    let json = "[".repeat(100_000);
+    let err = decode_request(json.as_bytes());
+    assert!(
+        matches!(
+            err,
+            DecodeError::Malformed { .. } | DecodeError::Schema { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn huge_declared_lengths_do_not_allocate_or_panic() {
+    // A map32 claiming 4 billion entries, and a str32 claiming 4 GiB, with no data behind.
+    for bytes in [
+        vec![0xdf, 0xff, 0xff, 0xff, 0xff],
+        vec![0x81, 0xdb, 0xff, 0xff, 0xff, 0xff],
+    ] {
+        assert!(matches!(
+            decode_request(&bytes),
+            DecodeError::Malformed { .. }
+        ));
+    }
+}
+
+/// Decodes `bytes` as every message type; returns whether any decoder accepted them.
+fn decode_everything(bytes: &[u8]) -> bool {
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Typed {
+        order_id: String,
+        amount: f64,
+    }
+    let results = [
+        codec::decode::<RpcRequest>(bytes).is_ok(),
+        codec::decode::<RpcRequest<Typed>>(bytes).is_ok(),
+        codec::decode::<RpcResponse>(bytes).is_ok(),
+        codec::decode::<RpcResponse<ExclusiveReply<Typed>>>(bytes).is_ok(),
+        codec::decode::<Event>(bytes).is_ok(),
+        codec::decode::<Command>(bytes).is_ok(),
+        codec::decode::<ExclusiveReply>(bytes).is_ok(),
+        codec::decode::<CommandProgress>(bytes).is_ok(),
+        codec::decode::<CommandCallback>(bytes).is_ok(),
+        codec::decode::<ServiceInstance>(bytes).is_ok(),
+    ];
+    results.iter().any(|ok| *ok)
+}
+
+fn sample_messages() -> Vec<Vec<u8>> {
+    let request = RpcRequest::new("process_order", json!({"order_id": "O", "amount": 1.5}));
+    vec![
+        codec::encode(&request).expect("encode"),
+        codec::encode_json(&request).expect("encode"),
+        codec::encode(&RpcResponse::ok(
+            &request,
+            ExclusiveReply::ok(json!({"a": [1, 2]})),
+        ))
+        .expect("encode"),
+        codec::encode(&Event::new("order", "created", json!({"id": 1}))).expect("encode"),
+        codec::encode(&Command::new("reindex", json!({"n": 3}))).expect("encode"),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        decode_everything(&bytes);
+    }
+
+    #[test]
+    fn random_bytes_behind_a_map_marker_never_panic(
+        marker in 0x80u8..=0x8f,
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut input = vec![marker];
+        input.extend(bytes);
+        decode_everything(&input);
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(
+        which in 0usize..5,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = sample_messages().swap_remove(which);
+        for (index, byte) in edits {
+            let at = index.index(bytes.len());
+            bytes[at] = byte;
+        }
+        let keep = cut.index(bytes.len() + 1);
+        bytes.truncate(keep.max(1));
+        decode_everything(&bytes);
+    }
+}
