@@ -1,4 +1,53 @@
 //! Procedural macros of Aegis: `#[service]` and its method attributes.
 //!
-//! Use them through `aegis-runtime`, which re-exports them and holds every piece of logic
-//! the generated code calls. The crate is laid out as parse → model → validate → expand.
+//! Use them through `aegis-runtime`, which re-exports them and documents them; every piece
+//! of logic the generated code needs lives there, behind `::aegis_runtime::__private`.
+//!
+//! The crate is laid out as parse → model → validate → expand:
+//! [`attrs`] parses attribute arguments, [`model`] turns the `impl` block into a checked
+//! description (collecting every error), [`validate`] checks what spans several methods,
+//! and [`expand`] generates code from the valid model only.
+
+mod attrs;
+mod errors;
+mod expand;
+mod model;
+mod naming;
+mod validate;
+
+/// The naming rules of the protocol, shared with the runtime so both accept the same names.
+#[path = "../../aegis-runtime/src/subject/rules.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod rules;
+
+use proc_macro::TokenStream;
+
+/// Turns an `impl` block into an Aegis service. Documented on `aegis_runtime::service`.
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::service(args.into(), item.into()).into()
+}
+
+/// Marks an RPC method; valid only inside a `#[service]` impl block.
+#[proc_macro_attribute]
+pub fn rpc(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::outside_service("rpc", args.into(), item.into()).into()
+}
+
+/// Marks an exclusive RPC method; valid only inside a `#[service]` impl block.
+#[proc_macro_attribute]
+pub fn exclusive_rpc(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::outside_service("exclusive_rpc", args.into(), item.into()).into()
+}
+
+/// Marks an event handler; valid only inside a `#[service]` impl block.
+#[proc_macro_attribute]
+pub fn subscribe(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::outside_service("subscribe", args.into(), item.into()).into()
+}
+
+/// Marks a command handler; valid only inside a `#[service]` impl block.
+#[proc_macro_attribute]
+pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::outside_service("command", args.into(), item.into()).into()
+}

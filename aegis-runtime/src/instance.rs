@@ -126,25 +126,7 @@ impl WireMessage for ServiceInstance {
     const NAME: &'static str = "registry entry";
 }
 
-/// Checks `MAJOR.MINOR.PATCH[-pre][+build]` (Semantic Versioning 2.0, leniently for
-/// pre-release and build identifiers).
-pub fn check_version(version: &str) -> Result<(), String> {
-    let (core, _build) = version.split_once('+').unwrap_or((version, ""));
-    let (core, _pre) = core.split_once('-').unwrap_or((core, ""));
-    let parts: Vec<&str> = core.split('.').collect();
-    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    let extras_ok = version
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'));
-    if parts.len() == 3 && parts.iter().all(numeric) && extras_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid version {version:?}: expected MAJOR.MINOR.PATCH such as \"1.0.0\" \
-             (optionally with -pre-release and +build)"
-        ))
-    }
-}
+pub use crate::subject::rules::check_version;
 
 fn deserialize_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let version = String::deserialize(deserializer)?;

@@ -30,11 +30,29 @@
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod client;
 pub mod codec;
 pub mod instance;
+mod leadership;
+pub mod runner;
+pub mod service;
 pub mod subject;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use aegis_macros::{command, exclusive_rpc, rpc, service, subscribe};
+pub use client::{CallError, CallErrorKind, RetryPolicy, ServiceClient};
+pub use codec::Event;
+pub use leadership::Leadership;
+pub use runner::{RunningService, ServiceRunner, StartError};
+pub use service::DuplicateService;
+pub use service::{
+    EventContext, Progress, RpcContext, Service, ServiceDescriptor, linked_services,
+};
 
 /// The README's example, compiled as a doctest so it cannot rot.
 #[cfg(doctest)]

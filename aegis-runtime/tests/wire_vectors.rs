@@ -30,7 +30,7 @@ fn bytes_of(vector: &Value) -> Vec<u8> {
 
 /// Decodes a vector as `T`, checks the decoded message equals the captured structure, and
 /// checks it re-encodes to the same bytes.
-fn round_trip<T: WireMessage + std::fmt::Debug>(name: &str) -> T {
+fn round_trip<T: WireMessage + serde::Serialize + std::fmt::Debug>(name: &str) -> T {
     let all = vectors();
     let vector = &all[name];
     let bytes = bytes_of(vector);

@@ -132,7 +132,7 @@ impl<R> CommandCallback<R> {
     }
 }
 
-impl<R: Serialize + DeserializeOwned> WireMessage for CommandCallback<R> {
+impl<R: DeserializeOwned> WireMessage for CommandCallback<R> {
     const NAME: &'static str = "command callback";
 
     fn check(&self) -> Result<(), String> {

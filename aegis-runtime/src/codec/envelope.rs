@@ -346,7 +346,7 @@ fn check_timeout(timeout: f64) -> Result<(), String> {
     }
 }
 
-impl<P: Serialize + DeserializeOwned> WireMessage for RpcRequest<P> {
+impl<P: DeserializeOwned> WireMessage for RpcRequest<P> {
     const NAME: &'static str = "RPC request";
 
     fn check(&self) -> Result<(), String> {
@@ -354,7 +354,7 @@ impl<P: Serialize + DeserializeOwned> WireMessage for RpcRequest<P> {
     }
 }
 
-impl<R: Serialize + DeserializeOwned> WireMessage for RpcResponse<R> {
+impl<R: DeserializeOwned> WireMessage for RpcResponse<R> {
     const NAME: &'static str = "RPC response";
 
     fn check(&self) -> Result<(), String> {
@@ -362,11 +362,11 @@ impl<R: Serialize + DeserializeOwned> WireMessage for RpcResponse<R> {
     }
 }
 
-impl<P: Serialize + DeserializeOwned> WireMessage for Event<P> {
+impl<P: DeserializeOwned> WireMessage for Event<P> {
     const NAME: &'static str = "event";
 }
 
-impl<P: Serialize + DeserializeOwned> WireMessage for Command<P> {
+impl<P: DeserializeOwned> WireMessage for Command<P> {
     const NAME: &'static str = "command";
 
     fn check(&self) -> Result<(), String> {

@@ -85,7 +85,7 @@ impl<R> ExclusiveReply<R> {
     }
 }
 
-impl<R: Serialize + DeserializeOwned> WireMessage for ExclusiveReply<R> {
+impl<R: DeserializeOwned> WireMessage for ExclusiveReply<R> {
     const NAME: &'static str = "exclusive reply";
 
     fn check(&self) -> Result<(), String> {

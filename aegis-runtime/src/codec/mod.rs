@@ -24,6 +24,7 @@ mod command_status;
 mod envelope;
 mod error;
 mod exclusive;
+pub mod headers;
 mod timestamp;
 
 use std::io::Cursor;
@@ -84,7 +85,7 @@ impl std::fmt::Display for Format {
 ///
 /// Implemented by every envelope type; `check` holds rules that serde cannot express, such
 /// as "`success` is true exactly when `error` is nil".
-pub trait WireMessage: Serialize + DeserializeOwned {
+pub trait WireMessage: DeserializeOwned {
     /// What the message is, for error messages ("RPC request").
     const NAME: &'static str;
 

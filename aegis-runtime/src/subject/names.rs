@@ -52,6 +52,14 @@ macro_rules! validated_name {
                 }
             }
 
+            /// Wraps a name already checked against the rule (by the macro, at compile time).
+            #[allow(dead_code)]
+            pub(crate) fn from_checked(value: impl Into<String>) -> Self {
+                let value = value.into();
+                debug_assert!($check(&value).is_ok(), "{value:?} was not checked");
+                Self(value)
+            }
+
             /// The name as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0

@@ -316,6 +316,29 @@ pub fn check_event_pattern(pattern: &str) -> Check {
     Ok(())
 }
 
+/// Checks a service version: `MAJOR.MINOR.PATCH[-pre-release][+build]` (Semantic Versioning
+/// 2.0, leniently for the pre-release and build identifiers).
+///
+/// # Errors
+/// A sentence naming the rule.
+pub fn check_version(version: &str) -> Result<(), String> {
+    let (core, _build) = version.split_once('+').unwrap_or((version, ""));
+    let (core, _pre) = core.split_once('-').unwrap_or((core, ""));
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let extras_ok = version
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'));
+    if parts.len() == 3 && parts.iter().all(numeric) && extras_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid version {version:?}: expected MAJOR.MINOR.PATCH such as \"1.0.0\" \
+             (optionally with -pre-release and +build)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

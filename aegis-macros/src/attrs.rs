@@ -1,0 +1,133 @@
+//! Parsing the arguments of `#[service(...)]` and of the method attributes.
+//!
+//! Each parser accepts exactly the supported keys; anything else gets syn's
+//! "expected one of …" error, spanned on the unknown key.
+
+use syn::parse::{Parse, ParseStream};
+use syn::{LitStr, Token};
+
+mod kw {
+    syn::custom_keyword!(name);
+    syn::custom_keyword!(version);
+    syn::custom_keyword!(mode);
+    syn::custom_keyword!(durable);
+}
+
+/// Arguments of `#[service(name = "…", version = "…", crate = "…")]`.
+#[derive(Default)]
+pub(crate) struct ServiceArgs {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) version: Option<LitStr>,
+    pub(crate) krate: Option<LitStr>,
+}
+
+/// Arguments of `#[rpc(name = "…")]`, `#[exclusive_rpc(name = "…")]`, `#[command(name = "…")]`.
+#[derive(Default)]
+pub(crate) struct MethodArgs {
+    pub(crate) name: Option<LitStr>,
+}
+
+/// Arguments of `#[subscribe("events.…", mode = "…", durable = "…")]`.
+pub(crate) struct SubscribeArgs {
+    pub(crate) pattern: LitStr,
+    pub(crate) mode: Option<LitStr>,
+    pub(crate) durable: Option<LitStr>,
+}
+
+/// Parses `key = "value"` into `slot`, refusing a second occurrence (spanned on it).
+fn parse_value<K: Parse + syn::spanned::Spanned>(
+    input: ParseStream<'_>,
+    slot: &mut Option<LitStr>,
+    key_name: &str,
+) -> syn::Result<()> {
+    let key: K = input.parse()?;
+    input.parse::<Token![=]>()?;
+    let value: LitStr = input.parse()?;
+    if slot.is_some() {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("`{key_name}` specified more than once"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Parses a comma-separated list, one `step` per entry.
+fn parse_list(
+    input: ParseStream<'_>,
+    mut step: impl FnMut(ParseStream<'_>) -> syn::Result<()>,
+) -> syn::Result<()> {
+    while !input.is_empty() {
+        step(input)?;
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>()?;
+    }
+    Ok(())
+}
+
+impl Parse for ServiceArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = ServiceArgs::default();
+        parse_list(input, |input| {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::name) {
+                parse_value::<kw::name>(input, &mut args.name, "name")
+            } else if lookahead.peek(kw::version) {
+                parse_value::<kw::version>(input, &mut args.version, "version")
+            } else if lookahead.peek(Token![crate]) {
+                parse_value::<Token![crate]>(input, &mut args.krate, "crate")
+            } else {
+                Err(lookahead.error())
+            }
+        })?;
+        Ok(args)
+    }
+}
+
+impl Parse for MethodArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = MethodArgs::default();
+        parse_list(input, |input| {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::name) {
+                parse_value::<kw::name>(input, &mut args.name, "name")
+            } else {
+                Err(lookahead.error())
+            }
+        })?;
+        Ok(args)
+    }
+}
+
+impl Parse for SubscribeArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.is_empty() {
+            return Err(input.error(
+                "`#[subscribe]` needs a subject pattern: `#[subscribe(\"events.orders.*\")]`",
+            ));
+        }
+        let pattern: LitStr = input.parse()?;
+        let (mut mode, mut durable) = (None, None);
+        if !input.is_empty() {
+            input.parse::<Token![,]>()?;
+            parse_list(input, |input| {
+                let lookahead = input.lookahead1();
+                if lookahead.peek(kw::mode) {
+                    parse_value::<kw::mode>(input, &mut mode, "mode")
+                } else if lookahead.peek(kw::durable) {
+                    parse_value::<kw::durable>(input, &mut durable, "durable")
+                } else {
+                    Err(lookahead.error())
+                }
+            })?;
+        }
+        Ok(SubscribeArgs {
+            pattern,
+            mode,
+            durable,
+        })
+    }
+}

@@ -1,0 +1,414 @@
+//! The service as the macro understands it, read from the `impl` block. Reading collects
+//! every error it finds; expansion only ever sees a model that read without errors.
+
+use proc_macro2::Span;
+use syn::{
+    FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, LitStr, PathArguments,
+    ReturnType, Type,
+};
+
+use crate::attrs::{MethodArgs, ServiceArgs, SubscribeArgs};
+use crate::errors::Errors;
+use crate::naming;
+
+/// A `#[service]` impl block.
+pub(crate) struct Service<'a> {
+    pub(crate) original: &'a ItemImpl,
+    pub(crate) self_ident: &'a Ident,
+    /// The service name and the tokens to blame for it (the literal, or the type).
+    pub(crate) name: (String, Span),
+    /// Whether the name was derived from the type (no `name = "…"`).
+    pub(crate) name_from_type: bool,
+    pub(crate) version: Option<LitStr>,
+    pub(crate) krate: syn::Path,
+    pub(crate) methods: Vec<Method<'a>>,
+}
+
+/// One method carrying an Aegis attribute.
+pub(crate) struct Method<'a> {
+    pub(crate) original: &'a ImplItemFn,
+    pub(crate) ident: &'a Ident,
+    pub(crate) kind: Kind,
+    /// The name on the wire and what to blame for it (the `name` literal, or the ident).
+    pub(crate) wire_name: (String, Span),
+    /// The arguments after `&self`, in order.
+    pub(crate) args: Vec<Arg<'a>>,
+    pub(crate) output: Output<'a>,
+}
+
+/// What kind of Aegis method.
+pub(crate) enum Kind {
+    Rpc,
+    ExclusiveRpc,
+    Subscribe {
+        pattern: LitStr,
+        mode: Option<LitStr>,
+        durable: Option<LitStr>,
+    },
+    Command,
+}
+
+impl Kind {
+    pub(crate) fn attribute_name(&self) -> &'static str {
+        match self {
+            Kind::Rpc => "rpc",
+            Kind::ExclusiveRpc => "exclusive_rpc",
+            Kind::Subscribe { .. } => "subscribe",
+            Kind::Command => "command",
+        }
+    }
+
+    /// The context argument this kind of handler may take.
+    fn context(&self) -> ContextKind {
+        match self {
+            Kind::Rpc | Kind::ExclusiveRpc => ContextKind::Rpc,
+            Kind::Subscribe { .. } => ContextKind::Event,
+            Kind::Command => ContextKind::Progress,
+        }
+    }
+}
+
+/// One argument of a handler.
+pub(crate) enum Arg<'a> {
+    /// A context the runtime provides: `&RpcContext`, `&EventContext` or `Progress`.
+    Context(ContextKind),
+    /// The request, event or command payload.
+    Payload(&'a Type),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContextKind {
+    Rpc,
+    Event,
+    Progress,
+}
+
+impl ContextKind {
+    fn type_name(self) -> &'static str {
+        match self {
+            ContextKind::Rpc => "&RpcContext",
+            ContextKind::Event => "&EventContext",
+            ContextKind::Progress => "Progress",
+        }
+    }
+}
+
+/// What a handler returns.
+pub(crate) enum Output<'a> {
+    /// Nothing: `()`.
+    Unit,
+    /// A value sent as the result.
+    Value(&'a Type),
+    /// `Result<T, E>`: `T` is the result, `E`'s `Display` text the error.
+    Result { ok: &'a Type, err: Option<&'a Type> },
+}
+
+impl<'a> Method<'a> {
+    /// The payload type, if the handler takes one.
+    pub(crate) fn payload(&self) -> Option<&'a Type> {
+        self.args.iter().find_map(|arg| match arg {
+            Arg::Payload(ty) => Some(*ty),
+            Arg::Context(_) => None,
+        })
+    }
+}
+
+/// Reads the service from `item` and its `args`, recording every problem in `errors`.
+pub(crate) fn read<'a>(
+    item: &'a ItemImpl,
+    args: ServiceArgs,
+    errors: &Errors,
+) -> Option<Service<'a>> {
+    if let Some((_, path, _)) = &item.trait_ {
+        errors.spanned(path, "`#[service]` goes on an inherent impl block (`impl MyService { … }`), not on a trait impl");
+    }
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errors.spanned(
+            &item.generics,
+            "`#[service]` does not support generics: the service type must be concrete",
+        );
+    }
+    if let Some(unsafety) = &item.unsafety {
+        errors.spanned(unsafety, "`#[service]` impl blocks cannot be `unsafe`");
+    }
+    let self_ident = match &*item.self_ty {
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last().map(|s| &s.ident),
+        _ => None,
+    };
+    let Some(self_ident) = self_ident else {
+        errors.spanned(
+            &item.self_ty,
+            "`#[service]` needs a named type: `impl MyService { … }`",
+        );
+        return None;
+    };
+    let name = match &args.name {
+        Some(lit) => (lit.value(), lit.span()),
+        None => (
+            naming::kebab_case(&self_ident.to_string()),
+            self_ident.span(),
+        ),
+    };
+    let krate = match &args.krate {
+        Some(lit) => lit.parse::<syn::Path>().unwrap_or_else(|err| {
+            errors.push(syn::Error::new(
+                lit.span(),
+                format!("`crate` must be a path such as \"aegis_runtime\": {err}"),
+            ));
+            syn::parse_quote!(::aegis_runtime)
+        }),
+        None => syn::parse_quote!(::aegis_runtime),
+    };
+    let methods = item
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            ImplItem::Fn(method) => read_method(method, errors),
+            _ => None,
+        })
+        .collect();
+    let name_from_type = args.name.is_none();
+    Some(Service {
+        original: item,
+        self_ident,
+        name,
+        name_from_type,
+        version: args.version,
+        krate,
+        methods,
+    })
+}
+
+/// Whether `attr` is one of ours, and which: `#[rpc]` or a path ending in it
+/// (`#[aegis_runtime::rpc]`).
+pub(crate) fn aegis_attribute(attr: &syn::Attribute) -> Option<&'static str> {
+    let path = attr.path();
+    let last = path.segments.last()?.ident.to_string();
+    let prefix_ok = path.segments.len() == 1
+        || path
+            .segments
+            .iter()
+            .rev()
+            .nth(1)
+            .is_some_and(|s| s.ident == "aegis_runtime" || s.ident == "aegis");
+    if !prefix_ok {
+        return None;
+    }
+    ["rpc", "exclusive_rpc", "subscribe", "command"]
+        .into_iter()
+        .find(|name| last == *name)
+}
+
+fn read_method<'a>(method: &'a ImplItemFn, errors: &Errors) -> Option<Method<'a>> {
+    let mut found: Option<(Kind, &syn::Attribute, Option<LitStr>)> = None;
+    for attr in &method.attrs {
+        let Some(which) = aegis_attribute(attr) else {
+            continue;
+        };
+        if let Some((kind, _, _)) = &found {
+            let message = if kind.attribute_name() == which {
+                format!("`#[{which}]` appears twice on this method")
+            } else {
+                format!(
+                    "a method can be only one of `#[rpc]`, `#[exclusive_rpc]`, `#[subscribe]`, `#[command]`; \
+                     this one is already `#[{}]`",
+                    kind.attribute_name()
+                )
+            };
+            errors.spanned(attr, message);
+            continue;
+        }
+        match read_attribute(which, attr) {
+            Ok((kind, name)) => found = Some((kind, attr, name)),
+            Err(err) => errors.push(err),
+        }
+    }
+    let (kind, _, name) = found?;
+    let ident = &method.sig.ident;
+    let wire_name = match &name {
+        Some(lit) => (lit.value(), lit.span()),
+        None => (naming::unraw(ident), ident.span()),
+    };
+    let args = read_signature(method, &kind, errors);
+    let output = read_output(&method.sig.output);
+    Some(Method {
+        original: method,
+        ident,
+        kind,
+        wire_name,
+        args,
+        output,
+    })
+}
+
+fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Option<LitStr>)> {
+    let method_args = || -> syn::Result<MethodArgs> {
+        match &attr.meta {
+            syn::Meta::Path(_) => Ok(MethodArgs::default()),
+            _ => attr.parse_args(),
+        }
+    };
+    match which {
+        "rpc" => Ok((Kind::Rpc, method_args()?.name)),
+        "exclusive_rpc" => Ok((Kind::ExclusiveRpc, method_args()?.name)),
+        "command" => Ok((Kind::Command, method_args()?.name)),
+        _ => {
+            let args: SubscribeArgs = match &attr.meta {
+                syn::Meta::List(_) => attr.parse_args()?,
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        attr,
+                        "`#[subscribe]` needs a subject pattern: `#[subscribe(\"events.orders.*\")]`",
+                    ));
+                }
+            };
+            Ok((
+                Kind::Subscribe {
+                    pattern: args.pattern,
+                    mode: args.mode,
+                    durable: args.durable,
+                },
+                None,
+            ))
+        }
+    }
+}
+
+/// Checks the shape: `async`, `&self`, no generics, at most one context and one payload.
+fn read_signature<'a>(method: &'a ImplItemFn, kind: &Kind, errors: &Errors) -> Vec<Arg<'a>> {
+    let sig = &method.sig;
+    let attribute = kind.attribute_name();
+    if sig.asyncness.is_none() {
+        errors.spanned(
+            sig.fn_token,
+            format!("`#[{attribute}]` methods must be `async`"),
+        );
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.spanned(
+            unsafety,
+            format!("`#[{attribute}]` methods cannot be `unsafe`"),
+        );
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.spanned(
+            &sig.generics,
+            format!("`#[{attribute}]` methods cannot be generic: the wire types must be concrete"),
+        );
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver)) if receiver.reference.is_some() && receiver.mutability.is_none() => {}
+        Some(FnArg::Receiver(receiver)) => errors.spanned(
+            receiver,
+            format!("`#[{attribute}]` methods must take `&self`: handlers run concurrently on a shared service"),
+        ),
+        _ => errors.spanned(&sig.ident, format!("`#[{attribute}]` methods must take `&self` as their first argument")),
+    }
+    let allowed_context = kind.context();
+    let mut args = Vec::new();
+    let (mut seen_context, mut seen_payload) = (false, false);
+    for input in inputs {
+        let FnArg::Typed(typed) = input else { continue };
+        match context_kind(&typed.ty) {
+            Some(context) if context == allowed_context && !seen_context => {
+                seen_context = true;
+                args.push(Arg::Context(context));
+            }
+            Some(context) if context == allowed_context => {
+                errors.spanned(&typed.ty, format!("`{}` is already an argument of this method", context.type_name()));
+            }
+            Some(context) => errors.spanned(
+                &typed.ty,
+                format!(
+                    "`#[{attribute}]` methods take `{}` as their context, not `{}`",
+                    allowed_context.type_name(),
+                    context.type_name()
+                ),
+            ),
+            None if !seen_payload => {
+                seen_payload = true;
+                args.push(Arg::Payload(&typed.ty));
+            }
+            None => errors.spanned(
+                typed,
+                format!(
+                    "too many arguments: `#[{attribute}]` methods take at most one payload argument \
+                     (put several values in one struct)"
+                ),
+            ),
+        }
+    }
+    if matches!(kind, Kind::Subscribe { .. }) && !seen_payload {
+        errors.spanned(
+            &sig.ident,
+            "`#[subscribe]` methods take the event: `event: Event<T>`, or just its payload `T`",
+        );
+    }
+    args
+}
+
+/// Which context type `ty` is, judged by its last path segment.
+fn context_kind(ty: &Type) -> Option<ContextKind> {
+    let (path, by_ref) = match ty {
+        Type::Reference(reference) => match &*reference.elem {
+            Type::Path(path) => (path, true),
+            _ => return None,
+        },
+        Type::Path(path) => (path, false),
+        _ => return None,
+    };
+    let last = path.path.segments.last()?.ident.to_string();
+    match (last.as_str(), by_ref) {
+        ("RpcContext", _) => Some(ContextKind::Rpc),
+        ("EventContext", _) => Some(ContextKind::Event),
+        ("Progress", false) => Some(ContextKind::Progress),
+        _ => None,
+    }
+}
+
+/// `Result<T, E>` (or a one-argument `Result<T>` alias) is a fallible handler; anything
+/// else is the value itself.
+fn read_output(output: &ReturnType) -> Output<'_> {
+    let ty = match output {
+        ReturnType::Default => return Output::Unit,
+        ReturnType::Type(_, ty) => &**ty,
+    };
+    if let Type::Tuple(tuple) = ty
+        && tuple.elems.is_empty()
+    {
+        return Output::Unit;
+    }
+    if let Type::Path(path) = ty
+        && let Some(last) = path.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(generic) = &last.arguments
+    {
+        let types: Vec<&Type> = generic
+            .args
+            .iter()
+            .filter_map(|arg| match arg {
+                GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            })
+            .collect();
+        match types.as_slice() {
+            [ok] => return Output::Result { ok, err: None },
+            [ok, err] => return Output::Result { ok, err: Some(err) },
+            _ => {}
+        }
+    }
+    Output::Value(ty)
+}
+
+/// A copy of `item` without our method attributes, to re-emit (they are not real
+/// attributes: left in place, the compiler would look for macros of those names).
+pub(crate) fn strip_attributes(item: &ItemImpl) -> ItemImpl {
+    let mut item = item.clone();
+    for impl_item in &mut item.items {
+        if let ImplItem::Fn(method) = impl_item {
+            method.attrs.retain(|attr| aegis_attribute(attr).is_none());
+        }
+    }
+    item
+}

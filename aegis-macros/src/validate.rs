@@ -1,0 +1,101 @@
+//! Checks of the model that span several methods or need the protocol's rules.
+
+use std::collections::HashMap;
+
+use proc_macro2::Span;
+
+use crate::errors::Errors;
+use crate::model::{Kind, Service};
+use crate::rules;
+
+/// Functions and constants of the generated client; a client method of the same name
+/// would clash with them.
+pub(crate) const CLIENT_RESERVED: &[&str] = &["new", "from_client", "inner", "SERVICE"];
+
+pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
+    let (name, span) = &service.name;
+    if let Err(violation) = rules::check_service_name(name) {
+        let hint = if service.name_from_type {
+            " (derived from the type name; set one with `#[service(name = \"…\")]`)"
+        } else {
+            ""
+        };
+        errors.push(syn::Error::new(*span, format!("{violation}{hint}")));
+    }
+    if let Some(version) = &service.version
+        && let Err(message) = rules::check_version(&version.value())
+    {
+        errors.spanned(version, message);
+    }
+
+    let mut rpc_names: HashMap<String, Span> = HashMap::new();
+    let mut command_names: HashMap<String, Span> = HashMap::new();
+    let mut patterns: HashMap<String, Span> = HashMap::new();
+    for method in &service.methods {
+        let (wire, wire_span) = &method.wire_name;
+        match &method.kind {
+            Kind::Rpc | Kind::ExclusiveRpc | Kind::Command => {
+                if let Err(violation) = rules::check_method_name(wire) {
+                    errors.push(syn::Error::new(*wire_span, violation.to_string()));
+                }
+                let (names, what) = if matches!(method.kind, Kind::Command) {
+                    (&mut command_names, "command")
+                } else {
+                    (&mut rpc_names, "RPC method")
+                };
+                if names.insert(wire.clone(), *wire_span).is_some() {
+                    errors.push(syn::Error::new(
+                        *wire_span,
+                        format!("two {what}s are named `{wire}` on the wire; rename one with `name = \"…\"`"),
+                    ));
+                }
+                let client_name = method.ident.to_string();
+                if CLIENT_RESERVED.contains(&client_name.as_str()) {
+                    errors.spanned(
+                        method.ident,
+                        format!(
+                            "method name conflicts with generated `{}Client::{client_name}`; rename the method \
+                             (and keep its wire name with `#[{}(name = \"{wire}\")]`)",
+                            service.self_ident,
+                            method.kind.attribute_name()
+                        ),
+                    );
+                }
+            }
+            Kind::Subscribe {
+                pattern,
+                mode,
+                durable,
+            } => {
+                if let crate::model::Output::Value(ty) = &method.output {
+                    errors.spanned(ty, "`#[subscribe]` methods return `()` or `Result<(), E>`: events have no reply");
+                }
+                if let Err(violation) = rules::check_event_pattern(&pattern.value()) {
+                    errors.spanned(pattern, violation.to_string());
+                }
+                if let Some(mode) = mode
+                    && !matches!(mode.value().as_str(), "compete" | "broadcast")
+                {
+                    errors.spanned(
+                        mode,
+                        "`mode` is \"compete\" (one instance per event) or \"broadcast\" (every instance)",
+                    );
+                }
+                if let Some(durable) = durable
+                    && let Err(violation) = rules::check_group_id(&durable.value())
+                {
+                    let message = violation
+                        .to_string()
+                        .replacen("group id", "durable name", 1);
+                    errors.spanned(durable, message);
+                }
+                if patterns.insert(pattern.value(), pattern.span()).is_some() {
+                    errors.spanned(
+                        pattern,
+                        format!("another method already subscribes to `{}`", pattern.value()),
+                    );
+                }
+            }
+        }
+    }
+}

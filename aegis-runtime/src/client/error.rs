@@ -1,0 +1,115 @@
+//! The error of a call.
+
+use std::time::Duration;
+
+use crate::codec::DecodeError;
+use crate::subject::{InvalidName, ServiceName};
+
+/// A failed call: which service and method, after how many attempts, and why.
+///
+/// ```
+/// # use aegis_runtime::{CallError, CallErrorKind};
+/// fn describe(err: &CallError) -> &'static str {
+///     match err.kind() {
+///         CallErrorKind::Handler(_) => "the method ran and failed",
+///         CallErrorKind::NotActive(_) | CallErrorKind::NoResponders => "it did not run",
+///         CallErrorKind::Timeout(_) => "unknown: it may have run",
+///         _ => "something else",
+///     }
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("call of {service}.{method} failed after {attempts} attempt(s): {kind}")]
+pub struct CallError {
+    service: String,
+    method: String,
+    attempts: u32,
+    kind: CallErrorKind,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallErrorKind {
+    /// The method ran and returned an error; its message.
+    #[error("the handler failed: {0}")]
+    Handler(String),
+    /// Only standby instances answered: the exclusive method did not run.
+    #[error("no active instance ran it (NOT_ACTIVE: {0})")]
+    NotActive(String),
+    /// No instance of the service is subscribed: the method did not run.
+    #[error("no instance of the service is running (no responders)")]
+    NoResponders,
+    /// No reply within the timeout; the method may or may not have run.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The reply could not be decoded.
+    #[error("{0}")]
+    Decode(DecodeError),
+    /// The reply had no result where one was expected.
+    #[error("{0}")]
+    MissingResult(String),
+    /// The request could not be encoded.
+    #[error("the request cannot be encoded: {0}")]
+    Encode(String),
+    /// The method name breaks the naming rule.
+    #[error("{0}")]
+    InvalidName(InvalidName),
+    /// The NATS connection failed.
+    #[error("NATS error: {0}")]
+    Transport(String),
+}
+
+impl CallErrorKind {
+    /// Whether the call provably did not run, so retrying it cannot run it twice.
+    pub fn did_not_run(&self) -> bool {
+        matches!(
+            self,
+            CallErrorKind::NotActive(_) | CallErrorKind::NoResponders
+        )
+    }
+}
+
+impl CallError {
+    pub(crate) fn new(
+        service: &ServiceName,
+        method: &str,
+        attempts: u32,
+        kind: CallErrorKind,
+    ) -> Self {
+        Self {
+            service: service.to_string(),
+            method: method.to_owned(),
+            attempts,
+            kind,
+        }
+    }
+
+    /// Why the call failed.
+    pub fn kind(&self) -> &CallErrorKind {
+        &self.kind
+    }
+
+    /// How many attempts were made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The service called.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The method called.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The handler's error message, when the method ran and failed.
+    pub fn handler_message(&self) -> Option<&str> {
+        match &self.kind {
+            CallErrorKind::Handler(message) => Some(message),
+            _ => None,
+        }
+    }
+}

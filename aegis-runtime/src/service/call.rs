@@ -1,0 +1,312 @@
+//! One RPC call as a handler sees it: the raw request, its context, and the encoded reply.
+
+use std::fmt::Display;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, Timestamp};
+
+/// What a handler knows about the call it serves.
+///
+/// Take `ctx: &RpcContext` as the first argument of an `#[rpc]` or `#[exclusive_rpc]`
+/// method to see it.
+///
+/// ```
+/// use aegis_runtime::{RpcContext, service};
+///
+/// struct Orders;
+///
+/// #[service]
+/// impl Orders {
+///     #[exclusive_rpc]
+///     async fn process(&self, ctx: &RpcContext) -> String {
+///         format!("{} ran under term {:?}", ctx.instance_id(), ctx.term())
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RpcContext {
+    service: &'static str,
+    method: &'static str,
+    instance_id: std::sync::Arc<str>,
+    exclusive: bool,
+    term: Option<u64>,
+    received_at: Instant,
+    message_id: String,
+    trace_id: String,
+    source: Option<String>,
+}
+
+impl RpcContext {
+    pub(crate) fn new(
+        service: &'static str,
+        method: &'static str,
+        instance_id: std::sync::Arc<str>,
+        exclusive: bool,
+        term: Option<u64>,
+    ) -> Self {
+        Self {
+            service,
+            method,
+            instance_id,
+            exclusive,
+            term,
+            received_at: Instant::now(),
+            message_id: String::new(),
+            trace_id: String::new(),
+            source: None,
+        }
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        self.service
+    }
+
+    /// The method name.
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    /// The id of the instance running the call.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// For an exclusive method: the fencing term of the leadership under which it runs.
+    /// Pass it to anything that must reject writes from an older leader.
+    pub fn term(&self) -> Option<u64> {
+        self.term
+    }
+
+    /// The request's `message_id`.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// The request's `trace_id`.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// Who sent the request, if it says.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
+    /// When the request arrived at this instance.
+    pub fn received_at(&self) -> Instant {
+        self.received_at
+    }
+
+    /// Whether the method is exclusive (its replies nest in an exclusive reply).
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+}
+
+/// A request as the runtime hands it to a generated handler: not yet decoded, so the
+/// handler decodes straight into the method's parameter type, in one pass.
+#[derive(Debug)]
+pub struct RpcCall {
+    payload: Bytes,
+    context: RpcContext,
+}
+
+impl RpcCall {
+    pub(crate) fn new(payload: Bytes, context: RpcContext) -> Self {
+        Self { payload, context }
+    }
+
+    /// Decodes the request with `params` of type `P`.
+    ///
+    /// # Errors
+    /// A ready error [`Reply`] that says what is wrong with the request.
+    pub fn decode<P: Serialize + DeserializeOwned>(self) -> Result<(RpcContext, P), Reply> {
+        let mut context = self.context;
+        match codec::decode::<RpcRequest<P>>(&self.payload) {
+            Ok(request) => {
+                context.message_id = request.message_id;
+                context.trace_id = request.trace_id;
+                context.source = request.source;
+                Ok((context, request.params))
+            }
+            Err(err) => {
+                // Answer with the request's ids when at least its header is readable.
+                if let Ok(header) = codec::decode::<RpcRequest<serde_json::Value>>(&self.payload) {
+                    context.message_id = header.message_id;
+                    context.trace_id = header.trace_id;
+                }
+                Err(Reply::bad_request(&context, &err))
+            }
+        }
+    }
+}
+
+/// Parameters of a method that takes none: encodes as an empty map (as the Python SDK
+/// sends), and accepts whatever it is given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoParams;
+
+impl Serialize for NoParams {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        serializer.serialize_map(Some(0))?.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for NoParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| NoParams)
+    }
+}
+
+impl schemars::JsonSchema for NoParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NoParams".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "No parameters: an empty map",
+            "maxProperties": 0
+        })
+    }
+}
+
+/// How a call ended, for stats and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The method ran and returned a value.
+    Ok,
+    /// The method ran and returned an error (or panicked).
+    HandlerError,
+    /// The request could not be decoded; the method did not run.
+    BadRequest,
+    /// The instance is not active; the exclusive method did not run.
+    NotActive,
+}
+
+/// An encoded RPC response, ready to publish.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) outcome: Outcome,
+}
+
+impl Reply {
+    /// How the call ended.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The encoded response envelope.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// A successful reply carrying `value` (nested in an exclusive reply for an exclusive
+    /// method).
+    pub fn value<R: Serialize>(context: &RpcContext, value: R) -> Self {
+        if context.exclusive {
+            Self::encode(
+                context,
+                true,
+                Some(ExclusiveReply::ok(value)),
+                None,
+                Outcome::Ok,
+            )
+        } else {
+            Self::encode(context, true, Some(value), None, Outcome::Ok)
+        }
+    }
+
+    /// The reply to a method that returned a `Result`.
+    pub fn result<R: Serialize, E: Display>(context: &RpcContext, result: Result<R, E>) -> Self {
+        match result {
+            Ok(value) => Self::value(context, value),
+            Err(error) => Self::handler_error(context, &error),
+        }
+    }
+
+    /// The method ran and failed with `error`.
+    pub fn handler_error(context: &RpcContext, error: &dyn Display) -> Self {
+        let message = error.to_string();
+        if context.exclusive {
+            let reply = ExclusiveReply::<()>::execution_error(message);
+            Self::encode(context, true, Some(reply), None, Outcome::HandlerError)
+        } else {
+            Self::encode::<()>(context, false, None, Some(message), Outcome::HandlerError)
+        }
+    }
+
+    /// The instance is not the active one; the exclusive method did not run.
+    pub(crate) fn not_active(context: &RpcContext, group: &str) -> Self {
+        let message = format!(
+            "This instance is not active. Instance {} is in STANDBY mode for group {group}.",
+            context.instance_id
+        );
+        let reply = ExclusiveReply::<()>::not_active(message);
+        Self::encode(context, true, Some(reply), None, Outcome::NotActive)
+    }
+
+    fn bad_request(context: &RpcContext, error: &codec::DecodeError) -> Self {
+        Self::encode::<()>(
+            context,
+            false,
+            None,
+            Some(error.to_string()),
+            Outcome::BadRequest,
+        )
+    }
+
+    fn encode<R: Serialize>(
+        context: &RpcContext,
+        success: bool,
+        result: Option<R>,
+        error: Option<String>,
+        outcome: Outcome,
+    ) -> Self {
+        let response = RpcResponse {
+            message_id: codec::new_message_id(),
+            trace_id: context.trace_id.clone(),
+            correlation_id: Some(context.message_id.clone()),
+            timestamp: Timestamp::now(),
+            source: Some(context.instance_id.to_string()),
+            target: None,
+            success,
+            result,
+            error,
+        };
+        match codec::encode(&response) {
+            Ok(payload) => Self { payload, outcome },
+            Err(err) => {
+                // The user's value could not be encoded (a map with non-string keys, say):
+                // the caller still gets an answer saying so.
+                let failure = RpcResponse::<()> {
+                    success: false,
+                    result: None,
+                    error: Some(format!(
+                        "the result of `{}` cannot be encoded: {err}",
+                        context.method
+                    )),
+                    message_id: response.message_id,
+                    trace_id: response.trace_id,
+                    correlation_id: response.correlation_id,
+                    timestamp: response.timestamp,
+                    source: response.source,
+                    target: None,
+                };
+                let payload = codec::encode(&failure).unwrap_or_default();
+                Self {
+                    payload,
+                    outcome: Outcome::HandlerError,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Descriptions of services with JSON Schemas, and the list of services linked into a binary.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::SubscribeMode;
+
+/// A service as tools see it: its methods with the JSON Schemas of their requests and
+/// responses. Built by the function `#[service]` generates; see [`linked_services`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceDescriptor {
+    /// The service name.
+    pub name: String,
+    /// The service version.
+    pub version: String,
+    /// RPC methods, plain and exclusive.
+    pub rpcs: Vec<MethodDescriptor>,
+    /// Commands.
+    pub commands: Vec<MethodDescriptor>,
+    /// Event subscriptions.
+    pub subscriptions: Vec<SubscriptionDescriptor>,
+}
+
+/// One RPC method or command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodDescriptor {
+    /// The name on the wire.
+    pub name: String,
+    /// Whether only the active instance runs it.
+    pub exclusive: bool,
+    /// JSON Schema of the request parameters.
+    pub request: Value,
+    /// JSON Schema of the result.
+    pub response: Value,
+}
+
+/// One event subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionDescriptor {
+    /// The Rust method that handles the events.
+    pub method: String,
+    /// The subject pattern.
+    pub pattern: String,
+    /// Compete or broadcast.
+    pub mode: SubscribeMode,
+    /// The durable consumer name, if any.
+    pub durable: Option<String>,
+    /// JSON Schema of the event payload.
+    pub payload: Value,
+}
+
+/// A linked service, registered by `#[service]` through `inventory` (const data only:
+/// the descriptor is built when asked for).
+#[derive(Debug)]
+pub struct DescriptorEntry {
+    /// The service name.
+    pub name: &'static str,
+    /// Builds the descriptor.
+    pub describe: fn() -> ServiceDescriptor,
+}
+
+inventory::collect!(DescriptorEntry);
+
+/// Two linked types that claim the same service name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "more than one type in this binary is the service {name:?}; give each a distinct `#[service(name = \"…\")]`"
+)]
+pub struct DuplicateService {
+    /// The name claimed twice.
+    pub name: String,
+}
+
+/// Every service linked into this binary, sorted by name.
+///
+/// ```
+/// use aegis_runtime::{linked_services, service};
+///
+/// struct Echo;
+///
+/// #[service(name = "echo-linked")]
+/// impl Echo {
+///     #[rpc]
+///     async fn ping(&self) {}
+/// }
+///
+/// let services = linked_services()?;
+/// assert!(services.iter().any(|s| s.name == "echo-linked"));
+/// # Ok::<(), aegis_runtime::DuplicateService>(())
+/// ```
+///
+/// # Errors
+/// [`DuplicateService`] when two types claim one name: only one of them could be served.
+pub fn linked_services() -> Result<Vec<ServiceDescriptor>, DuplicateService> {
+    let mut by_name = BTreeMap::new();
+    for entry in inventory::iter::<DescriptorEntry> {
+        if by_name.insert(entry.name, entry.describe).is_some() {
+            return Err(DuplicateService {
+                name: entry.name.to_owned(),
+            });
+        }
+    }
+    Ok(by_name.values().map(|describe| describe()).collect())
+}
+
+/// The JSON Schema of `T`, as a JSON value.
+pub(crate) fn schema_of<T: schemars::JsonSchema + ?Sized>() -> Value {
+    schemars::SchemaGenerator::default()
+        .into_root_schema_for::<T>()
+        .to_value()
+}

@@ -1,0 +1,3 @@
+//! Services shared by the example binaries and the integration tests.
+
+pub mod orders;

@@ -1,0 +1,154 @@
+//! An order processor using every Aegis attribute: `#[rpc]`, `#[exclusive_rpc]`,
+//! `#[subscribe]` and `#[command]`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aegis_runtime::{Event, EventContext, Progress, RpcContext, service};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An order to process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderRequest {
+    /// The order's id, e.g. `ORD-1`.
+    pub order_id: String,
+    /// The amount to charge.
+    pub amount: f64,
+}
+
+/// A processed order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderResult {
+    /// The order's id.
+    pub order_id: String,
+    /// The instance that processed it.
+    pub instance_id: String,
+    /// The fencing term it was processed under.
+    pub term: u64,
+    /// How many orders this instance has processed.
+    pub sequence: u64,
+}
+
+/// Liveness of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// Always `healthy` while it answers.
+    pub status: String,
+    /// Orders processed so far.
+    pub processed: u64,
+}
+
+/// A quote request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QuoteRequest {
+    /// Items in the order.
+    pub items: u32,
+}
+
+/// An event: an order was created somewhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCreated {
+    /// The order's id.
+    pub order_id: String,
+}
+
+/// A command: rebuild the search index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Reindex {
+    /// How many orders to reindex.
+    pub orders: u32,
+}
+
+/// The outcome of a reindex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Reindexed {
+    /// How many orders were reindexed.
+    pub reindexed: u32,
+}
+
+/// Why an order was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// Amounts must be positive.
+    #[error("order {order_id}: amount {amount} must be positive")]
+    InvalidAmount {
+        /// The order.
+        order_id: String,
+        /// Its amount.
+        amount: f64,
+    },
+}
+
+/// Processes orders; only the active instance of the group processes them.
+#[derive(Debug, Default)]
+pub struct OrderProcessor {
+    processed: AtomicU64,
+    events_seen: AtomicU64,
+}
+
+#[service(name = "order-processor", version = "1.0.0")]
+impl OrderProcessor {
+    /// Processes an order. Runs only on the active instance.
+    #[exclusive_rpc]
+    async fn process_order(
+        &self,
+        ctx: &RpcContext,
+        order: OrderRequest,
+    ) -> Result<OrderResult, OrderError> {
+        if order.amount <= 0.0 {
+            return Err(OrderError::InvalidAmount {
+                order_id: order.order_id,
+                amount: order.amount,
+            });
+        }
+        let sequence = self.processed.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(OrderResult {
+            order_id: order.order_id,
+            instance_id: ctx.instance_id().to_owned(),
+            term: ctx.term().unwrap_or_default(),
+            sequence,
+        })
+    }
+
+    /// Answers on every instance.
+    #[rpc]
+    async fn health_check(&self) -> Health {
+        Health {
+            status: "healthy".into(),
+            processed: self.processed.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Prices an order; a wire name other than the Rust name.
+    #[rpc(name = "get_quote")]
+    async fn quote(&self, request: QuoteRequest) -> Result<f64, String> {
+        match request.items {
+            0 => Err("an order needs at least one item".to_owned()),
+            items => Ok(f64::from(items) * 9.5),
+        }
+    }
+
+    /// Which instance answers (for routing tests).
+    #[rpc]
+    async fn whoami(&self, ctx: &RpcContext) -> String {
+        ctx.instance_id().to_owned()
+    }
+
+    /// Counts created orders seen anywhere.
+    #[subscribe("events.orders.created", mode = "compete")]
+    async fn on_order_created(&self, _ctx: &EventContext, _event: Event<OrderCreated>) {
+        self.events_seen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Rebuilds the search index, reporting progress.
+    #[command]
+    async fn reindex(&self, command: Reindex, progress: Progress) -> Result<Reindexed, String> {
+        progress
+            .report(100.0, "done")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Reindexed {
+            reindexed: command.orders,
+        })
+    }
+}
