@@ -9,7 +9,9 @@ use aegis_examples::orders::{
 use aegis_runtime::codec::{self, CommandCallback, CommandProgress, CommandStatus, Event};
 use aegis_runtime::service::{CommandCall, EventCall, EventContext, WorkFailure};
 use aegis_runtime::testing::NatsServer;
-use aegis_runtime::{CallErrorKind, RunningService, Service, ServiceRunner, linked_services};
+use aegis_runtime::{
+    CallErrorKind, CommandOptions, RunningService, Service, ServiceRunner, linked_services,
+};
 use futures_util::StreamExt;
 
 async fn start_instance(server: &NatsServer, id: &str) -> RunningService {
@@ -328,10 +330,94 @@ async fn command_handlers_report_progress_and_outcome() {
     assert_eq!(callback.status, CommandStatus::Completed);
     assert_eq!(callback.result.expect("result")["reindexed"], 3);
 
-    let update = tokio::time::timeout(Duration::from_secs(5), progress.next())
+    let mut percents = Vec::new();
+    while percents.len() < 10 {
+        let update = tokio::time::timeout(Duration::from_secs(5), progress.next())
+            .await
+            .expect("progress")
+            .expect("message");
+        let update: CommandProgress = codec::decode(&update.payload).expect("decode progress");
+        percents.push(update.progress);
+    }
+    assert_eq!(
+        percents,
+        (1..=10).map(|t| f64::from(t * 10)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn commands_run_through_the_generated_client() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let a = start_instance(&server, "orders-a").await;
+    let b = start_instance(&server, "orders-b").await;
+    let client = OrderProcessorClient::new(server.connect().await.expect("connect"));
+
+    let done = client
+        .reindex(Reindex { orders: 30 })
         .await
-        .expect("progress")
-        .expect("message");
-    let update: CommandProgress = codec::decode(&update.payload).expect("decode progress");
-    assert_eq!((update.progress, update.status.as_str()), (100.0, "done"));
+        .expect("reindex");
+    assert_eq!(done.reindexed, 30);
+
+    let mut handle = client
+        .start_reindex(Reindex { orders: 50 }, CommandOptions::default())
+        .await
+        .expect("start");
+    let mut statuses = Vec::new();
+    while let Some(update) = handle.next_progress().await {
+        statuses.push(update.status);
+    }
+    assert_eq!(statuses.first().map(String::as_str), Some("5 of 50 orders"));
+    assert_eq!(statuses.last().map(String::as_str), Some("50 of 50 orders"));
+    assert_eq!(statuses.len(), 10, "every update, in order");
+    assert_eq!(handle.outcome().await.expect("outcome").reindexed, 50);
+
+    let no_retries = CommandOptions {
+        max_retries: 0,
+        ..CommandOptions::default()
+    };
+    let handle = client
+        .start_reindex(Reindex { orders: 0 }, no_retries)
+        .await
+        .expect("start");
+    let err = handle.outcome().await.expect_err("fails");
+    assert_eq!(err.handler_message(), Some("nothing to reindex"));
+
+    let retried = CommandOptions {
+        max_retries: 2,
+        ..CommandOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let err = client
+        .start_reindex(Reindex { orders: 0 }, retried)
+        .await
+        .expect("start")
+        .outcome()
+        .await
+        .expect_err("fails");
+    assert_eq!(err.handler_message(), Some("nothing to reindex"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "two retries with backoff ran first"
+    );
+
+    let short = CommandOptions {
+        timeout: Duration::from_millis(300),
+        max_retries: 0,
+        ..CommandOptions::default()
+    };
+    let err = client
+        .start_reindex(Reindex { orders: 5000 }, short)
+        .await
+        .expect("start")
+        .outcome()
+        .await
+        .expect_err("too slow");
+    assert!(
+        err.handler_message()
+            .is_some_and(|m| m.starts_with("timed out")),
+        "{err}"
+    );
+
+    a.stop().await;
+    b.stop().await;
 }

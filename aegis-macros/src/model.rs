@@ -163,7 +163,7 @@ pub(crate) fn read<'a>(
         .items
         .iter()
         .filter_map(|item| match item {
-            ImplItem::Fn(method) => read_method(method, errors),
+            ImplItem::Fn(method) => read_method(method, &krate, errors),
             _ => None,
         })
         .collect();
@@ -179,18 +179,27 @@ pub(crate) fn read<'a>(
     })
 }
 
-/// Whether `attr` is one of ours, and which: `#[rpc]` or a path ending in it
-/// (`#[aegis_runtime::rpc]`).
-pub(crate) fn aegis_attribute(attr: &syn::Attribute) -> Option<&'static str> {
+/// Whether `attr` is one of ours, and which: `#[rpc]`, or a path ending in it under the
+/// runtime (`#[aegis_runtime::rpc]`, `#[aegis::rpc]`, or the `crate = "…"` path).
+pub(crate) fn aegis_attribute(attr: &syn::Attribute, krate: &syn::Path) -> Option<&'static str> {
     let path = attr.path();
     let last = path.segments.last()?.ident.to_string();
-    let prefix_ok = path.segments.len() == 1
-        || path
-            .segments
-            .iter()
-            .rev()
-            .nth(1)
-            .is_some_and(|s| s.ident == "aegis_runtime" || s.ident == "aegis");
+    let prefix: Vec<String> = path
+        .segments
+        .iter()
+        .rev()
+        .skip(1)
+        .rev()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let krate_segments: Vec<String> = krate.segments.iter().map(|s| s.ident.to_string()).collect();
+    let prefix_ok = prefix.is_empty()
+        || prefix == ["aegis_runtime"]
+        || prefix == ["aegis"]
+        || prefix == krate_segments
+        || krate_segments
+            .last()
+            .is_some_and(|name| prefix == [name.as_str()]);
     if !prefix_ok {
         return None;
     }
@@ -199,10 +208,14 @@ pub(crate) fn aegis_attribute(attr: &syn::Attribute) -> Option<&'static str> {
         .find(|name| last == *name)
 }
 
-fn read_method<'a>(method: &'a ImplItemFn, errors: &Errors) -> Option<Method<'a>> {
+fn read_method<'a>(
+    method: &'a ImplItemFn,
+    krate: &syn::Path,
+    errors: &Errors,
+) -> Option<Method<'a>> {
     let mut found: Option<(Kind, &syn::Attribute, Option<LitStr>)> = None;
     for attr in &method.attrs {
-        let Some(which) = aegis_attribute(attr) else {
+        let Some(which) = aegis_attribute(attr, krate) else {
             continue;
         };
         if let Some((kind, _, _)) = &found {
@@ -403,11 +416,13 @@ fn read_output(output: &ReturnType) -> Output<'_> {
 
 /// A copy of `item` without our method attributes, to re-emit (they are not real
 /// attributes: left in place, the compiler would look for macros of those names).
-pub(crate) fn strip_attributes(item: &ItemImpl) -> ItemImpl {
+pub(crate) fn strip_attributes(item: &ItemImpl, krate: &syn::Path) -> ItemImpl {
     let mut item = item.clone();
     for impl_item in &mut item.items {
         if let ImplItem::Fn(method) = impl_item {
-            method.attrs.retain(|attr| aegis_attribute(attr).is_none());
+            method
+                .attrs
+                .retain(|attr| aegis_attribute(attr, krate).is_none());
         }
     }
     item

@@ -12,6 +12,53 @@ use crate::rules;
 /// would clash with them.
 pub(crate) const CLIENT_RESERVED: &[&str] = &["new", "from_client", "inner", "SERVICE"];
 
+/// Every name the generated client defines, with the method that defines it (`None` for
+/// the fixed ones).
+fn client_names<'a>(service: &'a Service<'a>) -> Vec<(String, Option<&'a syn::Ident>)> {
+    let mut names: Vec<(String, Option<&syn::Ident>)> = CLIENT_RESERVED
+        .iter()
+        .map(|name| ((*name).to_owned(), None))
+        .collect();
+    for method in &service.methods {
+        match method.kind {
+            Kind::Rpc | Kind::ExclusiveRpc => {
+                names.push((method.ident.to_string(), Some(method.ident)))
+            }
+            Kind::Command => {
+                names.push((method.ident.to_string(), Some(method.ident)));
+                names.push((
+                    format!("start_{}", crate::naming::unraw(method.ident)),
+                    Some(method.ident),
+                ));
+            }
+            Kind::Subscribe { .. } => {}
+        }
+    }
+    names
+}
+
+/// A client method whose name another generated item already takes.
+fn check_client_names(service: &Service<'_>, errors: &Errors) {
+    let names = client_names(service);
+    for (index, (name, owner)) in names.iter().enumerate() {
+        let Some(owner) = owner else { continue };
+        let earlier = names[..index].iter().find(|(other, _)| other == name);
+        if let Some((_, earlier_owner)) = earlier {
+            let what = match earlier_owner {
+                None => format!("generated `{}Client::{name}`", service.self_ident),
+                Some(other) => format!(
+                    "`{}Client::{name}`, generated for `{other}`",
+                    service.self_ident
+                ),
+            };
+            errors.spanned(
+                owner,
+                format!("method name conflicts with {what}; rename the method (its wire name can stay with `name = \"…\"`)"),
+            );
+        }
+    }
+}
+
 pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
     let (name, span) = &service.name;
     if let Err(violation) = rules::check_service_name(name) {
@@ -27,6 +74,8 @@ pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
     {
         errors.spanned(version, message);
     }
+
+    check_client_names(service, errors);
 
     let mut rpc_names: HashMap<String, Span> = HashMap::new();
     let mut command_names: HashMap<String, Span> = HashMap::new();
@@ -48,18 +97,6 @@ pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
                         *wire_span,
                         format!("two {what}s are named `{wire}` on the wire; rename one with `name = \"…\"`"),
                     ));
-                }
-                let client_name = method.ident.to_string();
-                if CLIENT_RESERVED.contains(&client_name.as_str()) {
-                    errors.spanned(
-                        method.ident,
-                        format!(
-                            "method name conflicts with generated `{}Client::{client_name}`; rename the method \
-                             (and keep its wire name with `#[{}(name = \"{wire}\")]`)",
-                            service.self_ident,
-                            method.kind.attribute_name()
-                        ),
-                    );
                 }
             }
             Kind::Subscribe {

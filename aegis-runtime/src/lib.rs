@@ -32,6 +32,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod commands;
 pub mod instance;
 mod leadership;
 pub mod runner;
@@ -47,6 +48,7 @@ pub mod __private;
 pub use aegis_macros::{command, exclusive_rpc, rpc, service, subscribe};
 pub use client::{CallError, CallErrorKind, RetryPolicy, ServiceClient};
 pub use codec::Event;
+pub use commands::{CommandHandle, CommandOptions};
 pub use leadership::Leadership;
 pub use runner::{RunningService, ServiceRunner, StartError};
 pub use service::DuplicateService;

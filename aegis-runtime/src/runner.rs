@@ -171,6 +171,18 @@ impl<S: Service> ServiceRunner<S> {
                 listeners.spawn(listen(shared.clone(), rpc, shared_sub));
             }
         }
+        for command in definition.commands {
+            let (nats, name, service) =
+                (nats.clone(), service_name.clone(), shared.service.clone());
+            let permits = shared.permits.clone();
+            listeners.spawn(async move {
+                if let Err(err) =
+                    crate::commands::worker::serve(nats, name, service, command, permits).await
+                {
+                    tracing::error!(command = command.name, %err, "commands are not served");
+                }
+            });
+        }
         round_trip(&nats).await;
         tracing::info!(service = %service_name, instance = %instance_id, rpcs = definition.rpcs.len(), "instance serving");
         Ok(RunningService {

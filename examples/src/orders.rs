@@ -140,13 +140,26 @@ impl OrderProcessor {
         self.events_seen.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Rebuilds the search index, reporting progress.
+    /// Rebuilds the search index, reporting progress after each tenth of the orders.
     #[command]
     async fn reindex(&self, command: Reindex, progress: Progress) -> Result<Reindexed, String> {
-        progress
-            .report(100.0, "done")
-            .await
-            .map_err(|e| e.to_string())?;
+        if command.orders == 0 {
+            return Err("nothing to reindex".to_owned());
+        }
+        // A large reindex takes a while: 1 ms per order.
+        let step = std::time::Duration::from_millis(u64::from(command.orders) / 10);
+        for tenth in 1..=10u32 {
+            tokio::time::sleep(step).await;
+            let status = format!(
+                "{} of {} orders",
+                command.orders * tenth / 10,
+                command.orders
+            );
+            progress
+                .report(f64::from(tenth * 10), status)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Reindexed {
             reindexed: command.orders,
         })

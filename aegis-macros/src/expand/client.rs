@@ -67,6 +67,37 @@ impl Generator<'_> {
                 },
             }
         });
+        let commands = self.commands().map(|method| {
+            let method_ident = method.ident;
+            let start_ident = format_ident!("start_{}", crate::naming::unraw(method.ident));
+            let wire = &method.wire_name.0;
+            let docs: Vec<_> = method.original.attrs.iter().filter(|attr| attr.path().is_ident("doc")).collect();
+            let output = response_type(&method.output);
+            let (param, argument) = match method.payload() {
+                Some(payload) => (quote!(, command: #payload), quote!(&command)),
+                None => (quote!(), quote!(&#k::__private::NoParams)),
+            };
+            quote! {
+                #(#docs)*
+                ///
+                /// Sends the command and waits for its outcome.
+                pub async fn #method_ident(&self #param)
+                    -> ::core::result::Result<#output, #k::__private::CallError>
+                {
+                    self.inner.command(#wire, #argument).await
+                }
+
+                #(#docs)*
+                ///
+                /// Sends the command with `options` and returns a handle to follow its progress
+                /// and await its outcome.
+                pub async fn #start_ident(&self #param, options: #k::__private::CommandOptions)
+                    -> ::core::result::Result<#k::__private::CommandHandle<#output>, #k::__private::CallError>
+                {
+                    self.inner.start_command(#wire, #argument, options).await
+                }
+            }
+        });
         quote! {
             impl #ident {
                 /// The name of the service this client calls.
@@ -88,6 +119,7 @@ impl Generator<'_> {
                 }
 
                 #(#methods)*
+                #(#commands)*
             }
         }
     }

@@ -16,13 +16,17 @@ use crate::validate;
 /// `#[service]`: reads, validates and expands; on errors, emits them next to the user's
 /// impl block (attributes stripped) so no secondary errors follow.
 pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args: ServiceArgs = match syn::parse2(args) {
-        Ok(args) => args,
-        Err(err) => return with_original(item, err),
-    };
     let item: ItemImpl = match syn::parse2(item.clone()) {
         Ok(item) => item,
+        // Not an impl block we can read: pass it through untouched, with the error.
         Err(err) => return with_original(item, err),
+    };
+    let args: ServiceArgs = match syn::parse2(args) {
+        Ok(args) => args,
+        Err(err) => {
+            let stripped = model::strip_attributes(&item, &syn::parse_quote!(::aegis_runtime));
+            return with_original(stripped.into_token_stream(), err);
+        }
     };
     let errors = Errors::new();
     let service = model::read(&item, args, &errors);
@@ -31,8 +35,9 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     let output = match (errors.finish(), service) {
         (Ok(()), Some(service)) => Generator { service: &service }.into_token_stream(),
-        (Err(err), _) => {
-            let stripped = model::strip_attributes(&item);
+        (Err(err), service) => {
+            let krate = service.map_or_else(|| syn::parse_quote!(::aegis_runtime), |s| s.krate);
+            let stripped = model::strip_attributes(&item, &krate);
             let errors = err.to_compile_error();
             quote! { #stripped #errors }
         }
@@ -78,7 +83,7 @@ pub(crate) struct Generator<'a> {
 
 impl ToTokens for Generator<'_> {
     fn to_tokens(&self, tokens: &mut TokenStream) {
-        let stripped = model::strip_attributes(self.service.original);
+        let stripped = model::strip_attributes(self.service.original, &self.service.krate);
         let checks = self.checks();
         let service_impl = self.service_impl();
         let handlers = self.handlers();

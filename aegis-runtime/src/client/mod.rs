@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse};
+use crate::commands::{CommandHandle, CommandOptions};
 use crate::subject::{self, MethodName, ServiceName};
 
 pub use error::{CallError, CallErrorKind};
@@ -117,6 +118,77 @@ impl ServiceClient {
         params: &P,
     ) -> Result<R, CallError> {
         self.call_with(method, params, true).await
+    }
+
+    /// Sends the command `name` with `payload` and waits for its typed result.
+    ///
+    /// # Errors
+    /// [`CallError`]: the handler's failure (after its retries), a timeout, a result that
+    /// does not decode, or a stream that cannot be reached.
+    pub async fn command<P: Serialize, R: DeserializeOwned>(
+        &self,
+        name: &str,
+        payload: &P,
+    ) -> Result<R, CallError> {
+        self.start_command(name, payload, CommandOptions::default())
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Sends the command `name` with `payload` and returns once the stream has it: follow
+    /// its progress and await its outcome on the handle.
+    ///
+    /// # Errors
+    /// [`CallError`] when the command cannot be encoded or stored.
+    pub async fn start_command<P: Serialize, R: DeserializeOwned>(
+        &self,
+        name: &str,
+        payload: &P,
+        options: CommandOptions,
+    ) -> Result<CommandHandle<R>, CallError> {
+        let fail = |kind| CallError::new(&self.service, name, 1, kind);
+        let method = MethodName::new(name).map_err(|e| fail(CallErrorKind::InvalidName(e)))?;
+        let mut command = codec::Command::new(name, payload)
+            .with_priority(options.priority)
+            .with_target(self.service.as_str());
+        command.source = Some(self.source.to_string());
+        command.max_retries = options.max_retries;
+        command.timeout = options.timeout.as_secs_f64();
+        let bytes =
+            codec::encode(&command).map_err(|e| fail(CallErrorKind::Encode(e.to_string())))?;
+        let transport = |e: &dyn std::fmt::Display| fail(CallErrorKind::Transport(e.to_string()));
+        // Listen before sending, so neither progress nor the outcome can be missed.
+        let progress = self
+            .nats
+            .subscribe(subject::command_progress(&command.message_id))
+            .await
+            .map_err(|e| transport(&e))?;
+        let callback = self
+            .nats
+            .subscribe(subject::command_callback(&command.message_id))
+            .await
+            .map_err(|e| transport(&e))?;
+        let js = async_nats::jetstream::new(self.nats.clone());
+        crate::commands::commands_stream(&js)
+            .await
+            .map_err(|e| transport(&e))?;
+        js.publish(subject::command(&self.service, &method), bytes.into())
+            .await
+            .map_err(|e| transport(&e))?
+            .await
+            .map_err(|e| transport(&e))?;
+        let runs = options.max_retries.saturating_add(1);
+        Ok(CommandHandle {
+            id: command.message_id,
+            progress,
+            callback,
+            wait: options.timeout.saturating_mul(runs) + Duration::from_secs(5),
+            client: self.clone(),
+            name: name.to_owned(),
+            done: None,
+            _result: std::marker::PhantomData,
+        })
     }
 
     async fn call_with<P: Serialize, R: DeserializeOwned>(

@@ -1,0 +1,8 @@
+struct Svc;
+
+impl Svc {
+    #[aegis_runtime::rpc]
+    async fn handler(&self) {}
+}
+
+fn main() {}

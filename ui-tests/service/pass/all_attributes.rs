@@ -1,0 +1,48 @@
+use aegis_runtime::{Event, EventContext, Progress, RpcContext, Service};
+
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct Order {
+    id: String,
+}
+
+#[derive(Default)]
+struct Orders;
+
+#[aegis_runtime::service(name = "orders", version = "2.1.0")]
+impl Orders {
+    #[exclusive_rpc]
+    async fn place(&self, ctx: &RpcContext, order: Order) -> Result<String, std::io::Error> {
+        Ok(format!("{} {:?}", order.id, ctx.term()))
+    }
+
+    #[rpc(name = "ping")]
+    async fn health(&self) {}
+
+    #[subscribe("events.orders.*", mode = "broadcast", durable = "orders-audit")]
+    async fn on_order(&self, _ctx: &EventContext, _event: Event<Order>) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[subscribe("events.payments.>")]
+    async fn on_payment(&self, _payment: Order) {}
+
+    #[command]
+    async fn rebuild(&self, order: Order, _progress: Progress) -> String {
+        order.id
+    }
+
+    /// Not an Aegis method: left alone.
+    fn helper(&self) -> u32 {
+        7
+    }
+}
+
+fn main() {
+    let definition = Orders::definition();
+    assert_eq!(definition.name, "orders");
+    assert_eq!(definition.rpcs.len(), 2);
+    assert_eq!(definition.subscriptions.len(), 2);
+    assert_eq!(definition.commands.len(), 1);
+    assert_eq!(Orders.helper(), 7);
+    let _client: fn(aegis_runtime::__private::async_nats::Client) -> OrdersClient = OrdersClient::new;
+}

@@ -1,0 +1,9 @@
+struct Svc;
+
+#[aegis_runtime::service]
+impl Svc {
+    #[subscribe]
+    async fn on_created(&self, _event: aegis_runtime::Event<u32>) {}
+}
+
+fn main() {}

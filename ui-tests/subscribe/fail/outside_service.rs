@@ -1,0 +1,8 @@
+struct Svc;
+
+impl Svc {
+    #[aegis_runtime::subscribe("events.orders.created")]
+    async fn handler(&self) {}
+}
+
+fn main() {}
