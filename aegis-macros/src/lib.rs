@@ -22,7 +22,7 @@ mod rules;
 
 use proc_macro::TokenStream;
 
-/// Turns an `impl` block into an Aegis service. Documented on `aegis_runtime::service`.
+#[doc = include_str!("../../docs/macros.md")]
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::service(args.into(), item.into()).into()

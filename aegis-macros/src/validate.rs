@@ -136,3 +136,101 @@ pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use syn::parse_quote;
+
+    use crate::attrs::ServiceArgs;
+    use crate::errors::Errors;
+    use crate::model;
+
+    /// Reads and validates `item`, returning every error message.
+    fn errors_of(args: ServiceArgs, item: syn::ItemImpl) -> Vec<String> {
+        let errors = Errors::new();
+        if let Some(service) = model::read(&item, args, &errors) {
+            super::check(&service, &errors);
+        }
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(err) => err.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_service_has_no_errors() {
+        let item = parse_quote! {
+            impl Orders {
+                #[rpc] async fn ping(&self) {}
+                #[exclusive_rpc] async fn place(&self, ctx: &RpcContext, order: Order) -> Result<u32, E> { todo() }
+                #[subscribe("events.orders.*", mode = "broadcast")] async fn on(&self, e: Event<Order>) {}
+                #[command] async fn reindex(&self, p: Progress) {}
+                fn helper(&self) {}
+            }
+        };
+        assert_eq!(
+            errors_of(ServiceArgs::default(), item),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn every_error_of_an_impl_is_reported() {
+        let item = parse_quote! {
+            impl Orders {
+                #[rpc] fn not_async(&self) {}
+                #[rpc] async fn by_value(self) {}
+                #[rpc(name = "Bad")] async fn bad_name(&self) {}
+                #[subscribe("events..x")] async fn bad_pattern(&self, e: u32) {}
+            }
+        };
+        let errors = errors_of(ServiceArgs::default(), item);
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(errors[0].contains("must be `async`"));
+        assert!(errors[1].contains("must take `&self`"));
+        assert!(errors[2].contains("invalid method name"));
+        assert!(errors[3].contains("invalid event pattern: token 1 is empty"));
+    }
+
+    #[test]
+    fn wire_names_and_client_names_must_be_unique() {
+        let item = parse_quote! {
+            impl Orders {
+                #[rpc(name = "ping")] async fn first(&self) {}
+                #[exclusive_rpc] async fn ping(&self) {}
+                #[command] async fn sync(&self) {}
+                #[rpc] async fn start_sync(&self) {}
+                #[rpc] async fn inner(&self) {}
+            }
+        };
+        let errors = errors_of(ServiceArgs::default(), item);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("`OrdersClient::start_sync`, generated for `sync`"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("generated `OrdersClient::inner`"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("two RPC methods are named `ping`"))
+        );
+    }
+
+    #[test]
+    fn a_derived_service_name_says_where_it_came_from() {
+        let item = parse_quote! { impl _Orders { #[rpc] async fn ping(&self) {} } };
+        let errors = errors_of(ServiceArgs::default(), item);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("derived from the type name"),
+            "{}",
+            errors[0]
+        );
+    }
+}
