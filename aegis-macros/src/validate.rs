@@ -12,6 +12,9 @@ use crate::rules;
 /// would clash with them.
 pub(crate) const CLIENT_RESERVED: &[&str] = &["new", "from_client", "inner", "SERVICE"];
 
+/// Methods every instance serves itself (`aegis_runtime::runner::{STATUS_METHOD, HEALTH_METHOD}`).
+const BUILT_IN_METHODS: &[&str] = &["aegis_status", "aegis_health"];
+
 /// Every name the generated client defines, with the method that defines it (`None` for
 /// the fixed ones).
 fn client_names<'a>(service: &'a Service<'a>) -> Vec<(String, Option<&'a syn::Ident>)> {
@@ -86,6 +89,14 @@ pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
             Kind::Rpc | Kind::ExclusiveRpc | Kind::Command => {
                 if let Err(violation) = rules::check_method_name(wire) {
                     errors.push(syn::Error::new(*wire_span, violation.to_string()));
+                }
+                if BUILT_IN_METHODS.contains(&wire.as_str())
+                    && !matches!(method.kind, Kind::Command)
+                {
+                    errors.push(syn::Error::new(
+                        *wire_span,
+                        format!("`{wire}` is a method every Aegis instance already serves; choose another name"),
+                    ));
                 }
                 let (names, what) = if matches!(method.kind, Kind::Command) {
                     (&mut command_names, "command")
@@ -201,10 +212,17 @@ mod tests {
                 #[command] async fn sync(&self) {}
                 #[rpc] async fn start_sync(&self) {}
                 #[rpc] async fn inner(&self) {}
+                #[rpc] async fn aegis_status(&self) {}
             }
         };
         let errors = errors_of(ServiceArgs::default(), item);
-        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e
+                    .contains("`aegis_status` is a method every Aegis instance already serves"))
+        );
         assert!(
             errors
                 .iter()

@@ -10,7 +10,7 @@ use crate::codec::{Timestamp, WireMessage};
 use crate::subject::{GroupId, InstanceId, ServiceName};
 
 /// Health of an instance as it reports it in the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum InstanceStatus {
     /// Serving.
@@ -22,7 +22,7 @@ pub enum InstanceStatus {
 }
 
 /// Role of an instance in its sticky-active group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StickyActiveStatus {
     /// The leader: runs the exclusive methods.

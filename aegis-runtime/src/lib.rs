@@ -35,8 +35,11 @@ pub mod codec;
 pub mod commands;
 pub mod instance;
 mod leadership;
+mod lifecycle;
+mod registry;
 pub mod runner;
 pub mod service;
+mod stats;
 pub mod subject;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -50,6 +53,7 @@ pub use client::{CallError, CallErrorKind, RetryPolicy, ServiceClient};
 pub use codec::Event;
 pub use commands::{CommandHandle, CommandOptions};
 pub use leadership::Leadership;
+pub use lifecycle::Lifecycle;
 pub use runner::{RunningService, ServiceRunner, StartError};
 pub use service::DuplicateService;
 pub use service::{

@@ -8,6 +8,26 @@ use super::definition::response_type;
 use crate::model::Kind;
 
 impl Generator<'_> {
+    /// The user's doc comments of `method`, or a line saying what the client method calls
+    /// (generated items must not trip `missing_docs` in the user's crate).
+    fn method_docs(&self, method: &crate::model::Method<'_>) -> TokenStream {
+        let docs: Vec<_> = method
+            .original
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("doc"))
+            .collect();
+        if docs.is_empty() {
+            let line = format!(
+                "Calls `{}` on the `{}` service.",
+                method.wire_name.0, self.service.name.0
+            );
+            quote!(#[doc = #line])
+        } else {
+            quote!(#(#docs)*)
+        }
+    }
+
     fn client_ident(&self) -> syn::Ident {
         format_ident!("{}Client", self.service.self_ident)
     }
@@ -37,11 +57,7 @@ impl Generator<'_> {
         let methods = self.rpcs().map(|method| {
             let method_ident = method.ident;
             let wire = &method.wire_name.0;
-            let docs = method
-                .original
-                .attrs
-                .iter()
-                .filter(|attr| attr.path().is_ident("doc"));
+            let docs = self.method_docs(method);
             let output = response_type(&method.output);
             let call = if matches!(method.kind, Kind::ExclusiveRpc) {
                 quote!(call_exclusive)
@@ -50,7 +66,7 @@ impl Generator<'_> {
             };
             match method.payload() {
                 Some(payload) => quote! {
-                    #(#docs)*
+                    #docs
                     pub async fn #method_ident(&self, request: #payload)
                         -> ::core::result::Result<#output, #k::__private::CallError>
                     {
@@ -58,7 +74,7 @@ impl Generator<'_> {
                     }
                 },
                 None => quote! {
-                    #(#docs)*
+                    #docs
                     pub async fn #method_ident(&self)
                         -> ::core::result::Result<#output, #k::__private::CallError>
                     {
@@ -71,14 +87,14 @@ impl Generator<'_> {
             let method_ident = method.ident;
             let start_ident = format_ident!("start_{}", crate::naming::unraw(method.ident));
             let wire = &method.wire_name.0;
-            let docs: Vec<_> = method.original.attrs.iter().filter(|attr| attr.path().is_ident("doc")).collect();
+            let docs = self.method_docs(method);
             let output = response_type(&method.output);
             let (param, argument) = match method.payload() {
                 Some(payload) => (quote!(, command: #payload), quote!(&command)),
                 None => (quote!(), quote!(&#k::__private::NoParams)),
             };
             quote! {
-                #(#docs)*
+                #docs
                 ///
                 /// Sends the command and waits for its outcome.
                 pub async fn #method_ident(&self #param)
@@ -87,7 +103,7 @@ impl Generator<'_> {
                     self.inner.command(#wire, #argument).await
                 }
 
-                #(#docs)*
+                #docs
                 ///
                 /// Sends the command with `options` and returns a handle to follow its progress
                 /// and await its outcome.

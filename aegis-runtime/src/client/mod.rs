@@ -151,8 +151,8 @@ impl ServiceClient {
         let method = MethodName::new(name).map_err(|e| fail(CallErrorKind::InvalidName(e)))?;
         let mut command = codec::Command::new(name, payload)
             .with_priority(options.priority)
-            .with_target(self.service.as_str());
-        command.source = Some(self.source.to_string());
+            .with_target(self.service.as_str())
+            .with_source(self.source.as_ref());
         command.max_retries = options.max_retries;
         command.timeout = options.timeout.as_secs_f64();
         let bytes =

@@ -33,6 +33,44 @@ macro_rules! envelope {
             pub target: Option<String>,
             $( $(#[$field_meta])* pub $field: $ty, )*
         }
+
+        impl<$param> $name<$param> {
+            /// A message with a fresh id, trace and timestamp, no correlation, source or
+            /// target, and the given fields.
+            #[allow(clippy::too_many_arguments)]
+            fn fresh($($field: $ty),*) -> Self {
+                Self {
+                    message_id: new_message_id(),
+                    trace_id: new_message_id(),
+                    correlation_id: None,
+                    timestamp: Timestamp::now(),
+                    source: None,
+                    target: None,
+                    $($field,)*
+                }
+            }
+
+            /// Sets who sends the message.
+            #[must_use]
+            pub fn with_source(mut self, source: impl Into<String>) -> Self {
+                self.source = Some(source.into());
+                self
+            }
+
+            /// Sets who the message is for (a service name).
+            #[must_use]
+            pub fn with_target(mut self, target: impl Into<String>) -> Self {
+                self.target = Some(target.into());
+                self
+            }
+
+            /// Sets the trace id, to tie the message to an operation already under way.
+            #[must_use]
+            pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+                self.trace_id = trace_id.into();
+                self
+            }
+        }
     };
 }
 
@@ -147,60 +185,13 @@ pub enum Priority {
     Critical,
 }
 
-/// The six header fields of a fresh message: id, trace, no correlation, now, no source and
-/// target. Kept in one place so every constructor agrees.
-struct Header {
-    message_id: String,
-    trace_id: String,
-    timestamp: Timestamp,
-}
-
-impl Header {
-    fn fresh() -> Self {
-        Self {
-            message_id: new_message_id(),
-            trace_id: new_message_id(),
-            timestamp: Timestamp::now(),
-        }
-    }
-}
-
 /// Default timeout of an [`RpcRequest`], in seconds (the Python SDK's default).
 pub const DEFAULT_RPC_TIMEOUT_SECS: f64 = 5.0;
 
 impl<P> RpcRequest<P> {
     /// A new request for `method` with `params`, a fresh id and trace, and a 5 s timeout.
     pub fn new(method: impl Into<String>, params: P) -> Self {
-        let Header {
-            message_id,
-            trace_id,
-            timestamp,
-        } = Header::fresh();
-        Self {
-            message_id,
-            trace_id,
-            correlation_id: None,
-            timestamp,
-            source: None,
-            target: None,
-            method: method.into(),
-            params,
-            timeout: DEFAULT_RPC_TIMEOUT_SECS,
-        }
-    }
-
-    /// Sets who sends the request.
-    #[must_use]
-    pub fn with_source(mut self, source: impl Into<String>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// Sets the service the request is for.
-    #[must_use]
-    pub fn with_target(mut self, target: impl Into<String>) -> Self {
-        self.target = Some(target.into());
-        self
+        Self::fresh(method.into(), params, DEFAULT_RPC_TIMEOUT_SECS)
     }
 
     /// Sets the timeout in seconds.
@@ -225,17 +216,9 @@ impl<R> RpcResponse<R> {
         result: Option<R>,
         error: Option<String>,
     ) -> Self {
-        Self {
-            message_id: new_message_id(),
-            trace_id: request.trace_id.clone(),
-            correlation_id: Some(request.message_id.clone()),
-            timestamp: Timestamp::now(),
-            source: None,
-            target: None,
-            success,
-            result,
-            error,
-        }
+        let mut response = Self::fresh(success, result, error).with_trace_id(&request.trace_id);
+        response.correlation_id = Some(request.message_id.clone());
+        response
     }
 
     /// A successful answer to `request` carrying `result`.
@@ -266,30 +249,12 @@ pub const EVENT_VERSION: &str = "1.0";
 impl<P> Event<P> {
     /// A new event of `domain`/`event_type` carrying `payload`.
     pub fn new(domain: impl Into<String>, event_type: impl Into<String>, payload: P) -> Self {
-        let Header {
-            message_id,
-            trace_id,
-            timestamp,
-        } = Header::fresh();
-        Self {
-            message_id,
-            trace_id,
-            correlation_id: None,
-            timestamp,
-            source: None,
-            target: None,
-            domain: domain.into(),
-            event_type: event_type.into(),
+        Self::fresh(
+            domain.into(),
+            event_type.into(),
             payload,
-            version: EVENT_VERSION.to_owned(),
-        }
-    }
-
-    /// Sets who publishes the event.
-    #[must_use]
-    pub fn with_source(mut self, source: impl Into<String>) -> Self {
-        self.source = Some(source.into());
-        self
+            EVENT_VERSION.to_owned(),
+        )
     }
 }
 
@@ -301,37 +266,19 @@ pub const DEFAULT_COMMAND_TIMEOUT_SECS: f64 = 300.0;
 impl<P> Command<P> {
     /// A new command `command` carrying `payload`, normal priority.
     pub fn new(command: impl Into<String>, payload: P) -> Self {
-        let Header {
-            message_id,
-            trace_id,
-            timestamp,
-        } = Header::fresh();
-        Self {
-            message_id,
-            trace_id,
-            correlation_id: None,
-            timestamp,
-            source: None,
-            target: None,
-            command: command.into(),
+        Self::fresh(
+            command.into(),
             payload,
-            priority: Priority::Normal,
-            max_retries: DEFAULT_COMMAND_MAX_RETRIES,
-            timeout: DEFAULT_COMMAND_TIMEOUT_SECS,
-        }
+            Priority::Normal,
+            DEFAULT_COMMAND_MAX_RETRIES,
+            DEFAULT_COMMAND_TIMEOUT_SECS,
+        )
     }
 
     /// Sets the priority.
     #[must_use]
     pub fn with_priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
-        self
-    }
-
-    /// Sets the service the command is for.
-    #[must_use]
-    pub fn with_target(mut self, target: impl Into<String>) -> Self {
-        self.target = Some(target.into());
         self
     }
 }

@@ -108,17 +108,38 @@ impl RpcContext {
     }
 }
 
+/// Called once a request's header is decoded.
+type DecodedHook = Box<dyn FnOnce(&RpcContext) + Send>;
+
 /// A request as the runtime hands it to a generated handler: not yet decoded, so the
 /// handler decodes straight into the method's parameter type, in one pass.
-#[derive(Debug)]
 pub struct RpcCall {
     payload: Bytes,
     context: RpcContext,
+    on_decoded: Option<DecodedHook>,
+}
+
+impl std::fmt::Debug for RpcCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcCall")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RpcCall {
     pub(crate) fn new(payload: Bytes, context: RpcContext) -> Self {
-        Self { payload, context }
+        Self {
+            payload,
+            context,
+            on_decoded: None,
+        }
+    }
+
+    /// Runs `hook` once the request's header is known (to record its ids in a span).
+    pub(crate) fn on_decoded(mut self, hook: impl FnOnce(&RpcContext) + Send + 'static) -> Self {
+        self.on_decoded = Some(Box::new(hook));
+        self
     }
 
     /// Decodes the request with `params` of type `P`.
@@ -132,6 +153,9 @@ impl RpcCall {
                 context.message_id = request.message_id;
                 context.trace_id = request.trace_id;
                 context.source = request.source;
+                if let Some(hook) = self.on_decoded {
+                    hook(&context);
+                }
                 Ok((context, request.params))
             }
             Err(err) => {

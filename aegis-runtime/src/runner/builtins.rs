@@ -1,0 +1,169 @@
+//! Methods every instance answers without being asked to: a detailed status and a
+//! liveness check, on `rpc.{service}.aegis_status` and `rpc.{service}.aegis_health` (and on
+//! each instance's own subject).
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::dispatch::{send_reply, subscribe_subject};
+use super::{Core, StartError};
+use crate::instance::{InstanceStatus, StickyActiveStatus};
+use crate::lifecycle::Lifecycle;
+use crate::service::{NoParams, Reply, RpcCall, RpcContext};
+use crate::subject::{self, MethodName};
+
+/// Name of the built-in status method.
+pub const STATUS_METHOD: &str = "aegis_status";
+/// Name of the built-in liveness method.
+pub const HEALTH_METHOD: &str = "aegis_health";
+
+/// What `aegis_status` answers: who the instance is, how it is doing, what it served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StatusReport {
+    /// The service name.
+    pub service: String,
+    /// The instance id.
+    pub instance_id: String,
+    /// The service version.
+    pub version: String,
+    /// Where the instance is in its lifecycle.
+    pub lifecycle: Lifecycle,
+    /// ACTIVE, or UNHEALTHY while its heartbeats fail.
+    pub status: InstanceStatus,
+    /// Seconds since it started.
+    pub uptime_seconds: f64,
+    /// When it started.
+    pub started_at: String,
+    /// Its sticky-active group, when it has exclusive methods.
+    pub group: Option<String>,
+    /// Its role in that group.
+    pub role: Option<StickyActiveStatus>,
+    /// The fencing term while it is the active instance.
+    pub term: Option<u64>,
+    /// Calls in flight right now.
+    pub in_flight: usize,
+    /// Per method: calls, errors, the last error.
+    pub methods: Vec<MethodReport>,
+}
+
+/// The counters of one method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MethodReport {
+    /// The method name.
+    pub name: String,
+    /// Whether it is exclusive.
+    pub exclusive: bool,
+    /// Calls received.
+    pub calls: u64,
+    /// Calls that failed (handler errors, undecodable requests).
+    pub errors: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// What `aegis_health` answers: the shape of the Python SDK's `health_check`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HealthReport {
+    /// The instance id.
+    pub instance_id: String,
+    /// The service name.
+    pub service: String,
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// Whether it is the active instance of its group.
+    pub is_active: bool,
+    /// Where it is in its lifecycle.
+    pub lifecycle: Lifecycle,
+}
+
+pub(super) fn status_report(core: &Core) -> StatusReport {
+    let has_group = core.endpoints.iter().any(|e| e.exclusive);
+    let role = has_group.then(|| {
+        if core.leadership.is_active() {
+            StickyActiveStatus::Active
+        } else {
+            StickyActiveStatus::Standby
+        }
+    });
+    StatusReport {
+        service: core.service_name.to_string(),
+        instance_id: core.instance_id.to_string(),
+        version: core.version.to_owned(),
+        lifecycle: core.lifecycle.get(),
+        status: core.status(),
+        uptime_seconds: core.started.elapsed().as_secs_f64(),
+        started_at: core.started_at.to_string(),
+        group: has_group.then(|| core.leadership.group().to_string()),
+        role,
+        term: core.leadership.term(),
+        in_flight: core
+            .concurrency
+            .saturating_sub(core.permits.available_permits()),
+        methods: core
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                let stats = endpoint.stats.snapshot();
+                MethodReport {
+                    name: endpoint.name.to_owned(),
+                    exclusive: endpoint.exclusive,
+                    calls: stats.requests,
+                    errors: stats.errors,
+                    last_error: stats.last_error,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn health_report(core: &Core) -> HealthReport {
+    let healthy =
+        core.status() == InstanceStatus::Active && core.lifecycle.get() == Lifecycle::Started;
+    HealthReport {
+        instance_id: core.instance_id.to_string(),
+        service: core.service_name.to_string(),
+        status: if healthy { "healthy" } else { "unhealthy" }.to_owned(),
+        is_active: core.leadership.is_active(),
+        lifecycle: core.lifecycle.get(),
+    }
+}
+
+/// Subscribes both built-in methods, on the group's and the instance's subjects.
+pub(super) async fn subscribe(
+    core: &Arc<Core>,
+    listeners: &mut JoinSet<()>,
+) -> Result<(), StartError> {
+    for method in [STATUS_METHOD, HEALTH_METHOD] {
+        let name = MethodName::new(method)?;
+        let any = subject::rpc(&core.service_name, &name);
+        let one = subject::rpc_instance(&core.service_name, &core.instance_id, &name);
+        let queue = Some(subject::rpc_queue_group(&core.service_name));
+        for subscriber in [
+            subscribe_subject(&core.nats, any, queue).await?,
+            subscribe_subject(&core.nats, one, None).await?,
+        ] {
+            listeners.spawn(answer(core.clone(), method, subscriber));
+        }
+    }
+    Ok(())
+}
+
+async fn answer(core: Arc<Core>, method: &'static str, mut subscriber: async_nats::Subscriber) {
+    while let Some(message) = subscriber.next().await {
+        let Some(reply_to) = message.reply else {
+            continue;
+        };
+        let context = RpcContext::new(core.name, method, core.instance_key.clone(), false, None);
+        let reply = match RpcCall::new(message.payload, context).decode::<NoParams>() {
+            Ok((context, _)) if method == STATUS_METHOD => {
+                Reply::value(&context, status_report(&core))
+            }
+            Ok((context, _)) => Reply::value(&context, health_report(&core)),
+            Err(bad_request) => bad_request,
+        };
+        send_reply(&core, reply_to, reply, None).await;
+    }
+}

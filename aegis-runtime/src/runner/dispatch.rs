@@ -1,0 +1,252 @@
+//! Receiving calls and running their handlers.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::{Core, StartError};
+use crate::codec::headers;
+use crate::service::{
+    NoParams, Outcome, Reply, RpcCall, RpcContext, RpcDefinition, Service, ServiceDefinition,
+};
+use crate::subject::{self, MethodName};
+
+/// What the handlers of one instance share.
+pub(super) struct Shared<S: 'static> {
+    pub(super) core: Arc<Core>,
+    pub(super) service: Arc<S>,
+    pub(super) definition: &'static ServiceDefinition<S>,
+}
+
+/// Subscribes every RPC of the service: the group's subject (in the queue group) and this
+/// instance's own subject.
+pub(super) async fn subscribe_all<S: Service>(
+    shared: &Arc<Shared<S>>,
+    listeners: &mut JoinSet<()>,
+) -> Result<(), StartError> {
+    let core = &shared.core;
+    for (index, rpc) in shared.definition.rpcs.iter().enumerate() {
+        let method = MethodName::new(rpc.name)?;
+        let queue = subject::rpc_queue_group(&core.service_name);
+        let any = subject::rpc(&core.service_name, &method);
+        let one = subject::rpc_instance(&core.service_name, &core.instance_id, &method);
+        // Addressed to this instance: always served (a standby answers NOT_ACTIVE).
+        let own = subscribe_subject(&core.nats, one, None).await?;
+        listeners.spawn(listen(shared.clone(), index, own));
+        if rpc.exclusive {
+            // Shared by the group: only the active instance subscribes, so calls are never
+            // spread over standbys.
+            listeners.spawn(serve_while_active(shared.clone(), index, any, queue));
+        } else {
+            let group = subscribe_subject(&core.nats, any, Some(queue)).await?;
+            listeners.spawn(listen(shared.clone(), index, group));
+        }
+    }
+    for command in shared.definition.commands {
+        let (nats, name, service) = (
+            core.nats.clone(),
+            core.service_name.clone(),
+            shared.service.clone(),
+        );
+        let permits = core.permits.clone();
+        listeners.spawn(async move {
+            if let Err(err) =
+                crate::commands::worker::serve(nats, name, service, command, permits).await
+            {
+                tracing::error!(command = command.name, %err, "commands are not served");
+            }
+        });
+    }
+    Ok(())
+}
+
+pub(super) async fn subscribe_subject(
+    nats: &async_nats::Client,
+    subject: String,
+    queue: Option<String>,
+) -> Result<async_nats::Subscriber, StartError> {
+    let result = match queue {
+        Some(queue) => nats.queue_subscribe(subject.clone(), queue).await,
+        None => nats.subscribe(subject.clone()).await,
+    };
+    result.map_err(|source| StartError::Subscribe { subject, source })
+}
+
+/// Receives the calls of one subscription and runs each in its own task, up to the
+/// instance's concurrency limit.
+async fn listen<S: Service>(
+    shared: Arc<Shared<S>>,
+    index: usize,
+    mut subscriber: async_nats::Subscriber,
+) {
+    while let Some(message) = subscriber.next().await {
+        let Some(reply_to) = message.reply.clone() else {
+            tracing::debug!(subject = %message.subject, "ignoring a request without a reply subject");
+            continue;
+        };
+        let Ok(permit) = shared.core.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (reply, term) = dispatch(&shared, index, message.payload).await;
+            send_reply(&shared.core, reply_to, reply, term).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Publishes a reply with Aegis's headers: the responder's instance id and, for exclusive
+/// calls, the term they ran under.
+pub(super) async fn send_reply(
+    core: &Core,
+    reply_to: async_nats::Subject,
+    reply: Reply,
+    term: Option<u64>,
+) {
+    let mut headers = HeaderMap::new();
+    headers.insert(headers::INSTANCE_ID, core.instance_key.as_ref());
+    if let Some(term) = term {
+        headers.insert(headers::TERM, term.to_string().as_str());
+    }
+    if let Err(err) = core
+        .nats
+        .publish_with_headers(reply_to, headers, reply.payload.into())
+        .await
+    {
+        tracing::warn!(%err, "cannot send a reply");
+    }
+}
+
+/// Holds the group's subscription to an exclusive method's subject while this instance is
+/// active, and drops it (unsubscribing) when it steps down.
+async fn serve_while_active<S: Service>(
+    shared: Arc<Shared<S>>,
+    index: usize,
+    subject: String,
+    queue: String,
+) {
+    let leadership = shared.core.leadership.clone();
+    loop {
+        if !leadership.wait_until(true).await {
+            return;
+        }
+        let subscriber = match shared
+            .core
+            .nats
+            .queue_subscribe(subject.clone(), queue.clone())
+            .await
+        {
+            Ok(subscriber) => subscriber,
+            Err(err) => {
+                tracing::warn!(%subject, %err, "cannot subscribe an exclusive method; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tracing::debug!(%subject, "active: serving exclusive method");
+        tokio::select! {
+            () = listen(shared.clone(), index, subscriber) => return,
+            _ = leadership.wait_until(false) => {
+                tracing::debug!(%subject, "standby: no longer serving exclusive method");
+            }
+        }
+    }
+}
+
+/// Runs one call: the active check for exclusive methods, the handler with panics caught,
+/// the counters. Returns the reply and, for exclusive calls, the term they ran under.
+async fn dispatch<S: Service>(
+    shared: &Shared<S>,
+    index: usize,
+    payload: Bytes,
+) -> (Reply, Option<u64>) {
+    let core = &shared.core;
+    let rpc: &'static RpcDefinition<S> = &shared.definition.rpcs[index];
+    let stats = &core.endpoints[index].stats;
+    stats.received();
+    let started = Instant::now();
+    let term = if rpc.exclusive {
+        core.leadership.term()
+    } else {
+        None
+    };
+    let context = RpcContext::new(
+        shared.definition.name,
+        rpc.name,
+        core.instance_key.clone(),
+        rpc.exclusive,
+        term,
+    );
+    let span = tracing::info_span!(
+        "rpc",
+        service = shared.definition.name,
+        method = rpc.name,
+        instance = %core.instance_key,
+        correlation_id = tracing::field::Empty,
+        term = term,
+    );
+    let reply = async {
+        if rpc.exclusive && term.is_none() {
+            // The method does not run; read only the header, to answer with the request's ids.
+            return match RpcCall::new(payload, context).decode::<NoParams>() {
+                Ok((context, _)) => Reply::not_active(&context, core.leadership.group()),
+                Err(bad_request) => bad_request,
+            };
+        }
+        let call = RpcCall::new(payload, context.clone()).on_decoded(|ctx| {
+            tracing::Span::current().record("correlation_id", ctx.message_id());
+        });
+        match AssertUnwindSafe((rpc.handler)(shared.service.clone(), call))
+            .catch_unwind()
+            .await
+        {
+            Ok(reply) => reply,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                tracing::error!(%message, "handler panicked");
+                Reply::handler_error(&context, &format!("the handler panicked: {message}"))
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    let error = match reply.outcome() {
+        Outcome::Ok | Outcome::NotActive => None,
+        Outcome::HandlerError => Some("the handler failed".to_owned()),
+        Outcome::BadRequest => Some("the request could not be decoded".to_owned()),
+    };
+    stats.finished(started.elapsed(), error);
+    (reply, term)
+}
+
+/// Sends a message to this connection through the server and waits for it: the server
+/// processes a connection's protocol in order, so every subscription made before is in
+/// place once the message comes back.
+pub(super) async fn round_trip(nats: &async_nats::Client) {
+    let inbox = nats.new_inbox();
+    let Ok(mut probe) = nats.subscribe(inbox.clone()).await else {
+        return;
+    };
+    if nats.publish(inbox, Bytes::new()).await.is_err() {
+        return;
+    }
+    if tokio::time::timeout(Duration::from_secs(5), probe.next())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "no round trip through the server within 5 s; subscriptions may not be ready yet"
+        );
+    }
+}

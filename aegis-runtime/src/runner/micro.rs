@@ -1,0 +1,249 @@
+//! The NATS micro protocol (ADR-32), so `nats micro ls/info/stats` show Aegis services.
+//!
+//! Written here rather than through `async_nats::service` because Aegis's endpoints are
+//! served by its own dispatch (exclusive subscriptions follow leadership, and a handler
+//! error is an envelope, not a `Nats-Service-Error` header); this module only reports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::dispatch::subscribe_subject;
+use super::{Core, StartError};
+use crate::subject::{self, MethodName};
+
+/// Answer to `$SRV.PING…` (`io.nats.micro.v1.ping_response`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MicroPing {
+    /// Always `io.nats.micro.v1.ping_response`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The service name.
+    pub name: String,
+    /// The instance id.
+    pub id: String,
+    /// The service version.
+    pub version: String,
+    /// Service metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Answer to `$SRV.INFO…` (`io.nats.micro.v1.info_response`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MicroInfo {
+    /// Always `io.nats.micro.v1.info_response`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The service name.
+    pub name: String,
+    /// The instance id.
+    pub id: String,
+    /// The service version.
+    pub version: String,
+    /// Service metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// A description of the service.
+    pub description: String,
+    /// Its endpoints.
+    pub endpoints: Vec<MicroEndpointInfo>,
+}
+
+/// One endpoint in [`MicroInfo`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MicroEndpointInfo {
+    /// The method name.
+    pub name: String,
+    /// The subject it is served on.
+    pub subject: String,
+    /// The queue group.
+    pub queue_group: String,
+    /// `exclusive`, `request_schema` and `response_schema` (JSON Schemas, as JSON text).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Answer to `$SRV.STATS…` (`io.nats.micro.v1.stats_response`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MicroStats {
+    /// Always `io.nats.micro.v1.stats_response`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The service name.
+    pub name: String,
+    /// The instance id.
+    pub id: String,
+    /// The service version.
+    pub version: String,
+    /// Service metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// When the instance started (RFC 3339).
+    pub started: String,
+    /// Per-endpoint counters.
+    pub endpoints: Vec<MicroEndpointStats>,
+}
+
+/// One endpoint in [`MicroStats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MicroEndpointStats {
+    /// The method name.
+    pub name: String,
+    /// The subject it is served on.
+    pub subject: String,
+    /// The queue group.
+    pub queue_group: String,
+    /// Requests received (counted on receipt).
+    pub num_requests: u64,
+    /// Requests that failed.
+    pub num_errors: u64,
+    /// The last failure, empty when none.
+    pub last_error: String,
+    /// Total processing time, in nanoseconds.
+    pub processing_time: u64,
+    /// Average processing time, in nanoseconds.
+    pub average_processing_time: u64,
+}
+
+const PING: &str = "io.nats.micro.v1.ping_response";
+const INFO: &str = "io.nats.micro.v1.info_response";
+const STATS: &str = "io.nats.micro.v1.stats_response";
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Ping,
+    Info,
+    Stats,
+}
+
+/// Subscribes `$SRV.{VERB}`, `$SRV.{VERB}.{name}` and `$SRV.{VERB}.{name}.{id}`.
+pub(super) async fn subscribe(
+    core: &Arc<Core>,
+    listeners: &mut JoinSet<()>,
+) -> Result<(), StartError> {
+    for (verb, token) in [
+        (Verb::Ping, "PING"),
+        (Verb::Info, "INFO"),
+        (Verb::Stats, "STATS"),
+    ] {
+        for subject in [
+            format!("$SRV.{token}"),
+            format!("$SRV.{token}.{}", core.service_name),
+            format!("$SRV.{token}.{}.{}", core.service_name, core.instance_id),
+        ] {
+            let subscriber = subscribe_subject(&core.nats, subject, None).await?;
+            listeners.spawn(answer(core.clone(), verb, subscriber));
+        }
+    }
+    Ok(())
+}
+
+async fn answer(core: Arc<Core>, verb: Verb, mut subscriber: async_nats::Subscriber) {
+    while let Some(message) = subscriber.next().await {
+        let Some(reply_to) = message.reply else {
+            continue;
+        };
+        let body = match verb {
+            Verb::Ping => serde_json::to_vec(&ping(&core)),
+            Verb::Info => serde_json::to_vec(&info(&core)),
+            Verb::Stats => serde_json::to_vec(&stats(&core)),
+        };
+        match body {
+            Ok(body) => {
+                if let Err(err) = core.nats.publish(reply_to, body.into()).await {
+                    tracing::debug!(%err, "cannot answer a $SRV request");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot encode a $SRV answer"),
+        }
+    }
+}
+
+fn metadata(_core: &Core) -> BTreeMap<String, String> {
+    BTreeMap::from([("framework".to_owned(), "aegis".to_owned())])
+}
+
+fn ping(core: &Core) -> MicroPing {
+    MicroPing {
+        kind: PING.to_owned(),
+        name: core.service_name.to_string(),
+        id: core.instance_id.to_string(),
+        version: core.version.to_owned(),
+        metadata: metadata(core),
+    }
+}
+
+/// The subject an endpoint is served on, and its queue group.
+fn endpoint_subject(core: &Core, name: &str) -> (String, String) {
+    let method = MethodName::new(name)
+        .map(|m| subject::rpc(&core.service_name, &m))
+        .unwrap_or_default();
+    (method, subject::rpc_queue_group(&core.service_name))
+}
+
+fn info(core: &Core) -> MicroInfo {
+    let endpoints = core
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let (subject, queue_group) = endpoint_subject(core, endpoint.name);
+            let mut metadata =
+                BTreeMap::from([("exclusive".to_owned(), endpoint.exclusive.to_string())]);
+            if let Some(described) = core
+                .descriptor
+                .rpcs
+                .iter()
+                .find(|m| m.name == endpoint.name)
+            {
+                metadata.insert("request_schema".to_owned(), described.request.to_string());
+                metadata.insert("response_schema".to_owned(), described.response.to_string());
+            }
+            MicroEndpointInfo {
+                name: endpoint.name.to_owned(),
+                subject,
+                queue_group,
+                metadata,
+            }
+        })
+        .collect();
+    MicroInfo {
+        kind: INFO.to_owned(),
+        name: core.service_name.to_string(),
+        id: core.instance_id.to_string(),
+        version: core.version.to_owned(),
+        metadata: metadata(core),
+        description: format!("Aegis service {}", core.service_name),
+        endpoints,
+    }
+}
+
+fn stats(core: &Core) -> MicroStats {
+    let endpoints = core
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let (subject, queue_group) = endpoint_subject(core, endpoint.name);
+            let stats = endpoint.stats.snapshot();
+            let total = u64::try_from(stats.processing.as_nanos()).unwrap_or(u64::MAX);
+            MicroEndpointStats {
+                name: endpoint.name.to_owned(),
+                subject,
+                queue_group,
+                num_requests: stats.requests,
+                num_errors: stats.errors,
+                last_error: stats.last_error.unwrap_or_default(),
+                processing_time: total,
+                average_processing_time: total.checked_div(stats.requests).unwrap_or(0),
+            }
+        })
+        .collect();
+    MicroStats {
+        kind: STATS.to_owned(),
+        name: core.service_name.to_string(),
+        id: core.instance_id.to_string(),
+        version: core.version.to_owned(),
+        metadata: metadata(core),
+        started: core.started_at.to_string(),
+        endpoints,
+    }
+}

@@ -1,0 +1,430 @@
+//! Running a service as a live instance on NATS: lifecycle, subscriptions, dispatch,
+//! registry entry and heartbeats, built-in status RPCs, the NATS micro protocol, and a
+//! graceful stop.
+
+mod builtins;
+mod dispatch;
+mod micro;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::codec::Timestamp;
+use crate::instance::InstanceStatus;
+use crate::leadership::Leadership;
+use crate::lifecycle::{Lifecycle, LifecycleCell};
+use crate::registry::{self, Registration};
+use crate::service::{Service, ServiceDescriptor};
+use crate::stats::EndpointStats;
+use crate::subject::{GroupId, InstanceId, InvalidName, ServiceName};
+
+pub use crate::registry::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL, UNHEALTHY_AFTER_FAILURES,
+};
+pub use builtins::{HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport};
+pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
+
+/// Default number of calls an instance runs at once.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+/// How long [`RunningService::stop`] waits for calls in flight, by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts a service as an instance on NATS.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use aegis_runtime::{ServiceRunner, service};
+///
+/// struct Echo;
+///
+/// #[service(name = "echo-runner")]
+/// impl Echo {
+///     #[rpc]
+///     async fn ping(&self) -> String {
+///         "pong".into()
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// let running = ServiceRunner::new(Echo)
+///     .nats(nats)
+///     .registry_ttl(Duration::from_secs(15))
+///     .heartbeat_interval(Duration::from_secs(5))
+///     .start()
+///     .await?;
+/// println!("serving as {}", running.instance_id());
+/// running.stop_on_signal().await; // SIGINT or SIGTERM: graceful stop
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a runner does nothing until `.start().await`"]
+pub struct ServiceRunner<S> {
+    service: S,
+    nats: Option<async_nats::Client>,
+    url: Option<String>,
+    instance_id: Option<String>,
+    group: Option<String>,
+    concurrency: usize,
+    registry_ttl: Duration,
+    heartbeat_interval: Duration,
+    drain_timeout: Duration,
+}
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Neither a NATS connection nor a URL was given.
+    #[error("no NATS connection: call `.nats(client)` or `.url(\"nats://…\")` on the runner")]
+    NoConnection,
+    /// The NATS server could not be reached.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The client's error.
+        source: async_nats::ConnectError,
+    },
+    /// A name in the service definition or the configuration breaks its rule.
+    #[error("{0}")]
+    InvalidName(#[from] InvalidName),
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Subscribing failed.
+    #[error("cannot subscribe {subject}: {source}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        source: async_nats::SubscribeError,
+    },
+    /// The registry could not be written.
+    #[error("cannot register the instance: {0} (is JetStream enabled on the server?)")]
+    Registry(String),
+}
+
+impl<S: Service> ServiceRunner<S> {
+    /// A runner for `service`.
+    pub fn new(service: S) -> Self {
+        Self {
+            service,
+            nats: None,
+            url: None,
+            instance_id: None,
+            group: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            registry_ttl: registry::DEFAULT_REGISTRY_TTL,
+            heartbeat_interval: registry::DEFAULT_HEARTBEAT_INTERVAL,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// The NATS connection to serve on.
+    pub fn nats(mut self, client: async_nats::Client) -> Self {
+        self.nats = Some(client);
+        self
+    }
+
+    /// Connect to this NATS URL at start (when no connection is given).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The instance id (default `{service}-{8 hex digits}`).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// The sticky-active group (default `default`).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// How many calls run at once (default 256); further calls wait.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit.max(1);
+        self
+    }
+
+    /// How long the registry keeps this instance's entry without a heartbeat (default
+    /// 30 s; whole seconds, rounded up). A crashed instance disappears after it.
+    pub fn registry_ttl(mut self, ttl: Duration) -> Self {
+        self.registry_ttl = ttl;
+        self
+    }
+
+    /// How often the entry is refreshed (default 10 s); must be shorter than the TTL.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// How long a stop waits for calls in flight (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Validates the configuration, registers the instance, subscribes every subject, and
+    /// returns once the server has the subscriptions (a round trip through it, not just a
+    /// flush).
+    ///
+    /// # Errors
+    /// [`StartError`] saying what is wrong.
+    pub async fn start(self) -> Result<RunningService, StartError> {
+        let lifecycle = LifecycleCell::new();
+        let definition = S::definition();
+        let service_name = ServiceName::new(definition.name)?;
+        crate::instance::check_version(definition.version).map_err(StartError::InvalidConfig)?;
+        let ttl = registry::whole_seconds(self.registry_ttl);
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= ttl {
+            return Err(StartError::InvalidConfig(format!(
+                "the heartbeat interval ({:?}) must be shorter than the registry TTL ({ttl:?}), \
+                 or the entry expires between heartbeats",
+                self.heartbeat_interval
+            )));
+        }
+        let instance_id = match self.instance_id {
+            Some(id) => InstanceId::new(id)?,
+            None => InstanceId::generate(&service_name),
+        };
+        let group = match self.group {
+            Some(group) => GroupId::new(group)?,
+            None => GroupId::default(),
+        };
+        let nats = match (self.nats, self.url) {
+            (Some(nats), _) => nats,
+            (None, Some(url)) => async_nats::connect(&url)
+                .await
+                .map_err(|source| StartError::Connect { url, source })?,
+            (None, None) => return Err(StartError::NoConnection),
+        };
+        lifecycle.set(Lifecycle::Starting);
+
+        let exclusive_group = definition.has_exclusive_methods().then(|| group.clone());
+        let entry = registry::initial_entry(
+            service_name.clone(),
+            instance_id.clone(),
+            definition.version,
+            exclusive_group,
+        )
+        .map_err(StartError::InvalidConfig)?;
+        let registration = Registration::register(nats.clone(), entry, ttl)
+            .await
+            .map_err(StartError::Registry)?;
+
+        let core = Arc::new(Core {
+            name: definition.name,
+            nats: nats.clone(),
+            service_name,
+            version: definition.version,
+            instance_id: instance_id.clone(),
+            instance_key: instance_id.as_str().into(),
+            leadership: Leadership::new(group),
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+            concurrency: self.concurrency,
+            lifecycle,
+            registration: Arc::new(registration),
+            endpoints: definition
+                .rpcs
+                .iter()
+                .map(|rpc| Endpoint {
+                    name: rpc.name,
+                    exclusive: rpc.exclusive,
+                    stats: EndpointStats::default(),
+                })
+                .collect(),
+            started: Instant::now(),
+            started_at: Timestamp::now(),
+            descriptor: (definition.describe)(),
+            drain_timeout: self.drain_timeout,
+        });
+        let shared = Arc::new(dispatch::Shared {
+            core: core.clone(),
+            service: Arc::new(self.service),
+            definition,
+        });
+
+        let mut listeners = JoinSet::new();
+        let subscribed = async {
+            dispatch::subscribe_all(&shared, &mut listeners).await?;
+            builtins::subscribe(&core, &mut listeners).await?;
+            micro::subscribe(&core, &mut listeners).await
+        };
+        if let Err(err) = subscribed.await {
+            core.lifecycle.set(Lifecycle::Failed);
+            listeners.shutdown().await;
+            let _ = core.registration.deregister().await;
+            return Err(err);
+        }
+        dispatch::round_trip(&nats).await;
+        let heartbeat = tokio::spawn(
+            core.registration
+                .clone()
+                .heartbeats(self.heartbeat_interval),
+        );
+        core.lifecycle.set(Lifecycle::Started);
+        tracing::info!(service = %core.service_name, instance = %core.instance_id, rpcs = definition.rpcs.len(), "instance serving");
+        Ok(RunningService {
+            core,
+            listeners,
+            heartbeat,
+        })
+    }
+}
+
+/// One RPC method as the instance counts it.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) name: &'static str,
+    pub(crate) exclusive: bool,
+    pub(crate) stats: EndpointStats,
+}
+
+/// The state of an instance that does not depend on the service's type.
+#[derive(Debug)]
+pub(crate) struct Core {
+    /// The service name as the definition holds it.
+    pub(crate) name: &'static str,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) service_name: ServiceName,
+    pub(crate) version: &'static str,
+    pub(crate) instance_id: InstanceId,
+    pub(crate) instance_key: Arc<str>,
+    pub(crate) leadership: Leadership,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) concurrency: usize,
+    pub(crate) lifecycle: LifecycleCell,
+    pub(crate) registration: Arc<Registration>,
+    /// Indexed like the definition's `rpcs`.
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) started: Instant,
+    pub(crate) started_at: Timestamp,
+    pub(crate) descriptor: ServiceDescriptor,
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Core {
+    /// What the instance reports in the registry and its status RPC.
+    pub(crate) fn status(&self) -> InstanceStatus {
+        self.registration.health().status()
+    }
+}
+
+/// A live instance. Stop it with [`RunningService::stop`] (or
+/// [`RunningService::stop_on_signal`]); dropping it stops listening at once, without
+/// draining calls or removing its registry entry (which then expires after its TTL).
+#[derive(Debug)]
+pub struct RunningService {
+    core: Arc<Core>,
+    listeners: JoinSet<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl RunningService {
+    /// The instance id.
+    pub fn instance_id(&self) -> &InstanceId {
+        &self.core.instance_id
+    }
+
+    /// The service name.
+    pub fn service_name(&self) -> &ServiceName {
+        &self.core.service_name
+    }
+
+    /// Where the instance is in its lifecycle.
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.core.lifecycle.get()
+    }
+
+    /// ACTIVE while heartbeats succeed; UNHEALTHY after three failures in a row.
+    pub fn status(&self) -> InstanceStatus {
+        self.core.status()
+    }
+
+    /// This instance's role in its sticky-active group.
+    pub fn leadership(&self) -> &Leadership {
+        &self.core.leadership
+    }
+
+    /// A report as the status RPC gives it.
+    pub fn report(&self) -> StatusReport {
+        builtins::status_report(&self.core)
+    }
+
+    /// Stops gracefully: stops taking calls, answers every call in flight (waiting up to
+    /// the drain timeout), removes the registry entry, and flushes.
+    pub async fn stop(mut self) {
+        let core = self.core.clone();
+        core.lifecycle.set(Lifecycle::Stopping);
+        // Unsubscribing first: no new call is accepted from here on.
+        self.listeners.shutdown().await;
+        self.heartbeat.abort();
+        let all = u32::try_from(core.concurrency).unwrap_or(u32::MAX);
+        match tokio::time::timeout(core.drain_timeout, core.permits.acquire_many(all)).await {
+            Ok(_) => tracing::debug!(instance = %core.instance_id, "calls in flight drained"),
+            Err(_) => {
+                tracing::warn!(instance = %core.instance_id, timeout = ?core.drain_timeout, "calls still running after the drain timeout")
+            }
+        }
+        if let Err(err) = core.registration.deregister().await {
+            tracing::warn!(instance = %core.instance_id, %err, "cannot remove the registry entry; it expires after its TTL");
+        }
+        let _ = core.nats.flush().await;
+        core.lifecycle.set(Lifecycle::Stopped);
+        tracing::info!(service = %core.service_name, instance = %core.instance_id, "instance stopped");
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn stop_on_signal(self) {
+        wait_for_signal().await;
+        tracing::info!(instance = %self.core.instance_id, "shutdown signal received");
+        self.stop().await;
+    }
+
+    /// Makes this instance active under `term` without an election: for tests of exclusive
+    /// methods only. Real instances become active only by winning the election.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn force_active_for_tests(&self, term: u64) {
+        self.core.leadership.become_active(term);
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,55 @@
+//! One instance of the order processor, as its own process.
+//!
+//! Run with: `cargo run -p aegis-examples --bin order_service -- --nats nats://127.0.0.1:4222`
+//!
+//! It serves until SIGINT or SIGTERM, then stops gracefully (answers calls in flight,
+//! leaves the registry). Once it serves, it prints `ready {instance id}` on stdout, so a
+//! parent process (the demo, the tests) knows when to go on.
+
+#![allow(clippy::print_stdout)] // an example: `ready` tells the parent process it serves
+
+use std::time::Duration;
+
+use aegis_examples::orders::OrderProcessor;
+use aegis_runtime::ServiceRunner;
+use clap::Parser;
+
+/// One instance of the order processor.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The NATS server.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// The instance id (default: `order-processor-{8 hex digits}`).
+    #[arg(long)]
+    instance: Option<String>,
+    /// Seconds the registry keeps the entry without a heartbeat.
+    #[arg(long, default_value_t = 30)]
+    registry_ttl: u64,
+    /// Milliseconds between heartbeats.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut runner = ServiceRunner::new(OrderProcessor::default())
+        .url(args.nats)
+        .registry_ttl(Duration::from_secs(args.registry_ttl))
+        .heartbeat_interval(Duration::from_millis(args.heartbeat_ms));
+    if let Some(instance) = args.instance {
+        runner = runner.instance_id(instance);
+    }
+    let running = runner.start().await?;
+    println!("ready {}", running.instance_id());
+    running.stop_on_signal().await;
+    Ok(())
+}

@@ -1,0 +1,457 @@
+//! Live instances on a real nats-server: registry entries that expire, heartbeats,
+//! reconnects, bad input, graceful stop, status RPCs and the NATS micro protocol.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aegis_examples::orders::{Health, OrderProcessor, OrderProcessorClient};
+use aegis_runtime::codec::{self, RpcRequest, RpcResponse};
+use aegis_runtime::instance::{InstanceStatus, ServiceInstance};
+use aegis_runtime::runner::{HealthReport, MicroInfo, MicroPing, MicroStats, StatusReport};
+use aegis_runtime::testing::NatsServer;
+use aegis_runtime::{Lifecycle, RunningService, ServiceClient, ServiceRunner, service};
+use async_nats::jetstream::kv::{Operation, Store};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use support::ChildProcess;
+
+const REGISTRY: &str = "service_registry";
+
+async fn registry(server: &NatsServer) -> Store {
+    let js = async_nats::jetstream::new(server.connect().await.expect("connect"));
+    js.get_key_value(REGISTRY)
+        .await
+        .expect("the registry bucket exists")
+}
+
+async fn start(server: &NatsServer, id: &str, heartbeat: Duration) -> RunningService {
+    ServiceRunner::new(OrderProcessor::default())
+        .nats(server.connect().await.expect("connect"))
+        .instance_id(id)
+        .registry_ttl(Duration::from_secs(2))
+        .heartbeat_interval(heartbeat)
+        .start()
+        .await
+        .expect("instance starts")
+}
+
+/// Waits for `condition` to hold, polling every 20 ms, up to `within`.
+async fn until<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_killed_instance_expires_from_the_registry_and_watchers_see_it() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let url = server.url();
+    let (mut child, ready) = ChildProcess::start(
+        "order_service",
+        &[
+            "--nats",
+            &url,
+            "--instance",
+            "orders-crash",
+            "--registry-ttl",
+            "2",
+            "--heartbeat-ms",
+            "500",
+        ],
+    );
+    assert_eq!(ready, "ready orders-crash");
+
+    let store = registry(&server).await;
+    let key = "service-instances.order-processor.orders-crash";
+    let entry = store.get(key).await.expect("get").expect("registered");
+    let entry = ServiceInstance::from_json(&entry).expect("a valid entry");
+    assert_eq!(entry.status, InstanceStatus::Active);
+    let mut watch = store.watch(key).await.expect("watch");
+
+    child.kill();
+    let killed = Instant::now();
+    let gone = loop {
+        let change = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("a change within 10 s")
+            .expect("watch open")
+            .expect("entry");
+        if matches!(change.operation, Operation::Purge | Operation::Delete) {
+            break killed.elapsed();
+        }
+    };
+    assert!(
+        gone <= Duration::from_millis(3500),
+        "the entry lived {gone:?} after the kill (TTL 2 s)"
+    );
+    assert_eq!(store.get(key).await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn a_stopped_instance_leaves_the_registry_at_once() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server, "orders-stop", Duration::from_millis(500)).await;
+    let store = registry(&server).await;
+    let key = "service-instances.order-processor.orders-stop";
+    assert!(store.get(key).await.expect("get").is_some());
+    let mut watch = store.watch(key).await.expect("watch");
+
+    instance.stop().await;
+    let change = tokio::time::timeout(Duration::from_millis(500), watch.next())
+        .await
+        .expect("seen at once")
+        .expect("open")
+        .expect("entry");
+    assert_eq!(change.operation, Operation::Delete);
+    assert_eq!(store.get(key).await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn a_deleted_entry_comes_back_at_the_next_heartbeat() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server, "orders-beat", Duration::from_millis(300)).await;
+    let store = registry(&server).await;
+    let key = "service-instances.order-processor.orders-beat";
+    store.delete(key).await.expect("delete by hand");
+    assert_eq!(store.get(key).await.expect("get"), None);
+    let back = until(Duration::from_secs(2), || async {
+        store.get(key).await.ok().flatten().is_some()
+    })
+    .await;
+    assert!(back, "the entry did not come back");
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_reconnects_and_re_registers_after_a_server_restart() {
+    let mut server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server, "orders-restart", Duration::from_millis(300)).await;
+    let client = OrderProcessorClient::new(server.connect().await.expect("connect"));
+    client.health_check().await.expect("serves before");
+
+    server.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the outage the issue asks for
+    server.restart().await.expect("restart");
+
+    let store = registry(&server).await;
+    let key = "service-instances.order-processor.orders-restart";
+    store.delete(key).await.expect("start from no entry");
+    let registered = until(Duration::from_secs(15), || async {
+        store.get(key).await.ok().flatten().is_some()
+    })
+    .await;
+    assert!(registered, "the instance did not re-register");
+    let serves = until(Duration::from_secs(15), || async {
+        client.health_check().await.is_ok()
+    })
+    .await;
+    assert!(serves, "the instance does not serve after the restart");
+    assert_eq!(instance.status(), InstanceStatus::Active);
+    instance.stop().await;
+}
+
+/// A thousand requests that cannot be decoded, of many kinds.
+fn malformed_payloads() -> Vec<Vec<u8>> {
+    let good =
+        serde_json::to_value(RpcRequest::new("get_quote", json!({"items": 1}))).expect("value");
+    let mut payloads = Vec::new();
+    for i in 0..1000u32 {
+        let payload = match i % 10 {
+            0 => Vec::new(),
+            1 => (0..(i % 64 + 1)).map(|b| (b * 37 + i) as u8).collect(),
+            2 => codec::encode(&good).expect("encode")[..(i as usize % 100 + 1)].to_vec(),
+            3 => format!("{{\"message_id\": {i}").into_bytes(),
+            4 => codec::encode(&json!({"hello": i})).expect("encode"),
+            5 => {
+                let mut extra = good.clone();
+                extra["surprise"] = json!(i);
+                codec::encode(&extra).expect("encode")
+            }
+            6 => {
+                let mut wrong = good.clone();
+                wrong["params"]["items"] = json!(format!("{i}"));
+                codec::encode(&wrong).expect("encode")
+            }
+            7 => {
+                let mut bad_time = good.clone();
+                bad_time["timestamp"] = json!("not a time");
+                serde_json::to_vec(&bad_time).expect("json")
+            }
+            8 => vec![0x91; 1000 + i as usize],
+            _ => vec![0xc1, 0xff, 0x00, i as u8],
+        };
+        payloads.push(payload);
+    }
+    payloads
+}
+
+#[tokio::test]
+async fn a_thousand_malformed_requests_get_a_thousand_error_replies() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server, "orders-bad", Duration::from_millis(500)).await;
+    let nats = server.connect().await.expect("connect");
+    let replies = futures_util::stream::iter(malformed_payloads())
+        .map(|payload| {
+            let nats = nats.clone();
+            async move {
+                nats.request("rpc.order-processor.get_quote", payload.into())
+                    .await
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(replies.len(), 1000);
+    for reply in replies {
+        let reply = reply.expect("every request is answered");
+        let response: RpcResponse =
+            codec::decode(&reply.payload).expect("the answer is an envelope");
+        assert!(!response.success);
+        let error = response.error.expect("an error");
+        assert!(
+            error.starts_with("cannot decode RPC request")
+                || error.starts_with("invalid RPC request"),
+            "{error}"
+        );
+    }
+    let client = OrderProcessorClient::new(nats);
+    assert_eq!(
+        client.health_check().await.expect("still serving"),
+        Health {
+            status: "healthy".into(),
+            processed: 0
+        }
+    );
+    let report = instance.report();
+    let quote = report
+        .methods
+        .iter()
+        .find(|m| m.name == "get_quote")
+        .expect("get_quote");
+    assert_eq!((quote.calls, quote.errors), (1000, 1000));
+    instance.stop().await;
+}
+
+/// A service whose method takes as long as it is told.
+struct Slow;
+
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+struct Wait {
+    millis: u64,
+}
+
+#[service(name = "slow")]
+impl Slow {
+    #[rpc]
+    async fn wait(&self, request: Wait) -> u64 {
+        tokio::time::sleep(Duration::from_millis(request.millis)).await;
+        request.millis
+    }
+}
+
+#[tokio::test]
+async fn a_stop_answers_every_call_in_flight() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = ServiceRunner::new(Slow)
+        .nats(server.connect().await.expect("connect"))
+        .start()
+        .await
+        .expect("start");
+    let client = Arc::new(
+        ServiceClient::new(server.connect().await.expect("connect"), "slow").expect("client"),
+    );
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call::<_, u64>("wait", &Wait { millis: 500 }).await })
+        })
+        .collect();
+    let all_in = until(Duration::from_secs(5), || async {
+        instance.report().in_flight == 50
+    })
+    .await;
+    assert!(all_in, "50 calls should be in flight");
+
+    let stopping = Instant::now();
+    instance.stop().await;
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(300),
+        "stop waited for the calls"
+    );
+    for call in calls {
+        assert_eq!(
+            call.await
+                .expect("task")
+                .expect("answered before the stop finished"),
+            500
+        );
+    }
+    let after = client
+        .call::<_, u64>("wait", &Wait { millis: 1 })
+        .await
+        .expect_err("stopped");
+    assert!(
+        matches!(after.kind(), aegis_runtime::CallErrorKind::NoResponders),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn status_and_health_are_built_in() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server, "orders-status", Duration::from_millis(500)).await;
+    assert_eq!(instance.lifecycle(), Lifecycle::Started);
+    let client = ServiceClient::new(server.connect().await.expect("connect"), "order-processor")
+        .expect("client");
+    OrderProcessorClient::from_client(client.clone())
+        .health_check()
+        .await
+        .expect("one call");
+
+    let status: StatusReport = client
+        .call("aegis_status", &json!({}))
+        .await
+        .expect("status");
+    assert_eq!(status.instance_id, "orders-status");
+    assert_eq!(status.lifecycle, Lifecycle::Started);
+    assert_eq!(status.status, InstanceStatus::Active);
+    assert_eq!(status.group.as_deref(), Some("default"));
+    assert_eq!(status.term, None);
+    let health_check = status
+        .methods
+        .iter()
+        .find(|m| m.name == "health_check")
+        .expect("listed");
+    assert_eq!(health_check.calls, 1);
+
+    let health: HealthReport = client
+        .call("aegis_health", &json!({}))
+        .await
+        .expect("health");
+    assert_eq!(
+        health,
+        HealthReport {
+            instance_id: "orders-status".into(),
+            service: "order-processor".into(),
+            status: "healthy".into(),
+            is_active: false,
+            lifecycle: Lifecycle::Started,
+        }
+    );
+    instance.stop().await;
+}
+
+/// The keys of a JSON object.
+fn keys(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+#[tokio::test]
+async fn srv_answers_have_the_shapes_of_adr_32() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server, "orders-micro", Duration::from_millis(500)).await;
+    let nats = server.connect().await.expect("connect");
+    OrderProcessorClient::new(nats.clone())
+        .health_check()
+        .await
+        .expect("one call");
+
+    let ask = |subject: &'static str| {
+        let nats = nats.clone();
+        async move {
+            let reply = nats.request(subject, "".into()).await.expect(subject);
+            serde_json::from_slice::<Value>(&reply.payload).expect("JSON")
+        }
+    };
+    let common = ["type", "name", "id", "version", "metadata"];
+
+    let ping = ask("$SRV.PING").await;
+    assert_eq!(keys(&ping), common.into_iter().collect());
+    let ping: MicroPing = serde_json::from_value(ping).expect("ping");
+    assert_eq!(
+        (ping.kind.as_str(), ping.name.as_str(), ping.id.as_str()),
+        (
+            "io.nats.micro.v1.ping_response",
+            "order-processor",
+            "orders-micro"
+        )
+    );
+
+    let info = ask("$SRV.INFO.order-processor").await;
+    assert_eq!(
+        keys(&info),
+        common
+            .into_iter()
+            .chain(["description", "endpoints"])
+            .collect()
+    );
+    let endpoint = &info["endpoints"][0];
+    assert_eq!(
+        keys(endpoint),
+        ["name", "subject", "queue_group", "metadata"]
+            .into_iter()
+            .collect()
+    );
+    let info: MicroInfo = serde_json::from_value(info).expect("info");
+    assert_eq!(info.kind, "io.nats.micro.v1.info_response");
+    let process = info
+        .endpoints
+        .iter()
+        .find(|e| e.name == "process_order")
+        .expect("endpoint");
+    assert_eq!(process.subject, "rpc.order-processor.process_order");
+    assert_eq!(process.queue_group, "rpc.order-processor");
+    assert_eq!(process.metadata["exclusive"], "true");
+    let schema: Value =
+        serde_json::from_str(&process.metadata["request_schema"]).expect("a JSON Schema");
+    assert_eq!(schema["properties"]["order_id"]["type"], "string");
+
+    let stats = ask("$SRV.STATS.order-processor.orders-micro").await;
+    assert_eq!(
+        keys(&stats),
+        common.into_iter().chain(["started", "endpoints"]).collect()
+    );
+    assert_eq!(
+        keys(&stats["endpoints"][0]),
+        [
+            "name",
+            "subject",
+            "queue_group",
+            "num_requests",
+            "num_errors",
+            "last_error",
+            "processing_time",
+            "average_processing_time"
+        ]
+        .into_iter()
+        .collect()
+    );
+    let stats: MicroStats = serde_json::from_value(stats).expect("stats");
+    assert_eq!(stats.kind, "io.nats.micro.v1.stats_response");
+    let health = stats
+        .endpoints
+        .iter()
+        .find(|e| e.name == "health_check")
+        .expect("endpoint");
+    assert_eq!((health.num_requests, health.num_errors), (1, 0));
+    assert!(health.processing_time > 0 && health.average_processing_time == health.processing_time);
+    instance.stop().await;
+}
