@@ -455,3 +455,119 @@ async fn srv_answers_have_the_shapes_of_adr_32() {
     assert!(health.processing_time > 0 && health.average_processing_time == health.processing_time);
     instance.stop().await;
 }
+
+/// Records which of its hooks ran; refuses to start when told to.
+struct Hooked {
+    refuse_start: bool,
+    events: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+#[service(name = "hooked")]
+impl Hooked {
+    #[on_start]
+    async fn warm_up(&self) -> Result<(), String> {
+        if self.refuse_start {
+            return Err("the database is unreachable".to_owned());
+        }
+        self.events.lock().expect("lock").push("start");
+        Ok(())
+    }
+
+    #[rpc]
+    async fn events(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|e| (*e).to_owned())
+            .collect()
+    }
+
+    #[on_stop]
+    async fn flush(&self) {
+        self.events.lock().expect("lock").push("stop");
+    }
+}
+
+#[tokio::test]
+async fn hooks_run_before_serving_and_after_the_drain() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let instance = ServiceRunner::new(Hooked {
+        refuse_start: false,
+        events: events.clone(),
+    })
+    .nats(server.connect().await.expect("connect"))
+    .start()
+    .await
+    .expect("start");
+    let client =
+        ServiceClient::new(server.connect().await.expect("connect"), "hooked").expect("client");
+    let seen: Vec<String> = client.call("events", &json!({})).await.expect("events");
+    assert_eq!(seen, ["start"], "on_start ran before the first call");
+    instance.stop().await;
+    assert_eq!(*events.lock().expect("lock"), ["start", "stop"]);
+}
+
+#[tokio::test]
+async fn a_failing_on_start_fails_the_start_and_leaves_nothing_behind() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let refused = ServiceRunner::new(Hooked {
+        refuse_start: true,
+        events: Arc::default(),
+    })
+    .nats(server.connect().await.expect("connect"))
+    .instance_id("hooked-1")
+    .start()
+    .await
+    .expect_err("on_start fails");
+    assert_eq!(
+        refused.to_string(),
+        "the service's #[on_start] method failed: the database is unreachable"
+    );
+    let client =
+        ServiceClient::new(server.connect().await.expect("connect"), "hooked").expect("client");
+    let err = client
+        .call::<_, Vec<String>>("events", &json!({}))
+        .await
+        .expect_err("nobody serves");
+    assert!(
+        matches!(err.kind(), aegis_runtime::CallErrorKind::NoResponders),
+        "{err}"
+    );
+    let js = async_nats::jetstream::new(server.connect().await.expect("connect"));
+    if let Ok(store) = js.get_key_value(REGISTRY).await {
+        assert_eq!(
+            store
+                .get("service-instances.hooked.hooked-1")
+                .await
+                .expect("get"),
+            None
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_status_counts_recent_errors() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server, "orders-errors", Duration::from_millis(500)).await;
+    let client = OrderProcessorClient::new(server.connect().await.expect("connect"));
+    for _ in 0..3 {
+        client
+            .quote(aegis_examples::orders::QuoteRequest { items: 0 })
+            .await
+            .expect_err("no items");
+    }
+    let quote = instance
+        .report()
+        .methods
+        .into_iter()
+        .find(|m| m.name == "get_quote")
+        .expect("listed");
+    assert_eq!(
+        (quote.calls, quote.errors, quote.errors_last_minute),
+        (3, 3, 3)
+    );
+    assert_eq!(quote.last_error.as_deref(), Some("the handler failed"));
+    instance.stop().await;
+}

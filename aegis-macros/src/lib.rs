@@ -51,3 +51,17 @@ pub fn subscribe(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::outside_service("command", args.into(), item.into()).into()
 }
+
+/// Marks the method that runs before an instance serves; valid only inside a `#[service]`
+/// impl block.
+#[proc_macro_attribute]
+pub fn on_start(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::outside_service("on_start", args.into(), item.into()).into()
+}
+
+/// Marks the method that runs after an instance stopped serving; valid only inside a
+/// `#[service]` impl block.
+#[proc_macro_attribute]
+pub fn on_stop(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::outside_service("on_stop", args.into(), item.into()).into()
+}

@@ -46,6 +46,10 @@ pub(crate) enum Kind {
         durable: Option<LitStr>,
     },
     Command,
+    /// `#[on_start]`: runs before the instance serves.
+    OnStart,
+    /// `#[on_stop]`: runs after the instance stopped serving.
+    OnStop,
 }
 
 impl Kind {
@@ -55,15 +59,23 @@ impl Kind {
             Kind::ExclusiveRpc => "exclusive_rpc",
             Kind::Subscribe { .. } => "subscribe",
             Kind::Command => "command",
+            Kind::OnStart => "on_start",
+            Kind::OnStop => "on_stop",
         }
     }
 
+    /// Whether this is a lifecycle hook rather than something served on the wire.
+    pub(crate) fn is_hook(&self) -> bool {
+        matches!(self, Kind::OnStart | Kind::OnStop)
+    }
+
     /// The context argument this kind of handler may take.
-    fn context(&self) -> ContextKind {
+    fn context(&self) -> Option<ContextKind> {
         match self {
-            Kind::Rpc | Kind::ExclusiveRpc => ContextKind::Rpc,
-            Kind::Subscribe { .. } => ContextKind::Event,
-            Kind::Command => ContextKind::Progress,
+            Kind::Rpc | Kind::ExclusiveRpc => Some(ContextKind::Rpc),
+            Kind::Subscribe { .. } => Some(ContextKind::Event),
+            Kind::Command => Some(ContextKind::Progress),
+            Kind::OnStart | Kind::OnStop => None,
         }
     }
 }
@@ -203,9 +215,16 @@ pub(crate) fn aegis_attribute(attr: &syn::Attribute, krate: &syn::Path) -> Optio
     if !prefix_ok {
         return None;
     }
-    ["rpc", "exclusive_rpc", "subscribe", "command"]
-        .into_iter()
-        .find(|name| last == *name)
+    [
+        "rpc",
+        "exclusive_rpc",
+        "subscribe",
+        "command",
+        "on_start",
+        "on_stop",
+    ]
+    .into_iter()
+    .find(|name| last == *name)
 }
 
 fn read_method<'a>(
@@ -265,6 +284,22 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
         "rpc" => Ok((Kind::Rpc, method_args()?.name)),
         "exclusive_rpc" => Ok((Kind::ExclusiveRpc, method_args()?.name)),
         "command" => Ok((Kind::Command, method_args()?.name)),
+        "on_start" | "on_stop" => {
+            if !matches!(attr.meta, syn::Meta::Path(_)) {
+                return Err(syn::Error::new_spanned(
+                    attr,
+                    format!("`#[{which}]` takes no arguments"),
+                ));
+            }
+            Ok((
+                if which == "on_start" {
+                    Kind::OnStart
+                } else {
+                    Kind::OnStop
+                },
+                None,
+            ))
+        }
         _ => {
             let args: SubscribeArgs = match &attr.meta {
                 syn::Meta::List(_) => attr.parse_args()?,
@@ -318,7 +353,13 @@ fn read_signature<'a>(method: &'a ImplItemFn, kind: &Kind, errors: &Errors) -> V
         ),
         _ => errors.spanned(&sig.ident, format!("`#[{attribute}]` methods must take `&self` as their first argument")),
     }
-    let allowed_context = kind.context();
+    let Some(allowed_context) = kind.context() else {
+        // A lifecycle hook takes nothing but `&self`.
+        if let Some(extra) = inputs.next() {
+            errors.spanned(extra, format!("`#[{attribute}]` methods take only `&self`"));
+        }
+        return Vec::new();
+    };
     let mut args = Vec::new();
     let (mut seen_context, mut seen_payload) = (false, false);
     for input in inputs {

@@ -34,7 +34,7 @@ fn client_names<'a>(service: &'a Service<'a>) -> Vec<(String, Option<&'a syn::Id
                     Some(method.ident),
                 ));
             }
-            Kind::Subscribe { .. } => {}
+            Kind::Subscribe { .. } | Kind::OnStart | Kind::OnStop => {}
         }
     }
     names
@@ -83,9 +83,25 @@ pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
     let mut rpc_names: HashMap<String, Span> = HashMap::new();
     let mut command_names: HashMap<String, Span> = HashMap::new();
     let mut patterns: HashMap<String, Span> = HashMap::new();
+    let mut hooks: HashMap<&'static str, Span> = HashMap::new();
     for method in &service.methods {
         let (wire, wire_span) = &method.wire_name;
         match &method.kind {
+            Kind::OnStart | Kind::OnStop => {
+                let which = method.kind.attribute_name();
+                if hooks.insert(which, method.ident.span()).is_some() {
+                    errors.spanned(
+                        method.ident,
+                        format!("another method is already `#[{which}]`; a service has one"),
+                    );
+                }
+                if let crate::model::Output::Value(ty) = &method.output {
+                    errors.spanned(
+                        ty,
+                        format!("`#[{which}]` methods return `()` or `Result<(), E>`"),
+                    );
+                }
+            }
             Kind::Rpc | Kind::ExclusiveRpc | Kind::Command => {
                 if let Err(violation) = rules::check_method_name(wire) {
                     errors.push(syn::Error::new(*wire_span, violation.to_string()));

@@ -48,7 +48,7 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use aegis_macros::{command, exclusive_rpc, rpc, service, subscribe};
+pub use aegis_macros::{command, exclusive_rpc, on_start, on_stop, rpc, service, subscribe};
 pub use client::{CallError, CallErrorKind, RetryPolicy, ServiceClient};
 pub use codec::Event;
 pub use commands::{CommandHandle, CommandOptions};

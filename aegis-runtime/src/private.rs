@@ -17,9 +17,9 @@ pub use crate::client::{CallError, ServiceClient};
 pub use crate::commands::{CommandHandle, CommandOptions};
 pub use crate::service::{
     BoxFuture, CommandCall, CommandDefinition, CommandOutcome, Completed, DescriptorEntry,
-    EventCall, EventOutcome, MethodDescriptor, NoParams, Reply, RpcCall, RpcContext, RpcDefinition,
-    Service, ServiceDefinition, ServiceDescriptor, SubscribeMode, SubscriptionDefinition,
-    SubscriptionDescriptor, WorkFailure,
+    EventCall, MethodDescriptor, NoParams, Reply, RpcCall, RpcContext, RpcDefinition, Service,
+    ServiceDefinition, ServiceDescriptor, SubscribeMode, SubscriptionDefinition,
+    SubscriptionDescriptor, UnitOutcome, WorkFailure,
 };
 
 /// A client of a service whose name the macro already checked.

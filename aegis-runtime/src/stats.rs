@@ -1,8 +1,12 @@
 //! Per-method counters: what the status RPC and `$SRV.STATS` report.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The window of "recent" errors.
+pub(crate) const RECENT: Duration = Duration::from_secs(60);
 
 /// Counters of one endpoint (an RPC method).
 #[derive(Debug, Default)]
@@ -11,6 +15,7 @@ pub(crate) struct EndpointStats {
     errors: AtomicU64,
     processing_nanos: AtomicU64,
     last_error: Mutex<Option<String>>,
+    recent_errors: Mutex<VecDeque<Instant>>,
 }
 
 /// A snapshot of [`EndpointStats`].
@@ -20,6 +25,8 @@ pub(crate) struct EndpointSnapshot {
     pub(crate) errors: u64,
     pub(crate) processing: Duration,
     pub(crate) last_error: Option<String>,
+    /// Errors in the last [`RECENT`].
+    pub(crate) recent_errors: u64,
 }
 
 impl EndpointStats {
@@ -37,6 +44,11 @@ impl EndpointStats {
             if let Ok(mut last) = self.last_error.lock() {
                 *last = Some(error);
             }
+            if let Ok(mut recent) = self.recent_errors.lock() {
+                let now = Instant::now();
+                recent.push_back(now);
+                forget_old(&mut recent, now);
+            }
         }
     }
 
@@ -46,6 +58,56 @@ impl EndpointStats {
             errors: self.errors.load(Ordering::Relaxed),
             processing: Duration::from_nanos(self.processing_nanos.load(Ordering::Relaxed)),
             last_error: self.last_error.lock().ok().and_then(|last| last.clone()),
+            recent_errors: self
+                .recent_errors
+                .lock()
+                .map(|mut recent| {
+                    forget_old(&mut recent, Instant::now());
+                    recent.len() as u64
+                })
+                .unwrap_or_default(),
         }
+    }
+}
+
+/// Drops the errors older than the window (the queue is in time order).
+fn forget_old(recent: &mut VecDeque<Instant>, now: Instant) {
+    while recent
+        .front()
+        .is_some_and(|at| now.duration_since(*at) > RECENT)
+    {
+        recent.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_requests_errors_and_recent_errors() {
+        let stats = EndpointStats::default();
+        stats.received();
+        stats.finished(Duration::from_millis(2), None);
+        stats.received();
+        stats.finished(Duration::from_millis(3), Some("boom".into()));
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            (snapshot.requests, snapshot.errors, snapshot.recent_errors),
+            (2, 1, 1)
+        );
+        assert_eq!(snapshot.processing, Duration::from_millis(5));
+        assert_eq!(snapshot.last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn old_errors_leave_the_window() {
+        let now = Instant::now();
+        let Some(old) = now.checked_sub(RECENT + Duration::from_secs(1)) else {
+            return;
+        };
+        let mut recent = VecDeque::from([old, now]);
+        forget_old(&mut recent, now);
+        assert_eq!(recent, VecDeque::from([now]));
     }
 }

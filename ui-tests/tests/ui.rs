@@ -7,7 +7,14 @@
 #[test]
 fn ui() {
     let cases = trybuild::TestCases::new();
-    for attribute in ["service", "rpc", "exclusive_rpc", "subscribe", "command"] {
+    for attribute in [
+        "service",
+        "rpc",
+        "exclusive_rpc",
+        "subscribe",
+        "command",
+        "on_start",
+    ] {
         cases.compile_fail(format!("{attribute}/fail/*.rs"));
     }
     cases.pass("service/pass/*.rs");

@@ -84,6 +84,19 @@ impl Generator<'_> {
             let handler = handler_ident("command", method);
             quote! { #k::__private::CommandDefinition { name: #wire, handler: #handler } }
         });
+        let hook = |kind: &str| match self
+            .service
+            .methods
+            .iter()
+            .find(|m| m.kind.attribute_name() == kind)
+        {
+            Some(method) => {
+                let handler = handler_ident("hook", method);
+                quote!(::core::option::Option::Some(#handler))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let (on_start, on_stop) = (hook("on_start"), hook("on_stop"));
         quote! {
             #[automatically_derived]
             impl #k::__private::Service for #self_ty {
@@ -94,6 +107,8 @@ impl Generator<'_> {
                         rpcs: &[#(#rpcs),*],
                         subscriptions: &[#(#subscriptions),*],
                         commands: &[#(#commands),*],
+                        on_start: #on_start,
+                        on_stop: #on_stop,
                         describe: __aegis_describe,
                     };
                     &DEFINITION
@@ -148,7 +163,20 @@ impl Generator<'_> {
             .filter(|m| matches!(m.kind, Kind::Subscribe { .. }));
         let event_handlers = events.map(|method| self.event_handler(method));
         let command_handlers = self.commands().map(|method| self.command_handler(method));
-        quote! { #(#handlers)* #(#event_handlers)* #(#command_handlers)* }
+        let hooks = self.service.methods.iter().filter(|m| m.kind.is_hook()).map(|method| {
+            let handler = handler_ident("hook", method);
+            let ident = method.ident;
+            quote! {
+                fn #handler(
+                    service: #k::__private::Arc<#self_ty>,
+                ) -> #k::__private::BoxFuture<'static, ::core::result::Result<(), #k::__private::WorkFailure>> {
+                    #k::__private::Box::pin(async move {
+                        #k::__private::UnitOutcome::into_outcome(service.#ident().await)
+                    })
+                }
+            }
+        });
+        quote! { #(#handlers)* #(#event_handlers)* #(#command_handlers)* #(#hooks)* }
     }
 
     /// Decodes the event (with the payload type the method wants), calls the method.
@@ -175,7 +203,7 @@ impl Generator<'_> {
                 #k::__private::Box::pin(async move {
                     let (ctx, event) = call.decode::<#payload_ty>()?;
                     let output = service.#ident(#(#args),*).await;
-                    #k::__private::EventOutcome::into_outcome(output)
+                    #k::__private::UnitOutcome::into_outcome(output)
                 })
             }
         }

@@ -62,6 +62,8 @@ pub struct MethodReport {
     pub errors: u64,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// Failures in the last minute.
+    pub errors_last_minute: u64,
 }
 
 /// What `aegis_health` answers: the shape of the Python SDK's `health_check`.
@@ -113,6 +115,7 @@ pub(super) fn status_report(core: &Core) -> StatusReport {
                     calls: stats.requests,
                     errors: stats.errors,
                     last_error: stats.last_error,
+                    errors_last_minute: stats.recent_errors,
                 }
             })
             .collect(),

@@ -107,6 +107,9 @@ pub enum StartError {
     /// The registry could not be written.
     #[error("cannot register the instance: {0} (is JetStream enabled on the server?)")]
     Registry(String),
+    /// The service's `#[on_start]` method failed.
+    #[error("the service's #[on_start] method failed: {0}")]
+    Hook(String),
 }
 
 impl<S: Service> ServiceRunner<S> {
@@ -209,6 +212,13 @@ impl<S: Service> ServiceRunner<S> {
             (None, None) => return Err(StartError::NoConnection),
         };
         lifecycle.set(Lifecycle::Starting);
+        let service = Arc::new(self.service);
+        if let Some(on_start) = definition.on_start
+            && let Err(err) = on_start(service.clone()).await
+        {
+            lifecycle.set(Lifecycle::Failed);
+            return Err(StartError::Hook(err.to_string()));
+        }
 
         let exclusive_group = definition.has_exclusive_methods().then(|| group.clone());
         let entry = registry::initial_entry(
@@ -247,10 +257,14 @@ impl<S: Service> ServiceRunner<S> {
             started_at: Timestamp::now(),
             descriptor: (definition.describe)(),
             drain_timeout: self.drain_timeout,
+            on_stop: definition.on_stop.map(|hook| {
+                let service = service.clone();
+                StopHook(Box::new(move || hook(service.clone())))
+            }),
         });
         let shared = Arc::new(dispatch::Shared {
             core: core.clone(),
-            service: Arc::new(self.service),
+            service,
             definition,
         });
 
@@ -311,6 +325,23 @@ pub(crate) struct Core {
     pub(crate) started_at: Timestamp,
     pub(crate) descriptor: ServiceDescriptor,
     pub(crate) drain_timeout: Duration,
+    /// The service's `#[on_stop]` method, bound to the service.
+    pub(crate) on_stop: Option<StopHook>,
+}
+
+/// The `#[on_stop]` method, bound to its service, without the service's type.
+pub(crate) struct StopHook(
+    Box<
+        dyn Fn() -> crate::service::BoxFuture<'static, Result<(), crate::service::WorkFailure>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for StopHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopHook")
+    }
 }
 
 impl Core {
@@ -375,6 +406,11 @@ impl RunningService {
             Err(_) => {
                 tracing::warn!(instance = %core.instance_id, timeout = ?core.drain_timeout, "calls still running after the drain timeout")
             }
+        }
+        if let Some(on_stop) = &core.on_stop
+            && let Err(err) = (on_stop.0)().await
+        {
+            tracing::warn!(instance = %core.instance_id, %err, "the service's #[on_stop] method failed");
         }
         if let Err(err) = core.registration.deregister().await {
             tracing::warn!(instance = %core.instance_id, %err, "cannot remove the registry entry; it expires after its TTL");

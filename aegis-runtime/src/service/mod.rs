@@ -20,7 +20,7 @@ pub use descriptor::{
     linked_services,
 };
 pub use work::{
-    CommandCall, CommandInfo, CommandOutcome, CommandOutput, Completed, EventCall, EventOutcome,
+    CommandCall, CommandInfo, CommandOutcome, CommandOutput, Completed, EventCall, UnitOutcome,
     WorkFailure,
 };
 
@@ -68,6 +68,11 @@ pub struct ServiceDefinition<S: 'static> {
     pub subscriptions: &'static [SubscriptionDefinition<S>],
     /// The commands.
     pub commands: &'static [CommandDefinition<S>],
+    /// The `#[on_start]` method: runs before the instance registers and serves; an error
+    /// fails the start.
+    pub on_start: Option<LifecycleHook<S>>,
+    /// The `#[on_stop]` method: runs after the instance stopped serving and drained.
+    pub on_stop: Option<LifecycleHook<S>>,
     /// Builds the descriptor with JSON Schemas.
     pub describe: fn() -> ServiceDescriptor,
 }
@@ -103,6 +108,9 @@ pub enum SubscribeMode {
     /// Every instance handles every event.
     Broadcast,
 }
+
+/// A lifecycle hook (`#[on_start]`, `#[on_stop]`).
+pub type LifecycleHook<S> = fn(Arc<S>) -> BoxFuture<'static, Result<(), WorkFailure>>;
 
 /// A handler of events: decodes the event, runs the user's method.
 pub type EventHandler<S> = fn(Arc<S>, EventCall) -> BoxFuture<'static, Result<(), WorkFailure>>;

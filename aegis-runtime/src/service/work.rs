@@ -48,19 +48,19 @@ impl EventCall {
     }
 }
 
-/// What an event handler may return: `()` or `Result<(), E>`.
-pub trait EventOutcome {
+/// What an event handler or a lifecycle hook may return: `()` or `Result<(), E>`.
+pub trait UnitOutcome {
     /// The outcome as the runtime acts on it.
     fn into_outcome(self) -> Result<(), WorkFailure>;
 }
 
-impl EventOutcome for () {
+impl UnitOutcome for () {
     fn into_outcome(self) -> Result<(), WorkFailure> {
         Ok(())
     }
 }
 
-impl<E: Display> EventOutcome for Result<(), E> {
+impl<E: Display> UnitOutcome for Result<(), E> {
     fn into_outcome(self) -> Result<(), WorkFailure> {
         self.map_err(|e| WorkFailure::Failed(e.to_string()))
     }

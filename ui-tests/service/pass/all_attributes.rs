@@ -31,6 +31,14 @@ impl Orders {
         order.id
     }
 
+    #[on_start]
+    async fn warm_up(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[on_stop]
+    async fn flush(&self) {}
+
     /// Not an Aegis method: left alone.
     fn helper(&self) -> u32 {
         7
@@ -43,6 +51,7 @@ fn main() {
     assert_eq!(definition.rpcs.len(), 2);
     assert_eq!(definition.subscriptions.len(), 2);
     assert_eq!(definition.commands.len(), 1);
+    assert!(definition.on_start.is_some() && definition.on_stop.is_some());
     assert_eq!(Orders.helper(), 7);
     let _client: fn(aegis_runtime::__private::async_nats::Client) -> OrdersClient = OrdersClient::new;
 }

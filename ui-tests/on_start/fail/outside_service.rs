@@ -1,0 +1,8 @@
+struct Svc;
+
+impl Svc {
+    #[aegis_runtime::on_start]
+    async fn warm_up(&self) {}
+}
+
+fn main() {}
