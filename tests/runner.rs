@@ -89,7 +89,12 @@ async fn a_killed_instance_expires_from_the_registry_and_watchers_see_it() {
             .expect("a change within 10 s")
             .expect("watch open")
             .expect("entry");
-        if matches!(change.operation, Operation::Purge | Operation::Delete) {
+        if change.operation != Operation::Put {
+            assert_eq!(
+                change.operation,
+                Operation::Purge,
+                "an expiry, not a delete: nobody deleted it"
+            );
             break killed.elapsed();
         }
     };
@@ -570,4 +575,56 @@ async fn the_status_counts_recent_errors() {
     );
     assert_eq!(quote.last_error.as_deref(), Some("the handler failed"));
     instance.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_an_instance_process_gracefully() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let url = server.url();
+    let (mut child, _) = ChildProcess::start(
+        "order_service",
+        &[
+            "--nats",
+            &url,
+            "--instance",
+            "orders-term",
+            "--registry-ttl",
+            "30",
+            "--heartbeat-ms",
+            "1000",
+        ],
+    );
+    let store = registry(&server).await;
+    let key = "service-instances.order-processor.orders-term";
+    let mut watch = store.watch(key).await.expect("watch");
+
+    child.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        child.wait_exit(Duration::from_secs(10)),
+        "the process exits after SIGTERM"
+    );
+    let change = tokio::time::timeout(Duration::from_secs(1), watch.next())
+        .await
+        .expect("the entry leaves at once, long before its 30 s TTL")
+        .expect("open")
+        .expect("entry");
+    assert_eq!(change.operation, Operation::Delete);
+}
+
+#[tokio::test]
+async fn two_instances_share_the_calls() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let a = start(&server, "orders-1", Duration::from_millis(500)).await;
+    let b = start(&server, "orders-2", Duration::from_millis(500)).await;
+    let client = OrderProcessorClient::new(server.connect().await.expect("connect"));
+    let mut served = BTreeSet::new();
+    for _ in 0..40 {
+        served.insert(client.whoami().await.expect("whoami"));
+    }
+    assert_eq!(
+        served,
+        BTreeSet::from(["orders-1".to_owned(), "orders-2".to_owned()])
+    );
+    a.stop().await;
+    b.stop().await;
 }
