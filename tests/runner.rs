@@ -115,19 +115,39 @@ async fn a_stopped_instance_leaves_the_registry_at_once() {
     let mut watch = store.watch(key).await.expect("watch");
 
     instance.stop().await;
-    let change = tokio::time::timeout(Duration::from_millis(500), watch.next())
-        .await
-        .expect("seen at once")
-        .expect("open")
-        .expect("entry");
-    assert_eq!(change.operation, Operation::Delete);
-    assert_eq!(store.get(key).await.expect("get"), None);
+    // The instance may write its role (STANDBY) as it gives up leadership, then it deletes
+    // the entry, and nothing is written after that.
+    let deleted = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(Ok(change)) = watch.next().await {
+            if change.operation != Operation::Put {
+                return change.operation;
+            }
+        }
+        Operation::Put
+    })
+    .await
+    .expect("seen at once");
+    assert_eq!(deleted, Operation::Delete);
+    tokio::time::sleep(Duration::from_millis(700)).await; // two heartbeat intervals
+    assert_eq!(
+        store.get(key).await.expect("get"),
+        None,
+        "nothing re-registers a stopped instance"
+    );
 }
 
 #[tokio::test]
 async fn a_deleted_entry_comes_back_at_the_next_heartbeat() {
     let server = NatsServer::start().await.expect("nats-server");
     let instance = start(&server, "orders-beat", Duration::from_millis(300)).await;
+    // Once elected, the instance writes its entry only on heartbeats.
+    assert!(
+        until(Duration::from_secs(5), || async {
+            instance.leadership().is_active()
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let store = registry(&server).await;
     let key = "service-instances.order-processor.orders-beat";
     store.delete(key).await.expect("delete by hand");
@@ -319,6 +339,13 @@ async fn status_and_health_are_built_in() {
     let server = NatsServer::start().await.expect("nats-server");
     let instance = start(&server, "orders-status", Duration::from_millis(500)).await;
     assert_eq!(instance.lifecycle(), Lifecycle::Started);
+    assert!(
+        until(Duration::from_secs(5), || async {
+            instance.leadership().is_active()
+        })
+        .await,
+        "a lone instance is elected"
+    );
     let client = ServiceClient::new(server.connect().await.expect("connect"), "order-processor")
         .expect("client");
     OrderProcessorClient::from_client(client.clone())
@@ -334,7 +361,12 @@ async fn status_and_health_are_built_in() {
     assert_eq!(status.lifecycle, Lifecycle::Started);
     assert_eq!(status.status, InstanceStatus::Active);
     assert_eq!(status.group.as_deref(), Some("default"));
-    assert_eq!(status.term, None);
+    assert_eq!(
+        status.role,
+        Some(aegis_runtime::instance::StickyActiveStatus::Active)
+    );
+    assert_eq!(status.term, instance.leadership().term());
+    assert!(status.term.is_some());
     let health_check = status
         .methods
         .iter()
@@ -352,7 +384,7 @@ async fn status_and_health_are_built_in() {
             instance_id: "orders-status".into(),
             service: "order-processor".into(),
             status: "healthy".into(),
-            is_active: false,
+            is_active: true,
             lifecycle: Lifecycle::Started,
         }
     );

@@ -40,18 +40,19 @@ async fn every_rpc_answers_through_the_generated_client() {
             processed: 0
         }
     );
-
-    let price = client
-        .quote(QuoteRequest { items: 2 })
-        .await
-        .expect("quote");
-    assert_eq!(price, 19.0);
-
+    assert_eq!(
+        client
+            .quote(QuoteRequest { items: 2 })
+            .await
+            .expect("quote"),
+        19.0
+    );
     let who = client.whoami().await.expect("whoami");
     assert!(who == "orders-a" || who == "orders-b", "{who}");
 
-    // An exclusive method: nobody is active until an election makes someone so.
-    a.force_active_for_tests(7);
+    // An exclusive method runs only on the instance the election made active.
+    let leader = wait_for_leader(&[&a, &b]).await;
+    let term = leader.leadership().term().expect("a term");
     let order = OrderRequest {
         order_id: "ORD-1".into(),
         amount: 12.5,
@@ -62,14 +63,33 @@ async fn every_rpc_answers_through_the_generated_client() {
             .await
             .expect("process_order");
         assert_eq!(
-            result.instance_id, "orders-a",
+            result.instance_id,
+            leader.instance_id().as_str(),
             "only the active instance runs it"
         );
-        assert_eq!(result.term, 7);
+        assert_eq!(result.term, term);
         assert_eq!(result.order_id, "ORD-1");
     }
     a.stop().await;
     b.stop().await;
+}
+
+/// Waits (up to 10 s) until exactly one of `instances` is active, and returns it.
+async fn wait_for_leader<'a>(instances: &[&'a RunningService]) -> &'a RunningService {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let active: Vec<_> = instances
+            .iter()
+            .filter(|i| i.leadership().is_active())
+            .collect();
+        match active.as_slice() {
+            [one] => return one,
+            [] if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => panic!("expected one leader, found {}", other.len()),
+        }
+    }
 }
 
 #[tokio::test]
@@ -93,8 +113,9 @@ async fn handler_errors_arrive_as_typed_errors_without_retries() {
         ("order-processor", "get_quote")
     );
 
-    instance.force_active_for_tests(3);
-    // Becoming active subscribes the group subject; the first call may retry until it is.
+    // The lone instance wins the election; the first exclusive call may retry until it
+    // has subscribed the group's subject.
+    wait_for_leader(&[&instance]).await;
     client
         .process_order(OrderRequest {
             order_id: "ORD-1".into(),
@@ -120,8 +141,29 @@ async fn handler_errors_arrive_as_typed_errors_without_retries() {
 #[tokio::test]
 async fn exclusive_calls_never_run_on_a_standby() {
     let server = NatsServer::start().await.expect("nats-server");
-    let instance = start_instance(&server, "orders-a").await;
     let nats = server.connect().await.expect("connect");
+    // Someone else holds the leader key (no TTL: it never expires): the instance stays
+    // standby and must not take over.
+    let js = async_nats::jetstream::new(nats.clone());
+    let store = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "sticky_active".into(),
+            history: 1,
+            limit_markers: Some(Duration::from_secs(60)),
+            ..Default::default()
+        })
+        .await
+        .expect("bucket");
+    let foreign =
+        br#"{"instance_id":"elsewhere-1","elected_at":1.0,"last_heartbeat":1.0,"metadata":{}}"#;
+    store
+        .put(
+            "sticky-active.order-processor.default.leader",
+            foreign.to_vec().into(),
+        )
+        .await
+        .expect("put");
+    let instance = start_instance(&server, "orders-a").await;
     let client = OrderProcessorClient::new(nats.clone());
 
     // A standby does not even subscribe the group's subject: nobody answers, the call
@@ -135,6 +177,10 @@ async fn exclusive_calls_never_run_on_a_standby() {
         .expect_err("no active instance");
     assert!(matches!(err.kind(), CallErrorKind::NoResponders), "{err:?}");
     assert_eq!(err.attempts(), 4, "calls that did not run are retried");
+    assert!(
+        !instance.leadership().is_active(),
+        "a key held by another is not taken over"
+    );
 
     // Addressed to the standby itself, the call gets the Python SDK's NOT_ACTIVE reply.
     let request = codec::RpcRequest::new(
@@ -162,9 +208,11 @@ async fn exclusive_calls_never_run_on_a_standby() {
             "This instance is not active. Instance orders-a is in STANDBY mode for group default."
         )
     );
-
-    let health = client.health_check().await.expect("health");
-    assert_eq!(health.processed, 0, "the exclusive method never ran");
+    assert_eq!(
+        client.health_check().await.expect("health").processed,
+        0,
+        "the exclusive method never ran"
+    );
     instance.stop().await;
 }
 

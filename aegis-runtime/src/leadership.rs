@@ -1,16 +1,20 @@
 //! This instance's role in its sticky-active group, as the exclusive-method guard reads it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use crate::instance::StickyActiveStatus;
 use crate::subject::GroupId;
 
-/// The local view of leadership: which group, and the fencing term while this instance is
-/// the active one.
+/// The local view of leadership: which group, the role, and the fencing term and lease
+/// while this instance is the active one.
 ///
-/// Every exclusive call reads it at the moment it would start: a call that arrives while
-/// the instance is not active gets `NOT_ACTIVE` and does not run. Instances start as
-/// standby; only the election makes one active.
+/// Every exclusive call reads it at the moment it would start. The term is only given out
+/// while the **local lease** holds: a leader that could not renew in time (paused,
+/// partitioned) stops serving by itself, before the server can expire its key and let
+/// another instance take over, even before its renewal task has noticed.
 ///
 /// ```
 /// use aegis_runtime::Leadership;
@@ -28,11 +32,27 @@ pub struct Leadership {
 #[derive(Debug)]
 struct State {
     group: GroupId,
-    /// The fencing term while active; 0 while standby (terms are KV revisions, never 0).
-    /// Read on every exclusive call, so an atomic rather than the channel below.
+    /// The fencing term while active; 0 while not (terms are KV revisions, never 0).
     term: AtomicU64,
-    /// Tells watchers (the runner's exclusive subscriptions) about changes.
+    /// The local lease: nanoseconds after [`base`] until which the term may be used; 0
+    /// for no limit.
+    lease_until: AtomicU64,
+    /// Trying to become leader right now.
+    electing: AtomicU8,
+    /// Tells watchers (the runner's exclusive subscriptions) about changes of the term.
     changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// The instant all lease deadlines count from (monotonic).
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn nanos_since_base(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(base()).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl Leadership {
@@ -43,6 +63,8 @@ impl Leadership {
             inner: Arc::new(State {
                 group,
                 term: AtomicU64::new(0),
+                lease_until: AtomicU64::new(0),
+                electing: AtomicU8::new(0),
                 changes,
             }),
         }
@@ -53,12 +75,17 @@ impl Leadership {
         &self.inner.group
     }
 
-    /// The fencing term while this instance is active.
+    /// The fencing term while this instance is active and its lease holds.
     pub fn term(&self) -> Option<u64> {
-        match self.inner.term.load(Ordering::Acquire) {
-            0 => None,
-            term => Some(term),
+        let term = self.inner.term.load(Ordering::Acquire);
+        if term == 0 {
+            return None;
         }
+        let lease = self.inner.lease_until.load(Ordering::Acquire);
+        if lease != 0 && nanos_since_base(Instant::now()) >= lease {
+            return None;
+        }
+        Some(term)
     }
 
     /// Whether this instance is the active one.
@@ -66,18 +93,55 @@ impl Leadership {
         self.term().is_some()
     }
 
-    /// Makes this instance active under `term` (a KV revision, > 0).
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the election
+    /// The role, as the registry and the status report show it.
+    pub fn role(&self) -> StickyActiveStatus {
+        if self.is_active() {
+            StickyActiveStatus::Active
+        } else if self.inner.electing.load(Ordering::Acquire) != 0 {
+            StickyActiveStatus::Electing
+        } else {
+            StickyActiveStatus::Standby
+        }
+    }
+
+    /// Makes this instance active under `term` (a KV revision, > 0), with no lease limit.
+    #[cfg(test)]
     pub(crate) fn become_active(&self, term: u64) {
+        self.inner.lease_until.store(0, Ordering::Release);
+        self.activate(term);
+    }
+
+    /// Makes this instance active under `term` until `lease_until`.
+    pub(crate) fn become_active_until(&self, term: u64, lease_until: Instant) {
+        self.extend_lease(lease_until);
+        self.activate(term);
+    }
+
+    fn activate(&self, term: u64) {
         let term = term.max(1);
+        self.inner.electing.store(0, Ordering::Release);
         self.inner.term.store(term, Ordering::Release);
         self.inner.changes.send_replace(term);
     }
 
+    /// Moves the local lease to `until` (after a successful renewal).
+    pub(crate) fn extend_lease(&self, until: Instant) {
+        self.inner
+            .lease_until
+            .store(nanos_since_base(until), Ordering::Release);
+    }
+
+    /// Marks an election attempt under way (or over).
+    pub(crate) fn set_electing(&self, electing: bool) {
+        self.inner
+            .electing
+            .store(u8::from(electing), Ordering::Release);
+    }
+
     /// Makes this instance standby.
-    #[allow(dead_code)] // used by the election
     pub(crate) fn step_down(&self) {
         self.inner.term.store(0, Ordering::Release);
+        self.inner.electing.store(0, Ordering::Release);
         self.inner.changes.send_replace(0);
     }
 
@@ -89,5 +153,43 @@ impl Leadership {
             .wait_for(|term| (*term != 0) == active)
             .await
             .is_ok()
+    }
+
+    /// Time left on the local lease, if active with one.
+    #[allow(dead_code)]
+    pub(crate) fn lease_left(&self) -> Option<Duration> {
+        let lease = self.inner.lease_until.load(Ordering::Acquire);
+        (lease != 0)
+            .then(|| Duration::from_nanos(lease.saturating_sub(nanos_since_base(Instant::now()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_term_is_given_only_while_the_lease_holds() {
+        let leadership = Leadership::new(GroupId::default());
+        leadership.become_active_until(7, Instant::now() + Duration::from_secs(60));
+        assert_eq!(leadership.term(), Some(7));
+        assert_eq!(leadership.role(), StickyActiveStatus::Active);
+        leadership.extend_lease(Instant::now());
+        assert_eq!(leadership.term(), None, "an expired lease serves nothing");
+        assert_eq!(leadership.role(), StickyActiveStatus::Standby);
+    }
+
+    #[test]
+    fn stepping_down_and_electing_show_in_the_role() {
+        let leadership = Leadership::new(GroupId::default());
+        leadership.set_electing(true);
+        assert_eq!(leadership.role(), StickyActiveStatus::Electing);
+        leadership.become_active(3);
+        assert_eq!(leadership.role(), StickyActiveStatus::Active);
+        leadership.step_down();
+        assert_eq!(
+            (leadership.term(), leadership.role()),
+            (None, StickyActiveStatus::Standby)
+        );
     }
 }

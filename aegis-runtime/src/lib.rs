@@ -33,6 +33,7 @@
 pub mod client;
 pub mod codec;
 pub mod commands;
+pub mod election;
 pub mod instance;
 mod leadership;
 mod lifecycle;

@@ -39,24 +39,52 @@ pub(crate) async fn ttl_bucket(js: &jetstream::Context, bucket: &str) -> Result<
     }
 }
 
+/// Why a write with a time to live failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TtlWriteError {
+    /// The key was not at the expected revision: someone else wrote it first.
+    Conflict,
+    /// Anything else (no server, timeout, …).
+    Failed(String),
+}
+
+impl std::fmt::Display for TtlWriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TtlWriteError::Conflict => f.write_str("the key changed (wrong last sequence)"),
+            TtlWriteError::Failed(err) => f.write_str(err),
+        }
+    }
+}
+
 /// Writes `value` under `key` with a time to live, by publishing to the bucket's subject
-/// with a `Nats-TTL` header (the KV API has no put with TTL).
+/// with a `Nats-TTL` header (the KV API has no put with TTL). With `expected`, the write
+/// happens only if the key's last revision is that one (0: the key has never been
+/// written): a create or a compare-and-set. Returns the new revision.
 pub(crate) async fn put_with_ttl(
     js: &jetstream::Context,
     bucket: &str,
     key: &str,
     value: Vec<u8>,
     ttl: Duration,
-) -> Result<u64, String> {
-    let message = PublishMessage::build()
+    expected: Option<u64>,
+) -> Result<u64, TtlWriteError> {
+    let mut message = PublishMessage::build()
         .payload(value.into())
         .ttl(whole_seconds(ttl));
+    if let Some(expected) = expected {
+        message = message.expected_last_subject_sequence(expected);
+    }
+    let failed = |e: &dyn std::fmt::Display| TtlWriteError::Failed(e.to_string());
     let ack = js
         .send_publish(format!("$KV.{bucket}.{key}"), message)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| failed(&e))?
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.kind() {
+            jetstream::context::PublishErrorKind::WrongLastSequence => TtlWriteError::Conflict,
+            _ => failed(&e),
+        })?;
     Ok(ack.sequence)
 }
 
@@ -76,6 +104,8 @@ pub(crate) struct Registration {
     ttl: Duration,
     entry: std::sync::Mutex<ServiceInstance>,
     health: Arc<Health>,
+    /// Set once the entry is deleted: no write may bring it back.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Whether heartbeats succeed: what the instance reports as its status.
@@ -117,6 +147,7 @@ impl Registration {
             ttl,
             entry: std::sync::Mutex::new(entry),
             health: Arc::new(Health::default()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         registration.beat().await?;
         Ok(registration)
@@ -136,6 +167,9 @@ impl Registration {
 
     /// Writes the entry now, with a fresh heartbeat time and this instance's status.
     pub(crate) async fn beat(&self) -> Result<(), String> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let value = {
             let Ok(mut entry) = self.entry.lock() else {
                 return Err("registry entry lock poisoned".into());
@@ -150,9 +184,11 @@ impl Registration {
             &self.key,
             value,
             self.ttl,
+            None,
         )
         .await
         .map(|_| ())
+        .map_err(|e| e.to_string())
     }
 
     /// Refreshes the entry every `interval` until the task is dropped. A failed write is
@@ -188,6 +224,7 @@ impl Registration {
 
     /// Deletes the entry: the instance is gone at once for everyone watching.
     pub(crate) async fn deregister(&self) -> Result<(), String> {
+        self.closed.store(true, Ordering::Release);
         self.store
             .delete(&self.key)
             .await

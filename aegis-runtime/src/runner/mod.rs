@@ -73,6 +73,7 @@ pub struct ServiceRunner<S> {
     registry_ttl: Duration,
     heartbeat_interval: Duration,
     drain_timeout: Duration,
+    leader_ttl: Duration,
 }
 
 /// Why an instance could not start.
@@ -107,6 +108,9 @@ pub enum StartError {
     /// The registry could not be written.
     #[error("cannot register the instance: {0} (is JetStream enabled on the server?)")]
     Registry(String),
+    /// The leader election could not be set up.
+    #[error("cannot take part in the leader election: {0} (is JetStream enabled on the server?)")]
+    Election(String),
     /// The service's `#[on_start]` method failed.
     #[error("the service's #[on_start] method failed: {0}")]
     Hook(String),
@@ -125,6 +129,7 @@ impl<S: Service> ServiceRunner<S> {
             registry_ttl: registry::DEFAULT_REGISTRY_TTL,
             heartbeat_interval: registry::DEFAULT_HEARTBEAT_INTERVAL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            leader_ttl: crate::election::DEFAULT_LEADER_TTL,
         }
     }
 
@@ -171,6 +176,14 @@ impl<S: Service> ServiceRunner<S> {
         self
     }
 
+    /// How long the leader key lives without a renewal (default 2 s, at least 1 s; whole
+    /// seconds). A crashed leader is replaced about this long after its last renewal; a
+    /// gracefully stopped one at once. Only used by services with exclusive methods.
+    pub fn leader_ttl(mut self, ttl: Duration) -> Self {
+        self.leader_ttl = ttl;
+        self
+    }
+
     /// How long a stop waits for calls in flight (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
@@ -194,6 +207,12 @@ impl<S: Service> ServiceRunner<S> {
                 "the heartbeat interval ({:?}) must be shorter than the registry TTL ({ttl:?}), \
                  or the entry expires between heartbeats",
                 self.heartbeat_interval
+            )));
+        }
+        if definition.has_exclusive_methods() && self.leader_ttl < crate::election::MIN_LEADER_TTL {
+            return Err(StartError::InvalidConfig(format!(
+                "the leader TTL ({:?}) must be at least 1 s (NATS TTLs are whole seconds)",
+                self.leader_ttl
             )));
         }
         let instance_id = match self.instance_id {
@@ -281,6 +300,32 @@ impl<S: Service> ServiceRunner<S> {
             return Err(err);
         }
         dispatch::round_trip(&nats).await;
+        // Only now may this instance become leader: its exclusive subscriptions follow.
+        let election = if definition.has_exclusive_methods() {
+            let opened = crate::election::Election::open(
+                nats.clone(),
+                core.service_name.clone(),
+                core.instance_id.clone(),
+                core.leadership.clone(),
+                core.registration.clone(),
+                self.leader_ttl,
+            )
+            .await;
+            match opened {
+                Ok(election) => {
+                    let election = Arc::new(election);
+                    Some((election.clone(), tokio::spawn(election.run())))
+                }
+                Err(err) => {
+                    core.lifecycle.set(Lifecycle::Failed);
+                    listeners.shutdown().await;
+                    let _ = core.registration.deregister().await;
+                    return Err(StartError::Election(err));
+                }
+            }
+        } else {
+            None
+        };
         let heartbeat = tokio::spawn(
             core.registration
                 .clone()
@@ -292,6 +337,7 @@ impl<S: Service> ServiceRunner<S> {
             core,
             listeners,
             heartbeat,
+            election,
         })
     }
 }
@@ -359,6 +405,7 @@ pub struct RunningService {
     core: Arc<Core>,
     listeners: JoinSet<()>,
     heartbeat: tokio::task::JoinHandle<()>,
+    election: Option<(Arc<crate::election::Election>, tokio::task::JoinHandle<()>)>,
 }
 
 impl RunningService {
@@ -397,6 +444,11 @@ impl RunningService {
     pub async fn stop(mut self) {
         let core = self.core.clone();
         core.lifecycle.set(Lifecycle::Stopping);
+        // Leadership first: a standby takes over while this instance drains.
+        if let Some((election, task)) = self.election.take() {
+            task.abort();
+            election.release().await;
+        }
         // Unsubscribing first: no new call is accepted from here on.
         self.listeners.shutdown().await;
         self.heartbeat.abort();
@@ -426,19 +478,14 @@ impl RunningService {
         tracing::info!(instance = %self.core.instance_id, "shutdown signal received");
         self.stop().await;
     }
-
-    /// Makes this instance active under `term` without an election: for tests of exclusive
-    /// methods only. Real instances become active only by winning the election.
-    #[cfg(feature = "testing")]
-    #[doc(hidden)]
-    pub fn force_active_for_tests(&self, term: u64) {
-        self.core.leadership.become_active(term);
-    }
 }
 
 impl Drop for RunningService {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if let Some((_, task)) = &self.election {
+            task.abort();
+        }
     }
 }
 

@@ -1,0 +1,314 @@
+//! Leader election per (service, group): one key in the KV bucket `sticky_active`, taken
+//! with a create, kept with compare-and-set renewals under a per-message TTL, released with
+//! a revision-checked delete. The revision at acquisition is the fencing term.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::codec::{self, Event, Timestamp};
+use crate::leadership::Leadership;
+use crate::registry::{self, Registration, TtlWriteError};
+use crate::subject::{self, EventToken, GroupId, InstanceId, ServiceName};
+
+/// Default lifetime of the leader key without a renewal.
+pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(2);
+/// Shortest allowed leader TTL (NATS TTLs are whole seconds).
+pub const MIN_LEADER_TTL: Duration = Duration::from_secs(1);
+
+/// The value of the leader key, as the Python SDK writes it (times in epoch seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    /// The leader's instance id.
+    pub instance_id: String,
+    /// When it was elected.
+    pub elected_at: f64,
+    /// When it last renewed.
+    pub last_heartbeat: f64,
+    /// Free-form data.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// What the leader holds: its term and the key's current revision.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    term: u64,
+    revision: u64,
+    elected_at: f64,
+}
+
+/// One instance's part in the election of its group.
+#[derive(Debug)]
+pub(crate) struct Election {
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    store: kv::Store,
+    key: String,
+    service: ServiceName,
+    instance: InstanceId,
+    group: GroupId,
+    ttl: Duration,
+    leadership: Leadership,
+    registration: Arc<Registration>,
+    held: Mutex<Option<Held>>,
+}
+
+impl Election {
+    pub(crate) async fn open(
+        nats: async_nats::Client,
+        service: ServiceName,
+        instance: InstanceId,
+        leadership: Leadership,
+        registration: Arc<Registration>,
+        ttl: Duration,
+    ) -> Result<Self, String> {
+        let js = jetstream::new(nats.clone());
+        let store = registry::ttl_bucket(&js, subject::STICKY_ACTIVE_BUCKET).await?;
+        let group = leadership.group().clone();
+        Ok(Self {
+            key: subject::leader_key(&service, &group),
+            nats,
+            js,
+            store,
+            service,
+            instance,
+            group,
+            ttl: registry::whole_seconds(ttl),
+            leadership,
+            registration,
+            held: Mutex::new(None),
+        })
+    }
+
+    /// How long before the key could expire the leader stops serving by itself.
+    fn margin(&self) -> Duration {
+        self.ttl / 4
+    }
+
+    /// Campaigns and leads, forever: standby until the key is free, leader until the key
+    /// is lost.
+    pub(crate) async fn run(self: Arc<Self>) {
+        loop {
+            let term = self.campaign().await;
+            self.lead(term).await;
+        }
+    }
+
+    /// Waits for the key to be free and takes it; returns the term.
+    async fn campaign(&self) -> u64 {
+        loop {
+            // Watch before looking, so a release between the look and the watch is seen.
+            let watch = self.store.watch(&self.key).await;
+            match self.try_acquire().await {
+                Ok(Some(term)) => return term,
+                Ok(None) => {}
+                Err(err) => tracing::warn!(key = %self.key, %err, "cannot campaign for leadership"),
+            }
+            let recheck = tokio::time::sleep(self.ttl);
+            tokio::pin!(recheck);
+            match watch {
+                Ok(mut watch) => loop {
+                    tokio::select! {
+                        change = watch.next() => match change {
+                            Some(Ok(entry)) if entry.operation == kv::Operation::Put => continue,
+                            // Deleted or expired: try at once. A broken watch: look again.
+                            _ => break,
+                        },
+                        () = &mut recheck => break,
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(key = %self.key, %err, "cannot watch the leader key");
+                    recheck.await;
+                }
+            }
+        }
+    }
+
+    /// Takes the key if it is free: a create at the revision of whatever marker it holds.
+    /// `Ok(None)` when another instance holds it (or won the race). A key that names this
+    /// very instance, left by a previous run of it, is not taken over: it expires first.
+    async fn try_acquire(&self) -> Result<Option<u64>, String> {
+        let expected = match self
+            .store
+            .entry(&self.key)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => 0,
+            Some(entry) if entry.operation != kv::Operation::Put => entry.revision,
+            Some(_) => return Ok(None),
+        };
+        self.leadership.set_electing(true);
+        let now = Timestamp::now().as_epoch_seconds();
+        let sent = Instant::now();
+        let written = self.write(now, now, expected).await;
+        self.leadership.set_electing(false);
+        match written {
+            Ok(term) => {
+                self.hold(Held {
+                    term,
+                    revision: term,
+                    elected_at: now,
+                });
+                self.leadership
+                    .become_active_until(term, sent + self.ttl - self.margin());
+                Ok(Some(term))
+            }
+            Err(TtlWriteError::Conflict) => Ok(None),
+            Err(TtlWriteError::Failed(err)) => Err(err),
+        }
+    }
+
+    fn write(
+        &self,
+        elected_at: f64,
+        now: f64,
+        expected: u64,
+    ) -> impl Future<Output = Result<u64, TtlWriteError>> + '_ {
+        let record = LeaderRecord {
+            instance_id: self.instance.to_string(),
+            elected_at,
+            last_heartbeat: now,
+            metadata: Map::new(),
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        registry::put_with_ttl(
+            &self.js,
+            subject::STICKY_ACTIVE_BUCKET,
+            &self.key,
+            value,
+            self.ttl,
+            Some(expected),
+        )
+    }
+
+    fn hold(&self, held: Held) {
+        if let Ok(mut slot) = self.held.lock() {
+            *slot = Some(held);
+        }
+    }
+
+    fn held(&self) -> Option<Held> {
+        self.held.lock().ok().and_then(|slot| *slot)
+    }
+
+    /// Serves as leader: renews every third of the TTL, extending the local lease after
+    /// each success; returns when the key is lost or the lease runs out.
+    async fn lead(&self, term: u64) {
+        tracing::info!(service = %self.service, group = %self.group, term, "elected leader");
+        self.announce(
+            "LeaderElected",
+            json!({"previous_leader_id": null, "elected_at": Timestamp::now().to_string()}),
+        )
+        .await;
+        self.show_role();
+        loop {
+            tokio::time::sleep(self.ttl / 3).await;
+            let Some(held) = self.held() else { break };
+            let sent = Instant::now();
+            let now = Timestamp::now().as_epoch_seconds();
+            match self.write(held.elected_at, now, held.revision).await {
+                Ok(revision) => {
+                    self.hold(Held { revision, ..held });
+                    self.leadership
+                        .extend_lease(sent + self.ttl - self.margin());
+                }
+                Err(TtlWriteError::Conflict) => {
+                    tracing::warn!(term, "the leader key changed under us; stepping down");
+                    break;
+                }
+                Err(TtlWriteError::Failed(err)) => {
+                    tracing::warn!(term, %err, "cannot renew leadership");
+                    if !self.leadership.is_active() {
+                        tracing::warn!(term, "the local lease ran out; stepping down");
+                        break;
+                    }
+                }
+            }
+        }
+        self.lose("lost").await;
+    }
+
+    async fn lose(&self, reason: &str) {
+        if let Ok(mut slot) = self.held.lock() {
+            *slot = None;
+        }
+        self.leadership.step_down();
+        self.show_role();
+        self.announce("LeaderLost", json!({"reason": reason})).await;
+    }
+
+    /// Gives leadership up (graceful stop): stops serving, then deletes the key at the
+    /// revision it holds, so a standby takes over at once.
+    pub(crate) async fn release(&self) {
+        let Some(held) = self.held() else { return };
+        self.leadership.step_down();
+        let deleted = self
+            .store
+            .delete_expect_revision(&self.key, Some(held.revision))
+            .await;
+        if let Err(err) = deleted {
+            // A renewal may have landed after the last recorded revision: delete the key
+            // only if it still names this instance.
+            match self.store.entry(&self.key).await {
+                Ok(Some(entry)) if is_ours(&entry.value, &self.instance) => {
+                    let _ = self
+                        .store
+                        .delete_expect_revision(&self.key, Some(entry.revision))
+                        .await;
+                }
+                _ => tracing::debug!(%err, "leader key not deleted; it expires after its TTL"),
+            }
+        }
+        tracing::info!(term = held.term, "released leadership");
+        self.lose("released").await;
+    }
+
+    /// Shows the role in the registry entry at once.
+    fn show_role(&self) {
+        let role = self.leadership.role();
+        self.registration
+            .update(|entry| entry.sticky_active_status = Some(role));
+        let registration = self.registration.clone();
+        tokio::spawn(async move {
+            let _ = registration.beat().await;
+        });
+    }
+
+    /// Publishes `events.sticky_active.{kind}` as the Python SDK does.
+    async fn announce(&self, kind: &str, extra: Value) {
+        let mut payload = json!({
+            "metadata": {},
+            "service_name": self.service.as_str(),
+            "instance_id": self.instance.as_str(),
+            "group_id": self.group.as_str(),
+        });
+        if let (Some(payload), Value::Object(extra)) = (payload.as_object_mut(), extra) {
+            payload.extend(extra);
+        }
+        let event = Event::new("sticky_active", kind, payload).with_source(self.instance.as_str());
+        let (Ok(domain), Ok(kind)) = (EventToken::new("sticky_active"), EventToken::new(kind))
+        else {
+            return;
+        };
+        if let Ok(bytes) = codec::encode(&event)
+            && let Err(err) = self
+                .nats
+                .publish(subject::event(&domain, &kind), bytes.into())
+                .await
+        {
+            tracing::debug!(%err, "cannot publish an election event");
+        }
+    }
+}
+
+fn is_ours(value: &[u8], instance: &InstanceId) -> bool {
+    serde_json::from_slice::<LeaderRecord>(value)
+        .is_ok_and(|record| record.instance_id == instance.as_str())
+}
