@@ -77,6 +77,9 @@ pub enum OrderError {
         /// Its amount.
         amount: f64,
     },
+    /// The ledger could not be written.
+    #[error("cannot write the ledger: {0}")]
+    Ledger(String),
 }
 
 /// Processes orders; only the active instance of the group processes them.
@@ -84,6 +87,41 @@ pub enum OrderError {
 pub struct OrderProcessor {
     processed: AtomicU64,
     events_seen: AtomicU64,
+    /// Where every processed order is written down with the term it ran under: the
+    /// audit trail that fencing protects (shared by all instances in the tests).
+    ledger: Option<std::sync::Mutex<std::fs::File>>,
+}
+
+impl OrderProcessor {
+    /// An order processor that appends `{term} {instance} {order_id}` to the file at
+    /// `path` for every order it processes.
+    ///
+    /// # Errors
+    /// The file cannot be opened for appending.
+    pub fn with_ledger(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            ledger: Some(std::sync::Mutex::new(file)),
+            ..Self::default()
+        })
+    }
+
+    /// Writes one processed order down. A real system would pass the term to its
+    /// database, which refuses writes carrying an older term than it has seen.
+    fn record(&self, term: u64, instance: &str, order_id: &str) -> Result<(), OrderError> {
+        use std::io::Write;
+        let Some(ledger) = &self.ledger else {
+            return Ok(());
+        };
+        let mut file = ledger
+            .lock()
+            .map_err(|_| OrderError::Ledger("lock poisoned".into()))?;
+        writeln!(file, "{term} {instance} {order_id}")
+            .map_err(|e| OrderError::Ledger(e.to_string()))
+    }
 }
 
 #[service(name = "order-processor", version = "1.0.0")]
@@ -101,11 +139,13 @@ impl OrderProcessor {
                 amount: order.amount,
             });
         }
+        let term = ctx.term().unwrap_or_default();
+        self.record(term, ctx.instance_id(), &order.order_id)?;
         let sequence = self.processed.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(OrderResult {
             order_id: order.order_id,
             instance_id: ctx.instance_id().to_owned(),
-            term: ctx.term().unwrap_or_default(),
+            term,
             sequence,
         })
     }

@@ -217,7 +217,7 @@ impl ServiceClient {
                 .await;
             match outcome {
                 Ok(value) => return Ok(value),
-                Err(kind) if kind.did_not_run() && attempt < self.retry.max_attempts => {
+                Err(kind) if self.retry.may_retry(&kind) && attempt < self.retry.max_attempts => {
                     let delay = self.retry.delay_before_retry(attempt);
                     tracing::debug!(service = %self.service, method, attempt, ?delay, error = %kind, "retrying a call that did not run");
                     tokio::time::sleep(delay).await;

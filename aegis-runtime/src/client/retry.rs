@@ -27,6 +27,10 @@ pub struct RetryPolicy {
     pub multiplier: f64,
     /// Longest wait between two attempts.
     pub max_delay: Duration,
+    /// Also retry calls that timed out. A timed-out call may have run (its instance may
+    /// have died after running it), so turn this on only for **idempotent** methods, where
+    /// running twice is harmless. Off by default.
+    pub retry_timeouts: bool,
 }
 
 impl Default for RetryPolicy {
@@ -36,6 +40,7 @@ impl Default for RetryPolicy {
             initial_delay: Duration::from_millis(100),
             multiplier: 2.0,
             max_delay: Duration::from_secs(2),
+            retry_timeouts: false,
         }
     }
 }
@@ -47,6 +52,12 @@ impl RetryPolicy {
             max_attempts: 1,
             ..Self::default()
         }
+    }
+
+    /// Whether a call that failed with `error` may be tried again under this policy.
+    pub fn may_retry(&self, error: &crate::CallErrorKind) -> bool {
+        error.did_not_run()
+            || (self.retry_timeouts && matches!(error, crate::CallErrorKind::Timeout(_)))
     }
 
     /// The wait after attempt number `attempt` (1-based) failed.

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::dispatch::{send_reply, subscribe_subject};
+use super::dispatch::{consume, send_reply, stopping, subscribe_subject};
 use super::{Core, StartError};
 use crate::instance::{InstanceStatus, StickyActiveStatus};
 use crate::lifecycle::Lifecycle;
@@ -154,19 +153,24 @@ pub(super) async fn subscribe(
     Ok(())
 }
 
-async fn answer(core: Arc<Core>, method: &'static str, mut subscriber: async_nats::Subscriber) {
-    while let Some(message) = subscriber.next().await {
-        let Some(reply_to) = message.reply else {
-            continue;
-        };
-        let context = RpcContext::new(core.name, method, core.instance_key.clone(), false, None);
-        let reply = match RpcCall::new(message.payload, context).decode::<NoParams>() {
-            Ok((context, _)) if method == STATUS_METHOD => {
-                Reply::value(&context, status_report(&core))
-            }
-            Ok((context, _)) => Reply::value(&context, health_report(&core)),
-            Err(bad_request) => bad_request,
-        };
-        send_reply(&core, reply_to, reply, None).await;
-    }
+async fn answer(core: Arc<Core>, method: &'static str, subscriber: async_nats::Subscriber) {
+    let accept = |message: async_nats::Message| {
+        let core = core.clone();
+        async move {
+            let Some(reply_to) = message.reply else {
+                return;
+            };
+            let context =
+                RpcContext::new(core.name, method, core.instance_key.clone(), false, None);
+            let reply = match RpcCall::new(message.payload, context).decode::<NoParams>() {
+                Ok((context, _)) if method == STATUS_METHOD => {
+                    Reply::value(&context, status_report(&core))
+                }
+                Ok((context, _)) => Reply::value(&context, health_report(&core)),
+                Err(bad_request) => bad_request,
+            };
+            send_reply(&core, reply_to, reply, None).await;
+        }
+    };
+    consume(subscriber, stopping(&core), accept).await;
 }

@@ -29,6 +29,7 @@ pub(super) struct Shared<S: 'static> {
 pub(super) async fn subscribe_all<S: Service>(
     shared: &Arc<Shared<S>>,
     listeners: &mut JoinSet<()>,
+    workers: &mut JoinSet<()>,
 ) -> Result<(), StartError> {
     let core = &shared.core;
     for (index, rpc) in shared.definition.rpcs.iter().enumerate() {
@@ -55,7 +56,7 @@ pub(super) async fn subscribe_all<S: Service>(
             shared.service.clone(),
         );
         let permits = core.permits.clone();
-        listeners.spawn(async move {
+        workers.spawn(async move {
             if let Err(err) =
                 crate::commands::worker::serve(nats, name, service, command, permits).await
             {
@@ -78,28 +79,102 @@ pub(super) async fn subscribe_subject(
     result.map_err(|source| StartError::Subscribe { subject, source })
 }
 
-/// Receives the calls of one subscription and runs each in its own task, up to the
-/// instance's concurrency limit.
+/// How many more messages than it has received a leaving subscription may still get: the
+/// fence that keeps messages in flight from being dropped (see [`consume`]).
+const UNSUBSCRIBE_MARGIN: u64 = 64;
+/// How long a leaving subscription waits for more messages before it closes regardless.
+const UNSUBSCRIBE_QUIET: Duration = Duration::from_millis(200);
+
+/// Hands every message of `subscriber` to `accept` until `until` resolves; then leaves the
+/// subscription without dropping a message that was already on its way (a caller waits
+/// for each). Returns `true` when it stopped because of `until`, `false` when the
+/// subscription ended by itself.
+///
+/// async-nats removes a subscription locally as soon as its UNSUB is written, without the
+/// PING/PONG fence other NATS clients use (nats.rs issue 1325), so messages the server
+/// sent just before it processed the UNSUB are discarded, and their callers time out.
+/// Instead, this asks the server to stop after a fixed number of further messages:
+/// server and client count the same messages, so the client closes the subscription
+/// exactly after the last one the server sends. Those are answered like any other (an
+/// exclusive method that lost its leadership answers NOT_ACTIVE, and callers retry). When
+/// no message comes for a while, nothing is in flight and a plain unsubscribe is safe.
+pub(super) async fn consume<F, Fut>(
+    mut subscriber: async_nats::Subscriber,
+    until: impl std::future::Future<Output = ()>,
+    mut accept: F,
+) -> bool
+where
+    F: FnMut(async_nats::Message) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::pin!(until);
+    let mut received: u64 = 0;
+    loop {
+        tokio::select! {
+            message = subscriber.next() => match message {
+                Some(message) => {
+                    received += 1;
+                    accept(message).await;
+                }
+                None => return false,
+            },
+            () = &mut until => break,
+        }
+    }
+    if let Err(err) = subscriber
+        .unsubscribe_after(received + UNSUBSCRIBE_MARGIN)
+        .await
+    {
+        tracing::debug!(%err, "cannot unsubscribe");
+    }
+    loop {
+        match tokio::time::timeout(UNSUBSCRIBE_QUIET, subscriber.next()).await {
+            Ok(Some(message)) => accept(message).await,
+            Ok(None) => return true,
+            Err(_quiet) => {
+                let _ = subscriber.unsubscribe().await;
+                while let Some(message) = subscriber.next().await {
+                    accept(message).await;
+                }
+                return true;
+            }
+        }
+    }
+}
+
+/// Resolves once the instance begins to stop.
+pub(super) async fn stopping(core: &Core) {
+    let mut stopping = core.stopping.subscribe();
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}
+
+/// Runs one received call in its own task, once the concurrency limit allows.
+async fn accept<S: Service>(shared: &Arc<Shared<S>>, index: usize, message: async_nats::Message) {
+    let Some(reply_to) = message.reply.clone() else {
+        tracing::debug!(subject = %message.subject, "ignoring a request without a reply subject");
+        return;
+    };
+    let Ok(permit) = shared.core.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (reply, term) = dispatch(&shared, index, message.payload).await;
+        send_reply(&shared.core, reply_to, reply, term).await;
+        drop(permit);
+    });
+}
+
+/// Receives the calls of one subscription until the instance stops.
 async fn listen<S: Service>(
     shared: Arc<Shared<S>>,
     index: usize,
-    mut subscriber: async_nats::Subscriber,
+    subscriber: async_nats::Subscriber,
 ) {
-    while let Some(message) = subscriber.next().await {
-        let Some(reply_to) = message.reply.clone() else {
-            tracing::debug!(subject = %message.subject, "ignoring a request without a reply subject");
-            continue;
-        };
-        let Ok(permit) = shared.core.permits.clone().acquire_owned().await else {
-            return;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let (reply, term) = dispatch(&shared, index, message.payload).await;
-            send_reply(&shared.core, reply_to, reply, term).await;
-            drop(permit);
-        });
-    }
+    consume(subscriber, stopping(&shared.core), |message| {
+        accept(&shared, index, message)
+    })
+    .await;
 }
 
 /// Publishes a reply with Aegis's headers: the responder's instance id and, for exclusive
@@ -125,7 +200,8 @@ pub(super) async fn send_reply(
 }
 
 /// Holds the group's subscription to an exclusive method's subject while this instance is
-/// active, and drops it (unsubscribing) when it steps down.
+/// active. On stepping down it unsubscribes and answers what was already delivered (the
+/// guard refuses those calls with NOT_ACTIVE, so their callers retry at once elsewhere).
 async fn serve_while_active<S: Service>(
     shared: Arc<Shared<S>>,
     index: usize,
@@ -134,8 +210,9 @@ async fn serve_while_active<S: Service>(
 ) {
     let leadership = shared.core.leadership.clone();
     loop {
-        if !leadership.wait_until(true).await {
-            return;
+        tokio::select! {
+            active = leadership.wait_until(true) => if !active { return },
+            () = stopping(&shared.core) => return,
         }
         let subscriber = match shared
             .core
@@ -151,12 +228,16 @@ async fn serve_while_active<S: Service>(
             }
         };
         tracing::debug!(%subject, "active: serving exclusive method");
-        tokio::select! {
-            () = listen(shared.clone(), index, subscriber) => return,
-            _ = leadership.wait_until(false) => {
-                tracing::debug!(%subject, "standby: no longer serving exclusive method");
+        let until = async {
+            tokio::select! {
+                _ = leadership.wait_until(false) => {}
+                () = stopping(&shared.core) => {}
             }
+        };
+        if !consume(subscriber, until, |message| accept(&shared, index, message)).await {
+            return;
         }
+        tracing::debug!(%subject, "no longer serving exclusive method");
     }
 }
 

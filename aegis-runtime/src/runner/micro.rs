@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::dispatch::subscribe_subject;
+use super::dispatch::{consume, stopping, subscribe_subject};
 use super::{Core, StartError};
 use crate::subject::{self, MethodName};
 
@@ -138,25 +137,29 @@ pub(super) async fn subscribe(
     Ok(())
 }
 
-async fn answer(core: Arc<Core>, verb: Verb, mut subscriber: async_nats::Subscriber) {
-    while let Some(message) = subscriber.next().await {
-        let Some(reply_to) = message.reply else {
-            continue;
-        };
-        let body = match verb {
-            Verb::Ping => serde_json::to_vec(&ping(&core)),
-            Verb::Info => serde_json::to_vec(&info(&core)),
-            Verb::Stats => serde_json::to_vec(&stats(&core)),
-        };
-        match body {
-            Ok(body) => {
-                if let Err(err) = core.nats.publish(reply_to, body.into()).await {
-                    tracing::debug!(%err, "cannot answer a $SRV request");
+async fn answer(core: Arc<Core>, verb: Verb, subscriber: async_nats::Subscriber) {
+    let accept = |message: async_nats::Message| {
+        let core = core.clone();
+        async move {
+            let Some(reply_to) = message.reply else {
+                return;
+            };
+            let body = match verb {
+                Verb::Ping => serde_json::to_vec(&ping(&core)),
+                Verb::Info => serde_json::to_vec(&info(&core)),
+                Verb::Stats => serde_json::to_vec(&stats(&core)),
+            };
+            match body {
+                Ok(body) => {
+                    if let Err(err) = core.nats.publish(reply_to, body.into()).await {
+                        tracing::debug!(%err, "cannot answer a $SRV request");
+                    }
                 }
+                Err(err) => tracing::warn!(%err, "cannot encode a $SRV answer"),
             }
-            Err(err) => tracing::warn!(%err, "cannot encode a $SRV answer"),
         }
-    }
+    };
+    consume(subscriber, stopping(&core), accept).await;
 }
 
 fn metadata(_core: &Core) -> BTreeMap<String, String> {

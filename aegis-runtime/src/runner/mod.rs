@@ -276,6 +276,7 @@ impl<S: Service> ServiceRunner<S> {
             started_at: Timestamp::now(),
             descriptor: (definition.describe)(),
             drain_timeout: self.drain_timeout,
+            stopping: tokio::sync::watch::channel(false).0,
             on_stop: definition.on_stop.map(|hook| {
                 let service = service.clone();
                 StopHook(Box::new(move || hook(service.clone())))
@@ -288,14 +289,16 @@ impl<S: Service> ServiceRunner<S> {
         });
 
         let mut listeners = JoinSet::new();
+        let mut workers = JoinSet::new();
         let subscribed = async {
-            dispatch::subscribe_all(&shared, &mut listeners).await?;
+            dispatch::subscribe_all(&shared, &mut listeners, &mut workers).await?;
             builtins::subscribe(&core, &mut listeners).await?;
             micro::subscribe(&core, &mut listeners).await
         };
         if let Err(err) = subscribed.await {
             core.lifecycle.set(Lifecycle::Failed);
             listeners.shutdown().await;
+            workers.shutdown().await;
             let _ = core.registration.deregister().await;
             return Err(err);
         }
@@ -336,6 +339,7 @@ impl<S: Service> ServiceRunner<S> {
         Ok(RunningService {
             core,
             listeners,
+            workers,
             heartbeat,
             election,
         })
@@ -373,6 +377,8 @@ pub(crate) struct Core {
     pub(crate) drain_timeout: Duration,
     /// The service's `#[on_stop]` method, bound to the service.
     pub(crate) on_stop: Option<StopHook>,
+    /// Becomes `true` when a graceful stop begins: listeners then drain and end.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The `#[on_stop]` method, bound to its service, without the service's type.
@@ -403,7 +409,10 @@ impl Core {
 #[derive(Debug)]
 pub struct RunningService {
     core: Arc<Core>,
+    /// Tasks that take calls from subscriptions; they drain on stop.
     listeners: JoinSet<()>,
+    /// Tasks that pull commands; a stop aborts them (unacknowledged commands are redelivered).
+    workers: JoinSet<()>,
     heartbeat: tokio::task::JoinHandle<()>,
     election: Option<(Arc<crate::election::Election>, tokio::task::JoinHandle<()>)>,
 }
@@ -449,11 +458,21 @@ impl RunningService {
             task.abort();
             election.release().await;
         }
-        // Unsubscribing first: no new call is accepted from here on.
-        self.listeners.shutdown().await;
+        // Every listener unsubscribes and hands over what was already delivered to it: no new
+        // call is accepted, and none that was is dropped.
+        core.stopping.send_replace(true);
+        self.workers.shutdown().await;
+        let deadline = tokio::time::Instant::now() + core.drain_timeout;
+        let listeners_done = async { while self.listeners.join_next().await.is_some() {} };
+        if tokio::time::timeout_at(deadline, listeners_done)
+            .await
+            .is_err()
+        {
+            self.listeners.shutdown().await;
+        }
         self.heartbeat.abort();
         let all = u32::try_from(core.concurrency).unwrap_or(u32::MAX);
-        match tokio::time::timeout(core.drain_timeout, core.permits.acquire_many(all)).await {
+        match tokio::time::timeout_at(deadline, core.permits.acquire_many(all)).await {
             Ok(_) => tracing::debug!(instance = %core.instance_id, "calls in flight drained"),
             Err(_) => {
                 tracing::warn!(instance = %core.instance_id, timeout = ?core.drain_timeout, "calls still running after the drain timeout")

@@ -29,6 +29,12 @@ struct Args {
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_ms: u64,
+    /// Seconds the leader key lives without a renewal.
+    #[arg(long, default_value_t = 2)]
+    leader_ttl: u64,
+    /// Append every processed order to this file (`{term} {instance} {order}`).
+    #[arg(long)]
+    ledger: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -41,7 +47,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
-    let mut runner = ServiceRunner::new(OrderProcessor::default())
+    let service = match &args.ledger {
+        Some(path) => OrderProcessor::with_ledger(path)?,
+        None => OrderProcessor::default(),
+    };
+    let mut runner = ServiceRunner::new(service)
+        .leader_ttl(Duration::from_secs(args.leader_ttl))
         .url(args.nats)
         .registry_ttl(Duration::from_secs(args.registry_ttl))
         .heartbeat_interval(Duration::from_millis(args.heartbeat_ms));
