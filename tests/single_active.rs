@@ -446,3 +446,45 @@ async fn a_restarted_leader_does_not_take_the_key_from_the_new_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn leader_changes_are_published_as_events() {
+    use futures_util::StreamExt;
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let mut events = nats
+        .subscribe("events.sticky_active.>")
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+    let instance = ServiceRunner::new(OrderProcessor::default())
+        .nats(server.connect().await.expect("connect"))
+        .instance_id("orders-events")
+        .start()
+        .await
+        .expect("start");
+
+    let mut next = async || {
+        let message = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("an event")
+            .expect("open");
+        let event: aegis_runtime::codec::Event =
+            aegis_runtime::codec::decode(&message.payload).expect("an event envelope");
+        (message.subject.to_string(), event)
+    };
+    let (subject, elected) = next().await;
+    assert_eq!(subject, "events.sticky_active.LeaderElected");
+    assert_eq!(
+        (elected.domain.as_str(), elected.event_type.as_str()),
+        ("sticky_active", "LeaderElected")
+    );
+    assert_eq!(elected.payload["service_name"], "order-processor");
+    assert_eq!(elected.payload["instance_id"], "orders-events");
+    assert_eq!(elected.payload["group_id"], "default");
+
+    instance.stop().await;
+    let (subject, lost) = next().await;
+    assert_eq!(subject, "events.sticky_active.LeaderLost");
+    assert_eq!(lost.payload["reason"], "released");
+}
