@@ -7,149 +7,37 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aegis_examples::orders::{OrderProcessor, OrderProcessorClient, OrderRequest, OrderResult};
+use aegis_examples::failover::{self, Caller, Departure, Group};
+use aegis_examples::orders::{OrderProcessor, OrderProcessorClient, OrderRequest};
+use aegis_runtime::ServiceRunner;
 use aegis_runtime::instance::StickyActiveStatus;
-use aegis_runtime::runner::StatusReport;
 use aegis_runtime::testing::NatsServer;
-use aegis_runtime::{RetryPolicy, ServiceClient, ServiceRunner};
 use nix::sys::signal::Signal;
-use serde_json::json;
 use support::ChildProcess;
 
 const LEADER_TTL: Duration = Duration::from_secs(2);
 
 fn spawn(url: &str, id: &str, ledger: Option<&std::path::Path>) -> ChildProcess {
-    let mut args = vec![
-        "--nats",
-        url,
-        "--instance",
-        id,
-        "--leader-ttl",
-        "2",
-        "--registry-ttl",
-        "3",
-        "--heartbeat-ms",
-        "500",
-    ];
-    let ledger = ledger.map(|p| p.display().to_string());
-    if let Some(ledger) = &ledger {
-        args.extend(["--ledger", ledger.as_str()]);
-    }
-    let (child, ready) = ChildProcess::start("order_service", &args);
-    assert_eq!(ready, format!("ready {id}"));
-    child
+    failover::spawn_instance(url, id, LEADER_TTL, ledger)
 }
 
-/// The role of each instance, asked through its own subject.
 async fn roles(
     nats: &async_nats::Client,
     ids: &[String],
 ) -> BTreeMap<String, Option<StickyActiveStatus>> {
-    let mut roles = BTreeMap::new();
-    for id in ids {
-        let request = aegis_runtime::codec::RpcRequest::new("aegis_status", json!({}));
-        let payload = aegis_runtime::codec::encode(&request).expect("encode");
-        let subject = format!("rpc.order-processor.{id}.aegis_status");
-        let role = match tokio::time::timeout(
-            Duration::from_millis(500),
-            nats.request(subject, payload.into()),
-        )
-        .await
-        {
-            Ok(Ok(reply)) => aegis_runtime::codec::decode::<
-                aegis_runtime::codec::RpcResponse<StatusReport>,
-            >(&reply.payload)
-            .ok()
-            .and_then(|r| r.result)
-            .and_then(|report| report.role),
-            _ => None,
-        };
-        roles.insert(id.clone(), role);
-    }
-    roles
+    failover::roles(nats, ids).await
 }
 
-/// Waits until exactly one of `ids` is ACTIVE; returns it.
 async fn leader(nats: &async_nats::Client, ids: &[String]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let roles = roles(nats, ids).await;
-        let active: Vec<_> = roles
-            .iter()
-            .filter(|(_, r)| **r == Some(StickyActiveStatus::Active))
-            .collect();
-        assert!(active.len() <= 1, "two leaders at once: {roles:?}");
-        if let [(id, _)] = active.as_slice() {
-            return (*id).clone();
-        }
-        assert!(Instant::now() < deadline, "no leader: {roles:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    failover::wait_for_leader(nats, ids, Duration::from_secs(15))
+        .await
+        .expect("one leader")
 }
 
-/// A client that retries calls that did not run for up to ~10 s: long enough to ride out
-/// a crash failover (about one leader TTL).
 fn patient_client(nats: async_nats::Client) -> OrderProcessorClient {
-    patient_client_with(nats, false, Duration::from_secs(2))
-}
-
-/// As [`patient_client`]; with `idempotent`, calls that timed out are retried too: a call
-/// in flight to a leader that is killed (SIGKILL) gets no reply, and may have run, so only
-/// an idempotent method may be sent again.
-fn patient_client_with(
-    nats: async_nats::Client,
-    idempotent: bool,
-    timeout: Duration,
-) -> OrderProcessorClient {
-    let retry = RetryPolicy {
-        max_attempts: 200,
-        initial_delay: Duration::from_millis(10),
-        multiplier: 1.5,
-        max_delay: Duration::from_millis(50),
-        retry_timeouts: idempotent,
-    };
-    let client = ServiceClient::new(nats, "order-processor")
-        .expect("client")
-        .with_retry_policy(retry);
-    OrderProcessorClient::from_client(client.with_timeout(timeout))
-}
-
-/// Calls `process_order` in a loop until stopped; returns every outcome with its time.
-struct Caller {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<(Instant, Result<OrderResult, String>)>>,
-}
-
-impl Caller {
-    fn start(client: OrderProcessorClient) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            let mut n = 0u64;
-            while !flag.load(Ordering::Relaxed) {
-                n += 1;
-                let order = OrderRequest {
-                    order_id: format!("ORD-{n}"),
-                    amount: 1.0,
-                };
-                let outcome = client.process_order(order).await.map_err(|e| e.to_string());
-                outcomes.push((Instant::now(), outcome));
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            outcomes
-        });
-        Self { stop, task }
-    }
-
-    async fn finish(self) -> Vec<(Instant, Result<OrderResult, String>)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("caller task")
-    }
+    failover::patient_client(nats, false, Duration::from_secs(2))
 }
 
 #[tokio::test]
@@ -190,132 +78,53 @@ async fn three_instances_elect_one_leader_and_only_it_serves() {
 #[tokio::test]
 async fn failover_after_sigterm_and_sigkill_loses_no_call() {
     let server = NatsServer::start().await.expect("nats-server");
-    let url = server.url();
-    let nats = server.connect().await.expect("connect");
-    let mut next_id = 0;
-    let mut instances: BTreeMap<String, ChildProcess> = BTreeMap::new();
-    let mut spawn_next = |instances: &mut BTreeMap<String, ChildProcess>| {
-        next_id += 1;
-        let id = format!("orders-{next_id}");
-        instances.insert(id.clone(), spawn(&url, &id, None));
-    };
-    for _ in 0..3 {
-        spawn_next(&mut instances);
-    }
-
-    let mut timings: Vec<(&str, Duration, u64, u64)> = Vec::new();
-    for (round, signal) in [Signal::SIGTERM; 5]
+    let mut group = Group::start(&server.url(), 3, LEADER_TTL)
+        .await
+        .expect("group");
+    let mut rounds = Vec::new();
+    for departure in [Departure::Graceful; 5]
         .into_iter()
-        .chain([Signal::SIGKILL; 5])
-        .enumerate()
+        .chain([Departure::Crash; 5])
     {
-        let ids: Vec<String> = instances.keys().cloned().collect();
-        let old = leader(&nats, &ids).await;
-        // A graceful stop must lose nothing: no timeout may be retried. A crash can take a
-        // call in flight with it, so there the method is treated as idempotent.
-        let crash = signal == Signal::SIGKILL;
-        let timeout = if crash {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(2)
-        };
-        let caller = Caller::start(patient_client_with(nats.clone(), crash, timeout));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-
-        let signalled = Instant::now();
-        let mut victim = instances.remove(&old).expect("leader process");
-        if signal == Signal::SIGKILL {
-            victim.kill();
-        } else {
-            victim.signal(Signal::SIGTERM);
-        }
-        // Serve until a call is answered by another instance, and a little longer.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let new = loop {
-            let ids: Vec<String> = instances.keys().cloned().collect();
-            let roles = roles(&nats, &ids).await;
-            if let Some((id, _)) = roles
-                .iter()
-                .find(|(_, r)| **r == Some(StickyActiveStatus::Active))
-            {
-                break id.clone();
-            }
-            assert!(Instant::now() < deadline, "round {round}: no new leader");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let outcomes = caller.finish().await;
-
-        let failed: Vec<_> = outcomes
-            .iter()
-            .filter_map(|(at, o)| {
-                let sent =
-                    at.saturating_duration_since(signalled).as_secs_f64() - timeout.as_secs_f64();
-                o.as_ref()
-                    .err()
-                    .map(|e| format!("sent {sent:+.3} s after the signal: {e}"))
-            })
-            .collect();
+        let round = group.failover(departure).await.expect("a new leader");
         assert!(
-            failed.is_empty(),
-            "round {round} ({signal:?}): {} calls failed: {failed:?}",
-            failed.len()
+            round.failed.is_empty(),
+            "{departure}: {} of {} calls failed: {:?}",
+            round.failed.len(),
+            round.calls,
+            round.failed
         );
-        let first_new = outcomes
-            .iter()
-            .find_map(|(at, o)| {
-                o.as_ref()
-                    .ok()
-                    .filter(|r| r.instance_id == new)
-                    .map(|r| (*at, r.term))
-            })
-            .expect("the new leader served");
-        let old_term = outcomes
-            .iter()
-            .filter_map(|(_, o)| {
-                o.as_ref()
-                    .ok()
-                    .filter(|r| r.instance_id == old)
-                    .map(|r| r.term)
-            })
-            .max()
-            .unwrap_or_default();
         assert!(
-            first_new.1 > old_term,
-            "terms increase across leaders: {old_term} then {}",
-            first_new.1
+            round.terms.1 > round.terms.0,
+            "terms increase across leaders: {:?}",
+            round.terms
         );
-        let gap = first_new.0.saturating_duration_since(signalled);
-        timings.push((
-            if signal == Signal::SIGKILL {
-                "SIGKILL"
-            } else {
-                "SIGTERM"
-            },
-            gap,
-            old_term,
-            first_new.1,
-        ));
-        drop(victim);
-        spawn_next(&mut instances);
+        assert_ne!(round.leaders.0, round.leaders.1);
+        rounds.push(round);
     }
-
     println!("failover (leader_ttl {LEADER_TTL:?}): signal → first call served by the new leader");
-    for (signal, gap, old_term, new_term) in &timings {
+    for round in &rounds {
         println!(
-            "  {signal:7} {:>8.1} ms   term {old_term} → {new_term}",
-            gap.as_secs_f64() * 1000.0
+            "  {:7} {:>8.1} ms   term {} → {}   {} calls, {} failed",
+            round.departure.to_string(),
+            round.failover.as_secs_f64() * 1000.0,
+            round.terms.0,
+            round.terms.1,
+            round.calls,
+            round.failed.len()
         );
     }
-    for (signal, gap, ..) in timings {
-        let bound = if signal == "SIGTERM" {
-            Duration::from_secs(1)
-        } else {
-            LEADER_TTL + Duration::from_secs(2)
+    // Generous bounds: the timings themselves are the benchmark's (`failover_bench`).
+    for round in rounds {
+        let bound = match round.departure {
+            Departure::Graceful => Duration::from_secs(1),
+            Departure::Crash => LEADER_TTL + Duration::from_secs(2),
         };
         assert!(
-            gap <= bound,
-            "{signal} failover took {gap:?} (generous bound {bound:?})"
+            round.failover <= bound,
+            "{} failover took {:?} (bound {bound:?})",
+            round.departure,
+            round.failover
         );
     }
 }

@@ -11,6 +11,7 @@
 mod binary;
 mod cluster;
 mod server;
+mod signal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use binary::{BINARY_ENV, MIN_VERSION};
 pub use cluster::NatsCluster;
 pub use server::{NatsServer, NatsServerBuilder};
+pub use signal::send_signal;
 
 /// Why a test server could not be started.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -199,7 +199,8 @@ impl NatsServer {
         }
     }
 
-    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered. Returns
+    /// once the kernel reports it stopped.
     pub fn pause(&self) {
         self.signal(Signal::SIGSTOP);
     }
@@ -211,7 +212,7 @@ impl NatsServer {
 
     fn signal(&self, signal: Signal) {
         if let Some(pid) = self.pid() {
-            let _ = kill(Pid::from_raw(pid as i32), signal);
+            let _ = super::send_signal(pid, signal);
         }
     }
 

@@ -1,0 +1,327 @@
+//! Failover of the order processor's leader, measured: a group of instances as real
+//! processes, a client calling the exclusive method all along, and the leader stopped
+//! (SIGTERM) or crashed (SIGKILL). Used by the failover tests, the `failover_bench`
+//! binary and the demo.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aegis_runtime::codec::{self, RpcRequest, RpcResponse};
+use aegis_runtime::instance::StickyActiveStatus;
+use aegis_runtime::runner::StatusReport;
+use aegis_runtime::{RetryPolicy, ServiceClient};
+use nix::sys::signal::Signal;
+
+use crate::orders::{OrderProcessorClient, OrderRequest, OrderResult};
+use crate::process::ChildProcess;
+
+/// How the leader goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// SIGTERM: it stops gracefully and hands over.
+    Graceful,
+    /// SIGKILL: it crashes; its key must expire first.
+    Crash,
+}
+
+impl std::fmt::Display for Departure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Departure::Graceful => "SIGTERM",
+            Departure::Crash => "SIGKILL",
+        })
+    }
+}
+
+/// What one failover looked like from the client's side.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// How the leader went.
+    pub departure: Departure,
+    /// The old and the new leader.
+    pub leaders: (String, String),
+    /// Their terms (the new one is always higher).
+    pub terms: (u64, u64),
+    /// From the signal to the first call served by the new leader.
+    pub failover: Duration,
+    /// Calls made during the round.
+    pub calls: usize,
+    /// Calls that failed, with their errors.
+    pub failed: Vec<String>,
+}
+
+/// Instances of the order processor, each its own process, on one NATS server.
+pub struct Group {
+    url: String,
+    nats: async_nats::Client,
+    leader_ttl: Duration,
+    instances: BTreeMap<String, ChildProcess>,
+    started: u32,
+}
+
+impl Group {
+    /// Starts `size` instances with the given leader TTL (whole seconds).
+    ///
+    /// # Errors
+    /// The NATS server cannot be reached.
+    pub async fn start(url: &str, size: usize, leader_ttl: Duration) -> Result<Self, String> {
+        let nats = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+        let mut group = Self {
+            url: url.to_owned(),
+            nats,
+            leader_ttl,
+            instances: BTreeMap::new(),
+            started: 0,
+        };
+        for _ in 0..size {
+            group.add(None);
+        }
+        Ok(group)
+    }
+
+    /// Starts one more instance; with `ledger`, it writes every processed order there.
+    pub fn add(&mut self, ledger: Option<&Path>) -> String {
+        self.started += 1;
+        let id = format!("orders-{}", self.started);
+        let child = spawn_instance(&self.url, &id, self.leader_ttl, ledger);
+        self.instances.insert(id.clone(), child);
+        id
+    }
+
+    /// The ids of the running instances.
+    pub fn ids(&self) -> Vec<String> {
+        self.instances.keys().cloned().collect()
+    }
+
+    /// The instance process `id`.
+    pub fn process(&mut self, id: &str) -> Option<&mut ChildProcess> {
+        self.instances.get_mut(id)
+    }
+
+    /// The connection used to watch the group.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// The current leader, waiting up to 15 s for exactly one.
+    ///
+    /// # Errors
+    /// No leader within 15 s, or two at once.
+    pub async fn leader(&self) -> Result<String, String> {
+        wait_for_leader(&self.nats, &self.ids(), Duration::from_secs(15)).await
+    }
+
+    /// Makes the leader go (`departure`) while a client calls the exclusive method, waits
+    /// for another instance to serve, and starts a replacement so the group keeps its size.
+    ///
+    /// # Errors
+    /// No leader before, or none after.
+    pub async fn failover(&mut self, departure: Departure) -> Result<Round, String> {
+        let old = self.leader().await?;
+        // A graceful stop must lose nothing, so no timeout is retried. A crash can take a
+        // call in flight with it: there the method is treated as idempotent.
+        let crash = departure == Departure::Crash;
+        let timeout = if crash {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        };
+        let caller = Caller::start(patient_client(self.nats.clone(), crash, timeout));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let mut victim = self
+            .instances
+            .remove(&old)
+            .ok_or("the leader has no process")?;
+        let signalled = Instant::now();
+        match departure {
+            Departure::Crash => victim.kill(),
+            Departure::Graceful => victim.signal(Signal::SIGTERM),
+        }
+        let new = self.leader().await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let outcomes = caller.finish().await;
+        drop(victim);
+        self.add(None);
+
+        let failed = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().err().cloned())
+            .collect();
+        let old_term = served_by(&outcomes, &old)
+            .map(|(_, term)| term)
+            .max()
+            .unwrap_or_default();
+        let (first_new, new_term) = served_by(&outcomes, &new)
+            .next()
+            .ok_or("the new leader served no call")?;
+        Ok(Round {
+            departure,
+            leaders: (old, new),
+            terms: (old_term, new_term),
+            failover: first_new.saturating_duration_since(signalled),
+            calls: outcomes.len(),
+            failed,
+        })
+    }
+}
+
+/// The successful calls `id` served: when, and under which term.
+fn served_by<'a>(
+    outcomes: &'a [Outcome],
+    id: &'a str,
+) -> impl Iterator<Item = (Instant, u64)> + 'a {
+    outcomes.iter().filter_map(move |(at, outcome)| {
+        outcome
+            .as_ref()
+            .ok()
+            .filter(|r| r.instance_id == id)
+            .map(|r| (*at, r.term))
+    })
+}
+
+/// Starts one `order_service` process and waits until it serves.
+pub fn spawn_instance(
+    url: &str,
+    id: &str,
+    leader_ttl: Duration,
+    ledger: Option<&Path>,
+) -> ChildProcess {
+    let ttl = leader_ttl.as_secs().max(1).to_string();
+    let mut args = vec![
+        "--nats",
+        url,
+        "--instance",
+        id,
+        "--leader-ttl",
+        &ttl,
+        "--registry-ttl",
+        "3",
+        "--heartbeat-ms",
+        "500",
+    ];
+    let ledger = ledger.map(|p| p.display().to_string());
+    if let Some(ledger) = &ledger {
+        args.extend(["--ledger", ledger.as_str()]);
+    }
+    ChildProcess::start("order_service", &args).0
+}
+
+/// The role of each instance, asked through its own subject (`None` when it did not
+/// answer).
+pub async fn roles(
+    nats: &async_nats::Client,
+    ids: &[String],
+) -> BTreeMap<String, Option<StickyActiveStatus>> {
+    let mut roles = BTreeMap::new();
+    for id in ids {
+        let payload = codec::encode(&RpcRequest::new("aegis_status", serde_json::json!({})))
+            .unwrap_or_default();
+        let subject = format!("rpc.order-processor.{id}.aegis_status");
+        let asked = tokio::time::timeout(
+            Duration::from_millis(500),
+            nats.request(subject, payload.into()),
+        )
+        .await;
+        let role = match asked {
+            Ok(Ok(reply)) => codec::decode::<RpcResponse<StatusReport>>(&reply.payload)
+                .ok()
+                .and_then(|response| response.result)
+                .and_then(|report| report.role),
+            _ => None,
+        };
+        roles.insert(id.clone(), role);
+    }
+    roles
+}
+
+/// Waits until exactly one of `ids` is ACTIVE, and returns it.
+///
+/// # Errors
+/// Two leaders at once, or none within `within`.
+pub async fn wait_for_leader(
+    nats: &async_nats::Client,
+    ids: &[String],
+    within: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let roles = roles(nats, ids).await;
+        let active: Vec<&String> = roles
+            .iter()
+            .filter(|(_, r)| **r == Some(StickyActiveStatus::Active))
+            .map(|(id, _)| id)
+            .collect();
+        match active.as_slice() {
+            [one] => return Ok((*one).clone()),
+            [] if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+            [] => return Err(format!("no leader within {within:?}: {roles:?}")),
+            _ => return Err(format!("two leaders at once: {roles:?}")),
+        }
+    }
+}
+
+/// A client that retries calls that did not run for up to ~10 s, long enough to ride out
+/// a crash failover. With `idempotent`, calls that timed out are retried too: only safe
+/// when running a call twice is harmless.
+pub fn patient_client(
+    nats: async_nats::Client,
+    idempotent: bool,
+    timeout: Duration,
+) -> OrderProcessorClient {
+    let retry = RetryPolicy {
+        max_attempts: 200,
+        initial_delay: Duration::from_millis(10),
+        multiplier: 1.5,
+        max_delay: Duration::from_millis(50),
+        retry_timeouts: idempotent,
+    };
+    match ServiceClient::new(nats.clone(), OrderProcessorClient::SERVICE) {
+        Ok(client) => {
+            OrderProcessorClient::from_client(client.with_retry_policy(retry).with_timeout(timeout))
+        }
+        Err(_) => OrderProcessorClient::new(nats),
+    }
+}
+
+/// What one call returned, and when.
+pub type Outcome = (Instant, Result<OrderResult, String>);
+
+/// Calls `process_order` in a loop until finished.
+pub struct Caller {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Outcome>>,
+}
+
+impl Caller {
+    /// Starts calling with `client`.
+    pub fn start(client: OrderProcessorClient) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                n += 1;
+                let order = OrderRequest {
+                    order_id: format!("ORD-{n}"),
+                    amount: 1.0,
+                };
+                let outcome = client.process_order(order).await.map_err(|e| e.to_string());
+                outcomes.push((Instant::now(), outcome));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            outcomes
+        });
+        Self { stop, task }
+    }
+
+    /// Stops calling; returns every outcome.
+    pub async fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
