@@ -37,7 +37,8 @@ async fn leader(nats: &async_nats::Client, ids: &[String]) -> String {
 }
 
 fn patient_client(nats: async_nats::Client) -> OrderProcessorClient {
-    failover::patient_client(nats, false, Duration::from_secs(2))
+    // Calls stuck at the paused leader are retried elsewhere after 500 ms (idempotent).
+    failover::patient_client(nats, Duration::from_millis(500), Duration::from_secs(10))
 }
 
 #[tokio::test]
@@ -186,17 +187,7 @@ async fn a_paused_leader_runs_nothing_after_it_resumes() {
 async fn two_instances_started_together_elect_exactly_one() {
     let server = NatsServer::start().await.expect("nats-server");
     for round in 0..20 {
-        let start = |id: String| {
-            let server = &server;
-            async move {
-                ServiceRunner::new(OrderProcessor::default())
-                    .nats(server.connect().await.expect("connect"))
-                    .instance_id(id)
-                    .start()
-                    .await
-                    .expect("start")
-            }
-        };
+        let start = |id: String| support::start_orders(&server, id);
         let (a, b) = tokio::join!(start(format!("a-{round}")), start(format!("b-{round}")));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

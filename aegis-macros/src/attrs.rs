@@ -11,6 +11,7 @@ mod kw {
     syn::custom_keyword!(version);
     syn::custom_keyword!(mode);
     syn::custom_keyword!(durable);
+    syn::custom_keyword!(idempotent);
 }
 
 /// Arguments of `#[service(name = "…", version = "…", crate = "…")]`.
@@ -21,10 +22,13 @@ pub(crate) struct ServiceArgs {
     pub(crate) krate: Option<LitStr>,
 }
 
-/// Arguments of `#[rpc(name = "…")]`, `#[exclusive_rpc(name = "…")]`, `#[command(name = "…")]`.
+/// Arguments of `#[rpc(name = "…", idempotent)]`, `#[exclusive_rpc(name = "…", idempotent)]`,
+/// `#[command(name = "…")]`.
 #[derive(Default)]
 pub(crate) struct MethodArgs {
     pub(crate) name: Option<LitStr>,
+    /// The `idempotent` flag, kept as a token to blame where it does not belong.
+    pub(crate) idempotent: Option<kw::idempotent>,
 }
 
 /// Arguments of `#[subscribe("events.…", mode = "…", durable = "…")]`.
@@ -94,6 +98,16 @@ impl Parse for MethodArgs {
             let lookahead = input.lookahead1();
             if lookahead.peek(kw::name) {
                 parse_value::<kw::name>(input, &mut args.name, "name")
+            } else if lookahead.peek(kw::idempotent) {
+                let flag: kw::idempotent = input.parse()?;
+                if args.idempotent.is_some() {
+                    return Err(syn::Error::new(
+                        flag.span,
+                        "`idempotent` specified more than once",
+                    ));
+                }
+                args.idempotent = Some(flag);
+                Ok(())
             } else {
                 Err(lookahead.error())
             }

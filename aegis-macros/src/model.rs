@@ -31,6 +31,8 @@ pub(crate) struct Method<'a> {
     pub(crate) kind: Kind,
     /// The name on the wire and what to blame for it (the `name` literal, or the ident).
     pub(crate) wire_name: (String, Span),
+    /// `idempotent` was given: a call that timed out may be retried.
+    pub(crate) idempotent: bool,
     /// The arguments after `&self`, in order.
     pub(crate) args: Vec<Arg<'a>>,
     pub(crate) output: Output<'a>,
@@ -232,12 +234,12 @@ fn read_method<'a>(
     krate: &syn::Path,
     errors: &Errors,
 ) -> Option<Method<'a>> {
-    let mut found: Option<(Kind, &syn::Attribute, Option<LitStr>)> = None;
+    let mut found: Option<(Kind, &syn::Attribute, Option<LitStr>, bool)> = None;
     for attr in &method.attrs {
         let Some(which) = aegis_attribute(attr, krate) else {
             continue;
         };
-        if let Some((kind, _, _)) = &found {
+        if let Some((kind, ..)) = &found {
             let message = if kind.attribute_name() == which {
                 format!("`#[{which}]` appears twice on this method")
             } else {
@@ -251,11 +253,11 @@ fn read_method<'a>(
             continue;
         }
         match read_attribute(which, attr) {
-            Ok((kind, name)) => found = Some((kind, attr, name)),
+            Ok((kind, name, idempotent)) => found = Some((kind, attr, name, idempotent)),
             Err(err) => errors.push(err),
         }
     }
-    let (kind, _, name) = found?;
+    let (kind, _, name, idempotent) = found?;
     let ident = &method.sig.ident;
     let wire_name = match &name {
         Some(lit) => (lit.value(), lit.span()),
@@ -268,12 +270,14 @@ fn read_method<'a>(
         ident,
         kind,
         wire_name,
+        idempotent,
         args,
         output,
     })
 }
 
-fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Option<LitStr>)> {
+/// The kind, the `name` and the `idempotent` flag of an Aegis attribute.
+fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Option<LitStr>, bool)> {
     let method_args = || -> syn::Result<MethodArgs> {
         match &attr.meta {
             syn::Meta::Path(_) => Ok(MethodArgs::default()),
@@ -281,9 +285,25 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
         }
     };
     match which {
-        "rpc" => Ok((Kind::Rpc, method_args()?.name)),
-        "exclusive_rpc" => Ok((Kind::ExclusiveRpc, method_args()?.name)),
-        "command" => Ok((Kind::Command, method_args()?.name)),
+        "rpc" | "exclusive_rpc" => {
+            let args = method_args()?;
+            let kind = if which == "rpc" {
+                Kind::Rpc
+            } else {
+                Kind::ExclusiveRpc
+            };
+            Ok((kind, args.name, args.idempotent.is_some()))
+        }
+        "command" => {
+            let args = method_args()?;
+            if let Some(flag) = args.idempotent {
+                return Err(syn::Error::new(
+                    flag.span,
+                    "`idempotent` applies to `#[rpc]` and `#[exclusive_rpc]`; a command's redeliveries are bounded by its `max_retries`",
+                ));
+            }
+            Ok((Kind::Command, args.name, false))
+        }
         "on_start" | "on_stop" => {
             if !matches!(attr.meta, syn::Meta::Path(_)) {
                 return Err(syn::Error::new_spanned(
@@ -298,6 +318,7 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
                     Kind::OnStop
                 },
                 None,
+                false,
             ))
         }
         _ => {
@@ -317,6 +338,7 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
                     durable: args.durable,
                 },
                 None,
+                false,
             ))
         }
     }

@@ -114,6 +114,22 @@ impl ServiceInstance {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// How long the registry keeps this entry without a heartbeat, as the instance wrote
+    /// it in `metadata.ttl_seconds` (Aegis instances do; Python SDK ones do not).
+    pub fn heartbeat_ttl(&self) -> Option<Duration> {
+        self.metadata
+            .get(TTL_METADATA_KEY)
+            .and_then(Value::as_f64)
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+    }
+
+    /// Records the entry's TTL in `metadata.ttl_seconds`, so readers know when its
+    /// heartbeat is too old.
+    pub fn set_heartbeat_ttl(&mut self, ttl: Duration) {
+        self.metadata
+            .insert(TTL_METADATA_KEY.into(), Value::from(ttl.as_secs()));
+    }
+
     /// Whether the last heartbeat is older than `ttl` at `now`: such an entry belongs to an
     /// instance that is gone, even if the registry still holds it.
     pub fn is_stale(&self, ttl: Duration, now: Timestamp) -> bool {
@@ -121,6 +137,9 @@ impl ServiceInstance {
         age.to_std().is_ok_and(|age| age > ttl)
     }
 }
+
+/// The metadata key under which an entry records its TTL in whole seconds.
+pub const TTL_METADATA_KEY: &str = "ttl_seconds";
 
 impl WireMessage for ServiceInstance {
     const NAME: &'static str = "registry entry";

@@ -33,10 +33,12 @@
 pub mod client;
 pub mod codec;
 pub mod commands;
+pub mod discovery;
 pub mod election;
 pub mod instance;
 mod leadership;
 mod lifecycle;
+pub mod metrics;
 mod registry;
 pub mod runner;
 pub mod service;
@@ -50,7 +52,7 @@ pub mod testing;
 pub mod __private;
 
 pub use aegis_macros::{command, exclusive_rpc, on_start, on_stop, rpc, service, subscribe};
-pub use client::{CallError, CallErrorKind, RetryPolicy, ServiceClient};
+pub use client::{CallError, CallErrorKind, CallOptions, RetryPolicy, ServiceClient};
 pub use codec::Event;
 pub use commands::{CommandHandle, CommandOptions};
 pub use leadership::Leadership;

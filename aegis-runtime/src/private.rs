@@ -13,7 +13,7 @@ pub use ::std::boxed::Box;
 pub use ::std::string::String;
 pub use ::std::sync::Arc;
 
-pub use crate::client::{CallError, ServiceClient};
+pub use crate::client::{CallError, CallOptions, ServiceClient};
 pub use crate::commands::{CommandHandle, CommandOptions};
 pub use crate::service::{
     BoxFuture, CommandCall, CommandDefinition, CommandOutcome, Completed, DescriptorEntry,

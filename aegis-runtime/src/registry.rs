@@ -137,6 +137,8 @@ impl Registration {
         entry: ServiceInstance,
         ttl: Duration,
     ) -> Result<Self, String> {
+        let mut entry = entry;
+        entry.set_heartbeat_ttl(whole_seconds(ttl));
         let js = jetstream::new(nats);
         let store = ttl_bucket(&js, subject::REGISTRY_BUCKET).await?;
         let key = subject::registry_key(&entry.service_name, &entry.instance_id);

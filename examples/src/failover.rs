@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use aegis_runtime::RetryPolicy;
+use aegis_runtime::client::RetryBudget;
 use aegis_runtime::codec::{self, RpcRequest, RpcResponse};
 use aegis_runtime::instance::StickyActiveStatus;
 use aegis_runtime::runner::StatusReport;
-use aegis_runtime::{RetryPolicy, ServiceClient};
 use nix::sys::signal::Signal;
 
 use crate::orders::{OrderProcessorClient, OrderRequest, OrderResult};
@@ -121,15 +122,22 @@ impl Group {
     /// No leader before, or none after.
     pub async fn failover(&mut self, departure: Departure) -> Result<Round, String> {
         let old = self.leader().await?;
-        // A graceful stop must lose nothing, so no timeout is retried. A crash can take a
-        // call in flight with it: there the method is treated as idempotent.
-        let crash = departure == Departure::Crash;
-        let timeout = if crash {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(2)
+        // A graceful stop must lose nothing: an attempt waits for its reply until the
+        // deadline, so a dropped call would fail the round. A crash can take a call in
+        // flight with it: there a lost reply is retried after 500 ms (the method is
+        // idempotent).
+        let client = match departure {
+            Departure::Graceful => {
+                let deadline = Duration::from_secs(2);
+                patient_client(self.nats.clone(), deadline, deadline)
+            }
+            Departure::Crash => patient_client(
+                self.nats.clone(),
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+            ),
         };
-        let caller = Caller::start(patient_client(self.nats.clone(), crash, timeout));
+        let caller = Caller::start(client);
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         let mut victim = self
@@ -264,27 +272,27 @@ pub async fn wait_for_leader(
     }
 }
 
-/// A client that retries calls that did not run for up to ~10 s, long enough to ride out
-/// a crash failover. With `idempotent`, calls that timed out are retried too: only safe
-/// when running a call twice is harmless.
+/// A client that keeps retrying `process_order` until `deadline`; an attempt that got no
+/// reply within `attempt_timeout` is retried too (the method is idempotent).
 pub fn patient_client(
     nats: async_nats::Client,
-    idempotent: bool,
-    timeout: Duration,
+    attempt_timeout: Duration,
+    deadline: Duration,
 ) -> OrderProcessorClient {
     let retry = RetryPolicy {
-        max_attempts: 200,
+        max_attempts: u32::MAX,
         initial_delay: Duration::from_millis(10),
         multiplier: 1.5,
         max_delay: Duration::from_millis(50),
-        retry_timeouts: idempotent,
+        jitter: 0.2,
+        attempt_timeout: Some(attempt_timeout),
     };
-    match ServiceClient::new(nats.clone(), OrderProcessorClient::SERVICE) {
-        Ok(client) => {
-            OrderProcessorClient::from_client(client.with_retry_policy(retry).with_timeout(timeout))
-        }
-        Err(_) => OrderProcessorClient::new(nats),
-    }
+    OrderProcessorClient::configured(nats, |client| {
+        client
+            .with_retry_policy(retry)
+            .with_retry_budget(RetryBudget::unlimited())
+            .with_timeout(deadline)
+    })
 }
 
 /// What one call returned, and when.

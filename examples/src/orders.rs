@@ -90,6 +90,8 @@ pub struct OrderProcessor {
     /// Where every processed order is written down with the term it ran under: the
     /// audit trail that fencing protects (shared by all instances in the tests).
     ledger: Option<std::sync::Mutex<std::fs::File>>,
+    /// The orders processed here, by id, with their results.
+    done: std::sync::Mutex<std::collections::HashMap<String, OrderResult>>,
 }
 
 impl OrderProcessor {
@@ -107,6 +109,11 @@ impl OrderProcessor {
             ledger: Some(std::sync::Mutex::new(file)),
             ..Self::default()
         })
+    }
+
+    /// The result of an order this instance already processed.
+    fn done(&self, order_id: &str) -> Option<OrderResult> {
+        self.done.lock().ok()?.get(order_id).cloned()
     }
 
     /// Writes one processed order down. A real system would pass the term to its
@@ -127,7 +134,12 @@ impl OrderProcessor {
 #[service(name = "order-processor", version = "1.0.0")]
 impl OrderProcessor {
     /// Processes an order. Runs only on the active instance.
-    #[exclusive_rpc]
+    ///
+    /// Idempotent: an order is identified by its `order_id`, and an instance answers a
+    /// repeated id with the result it gave the first time. So a client may retry a call
+    /// whose reply was lost (its leader crashed): at worst a new leader processes the
+    /// order once more, under a higher term that the ledger can tell apart.
+    #[exclusive_rpc(idempotent)]
     async fn process_order(
         &self,
         ctx: &RpcContext,
@@ -139,15 +151,22 @@ impl OrderProcessor {
                 amount: order.amount,
             });
         }
+        if let Some(done) = self.done(&order.order_id) {
+            return Ok(done);
+        }
         let term = ctx.term().unwrap_or_default();
         self.record(term, ctx.instance_id(), &order.order_id)?;
         let sequence = self.processed.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(OrderResult {
+        let result = OrderResult {
             order_id: order.order_id,
             instance_id: ctx.instance_id().to_owned(),
             term,
             sequence,
-        })
+        };
+        if let Ok(mut done) = self.done.lock() {
+            done.insert(result.order_id.clone(), result.clone());
+        }
+        Ok(result)
     }
 
     /// Answers on every instance.

@@ -1,5 +1,44 @@
 //! Helpers shared by the integration tests.
 
-#![allow(unused_imports, unreachable_pub)] // each test binary uses its own part of this module
+#![allow(dead_code, unused_imports, unreachable_pub)] // each test binary uses its own part of this module
 
 pub use aegis_examples::process::ChildProcess;
+
+use std::time::Duration;
+
+use aegis_examples::orders::OrderProcessor;
+use aegis_runtime::testing::NatsServer;
+use aegis_runtime::{RunningService, ServiceRunner};
+
+/// Starts an order processor in this process, as instance `id`.
+pub async fn start_orders(server: &NatsServer, id: impl Into<String>) -> RunningService {
+    ServiceRunner::new(OrderProcessor::default())
+        .nats(server.connect().await.expect("connect"))
+        .instance_id(id)
+        .start()
+        .await
+        .expect("start")
+}
+
+/// Puts the leader key of another instance (`elsewhere-1`, never expiring) into the
+/// election bucket: instances of `service` then stay standby.
+pub async fn hold_leader_key(nats: &async_nats::Client, service: &str) {
+    let store = async_nats::jetstream::new(nats.clone())
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "sticky_active".into(),
+            history: 1,
+            limit_markers: Some(Duration::from_secs(60)),
+            ..Default::default()
+        })
+        .await
+        .expect("bucket");
+    let foreign =
+        br#"{"instance_id":"elsewhere-1","elected_at":1.0,"last_heartbeat":1.0,"metadata":{}}"#;
+    store
+        .put(
+            format!("sticky-active.{service}.default.leader"),
+            foreign.to_vec().into(),
+        )
+        .await
+        .expect("put");
+}

@@ -59,18 +59,21 @@ impl Generator<'_> {
             let wire = &method.wire_name.0;
             let docs = self.method_docs(method);
             let output = response_type(&method.output);
-            let call = if matches!(method.kind, Kind::ExclusiveRpc) {
-                quote!(call_exclusive)
+            let kind = if matches!(method.kind, Kind::ExclusiveRpc) {
+                quote!(exclusive)
             } else {
-                quote!(call)
+                quote!(rpc)
             };
+            let idempotent = method.idempotent;
+            let options =
+                quote!(#k::__private::CallOptions::#kind().idempotent(#idempotent));
             match method.payload() {
                 Some(payload) => quote! {
                     #docs
                     pub async fn #method_ident(&self, request: #payload)
                         -> ::core::result::Result<#output, #k::__private::CallError>
                     {
-                        self.inner.#call(#wire, &request).await
+                        self.inner.call_with_options(#wire, &request, #options).await
                     }
                 },
                 None => quote! {
@@ -78,7 +81,7 @@ impl Generator<'_> {
                     pub async fn #method_ident(&self)
                         -> ::core::result::Result<#output, #k::__private::CallError>
                     {
-                        self.inner.#call(#wire, &#k::__private::NoParams).await
+                        self.inner.call_with_options(#wire, &#k::__private::NoParams, #options).await
                     }
                 },
             }
@@ -122,6 +125,15 @@ impl Generator<'_> {
                 /// A client over `nats`, with the default timeout and retry policy.
                 pub fn new(nats: #k::__private::async_nats::Client) -> Self {
                     Self { inner: #k::__private::client_for(nats, #name) }
+                }
+
+                /// A client over `nats`, configured by `configure` (deadline, retry policy
+                /// and budget, discovery, selection).
+                pub fn configured(
+                    nats: #k::__private::async_nats::Client,
+                    configure: impl ::core::ops::FnOnce(#k::__private::ServiceClient) -> #k::__private::ServiceClient,
+                ) -> Self {
+                    Self { inner: configure(#k::__private::client_for(nats, #name)) }
                 }
 
                 /// A client over a configured untyped client (timeout, retries).

@@ -13,7 +13,8 @@ use crate::subject::{InvalidName, ServiceName};
 ///     match err.kind() {
 ///         CallErrorKind::Handler(_) => "the method ran and failed",
 ///         CallErrorKind::NotActive(_) | CallErrorKind::NoResponders => "it did not run",
-///         CallErrorKind::Timeout(_) => "unknown: it may have run",
+///         CallErrorKind::Timeout(_) | CallErrorKind::DeadlineExceeded(_) => "it may have run",
+///         CallErrorKind::BudgetExhausted(_) => "it did not run: too many retries lately",
 ///         _ => "something else",
 ///     }
 /// }
@@ -40,9 +41,21 @@ pub enum CallErrorKind {
     /// No instance of the service is subscribed: the method did not run.
     #[error("no instance of the service is running (no responders)")]
     NoResponders,
-    /// No reply within the timeout; the method may or may not have run.
-    #[error("no reply within {0:?}")]
+    /// No reply within the attempt's timeout; the method may or may not have run.
+    #[error("no reply within {0:?}; the method may have run")]
     Timeout(Duration),
+    /// The call's deadline passed: either no reply came in time (the method may have run),
+    /// or the server received the request too late and did not run it; the message says
+    /// which.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+    /// Instances are registered but none is usable (all UNHEALTHY or stale).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The call did not run and may not be retried: the client's retry budget is spent
+    /// (too many retries lately). The error of the last attempt.
+    #[error("retry budget exhausted (too many retries lately); last attempt: {0}")]
+    BudgetExhausted(Box<CallErrorKind>),
     /// The reply could not be decoded.
     #[error("{0}")]
     Decode(DecodeError),
@@ -67,6 +80,24 @@ impl CallErrorKind {
             self,
             CallErrorKind::NotActive(_) | CallErrorKind::NoResponders
         )
+    }
+
+    /// A short name of the kind, as in the `kind` label of `aegis_client_errors_total`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallErrorKind::Handler(_) => "handler",
+            CallErrorKind::NotActive(_) => "not_active",
+            CallErrorKind::NoResponders => "no_responders",
+            CallErrorKind::Timeout(_) => "timeout",
+            CallErrorKind::DeadlineExceeded(_) => "deadline_exceeded",
+            CallErrorKind::Unavailable(_) => "unavailable",
+            CallErrorKind::BudgetExhausted(_) => "budget_exhausted",
+            CallErrorKind::Decode(_) => "decode",
+            CallErrorKind::MissingResult(_) => "missing_result",
+            CallErrorKind::Encode(_) => "encode",
+            CallErrorKind::InvalidName(_) => "invalid_name",
+            CallErrorKind::Transport(_) => "transport",
+        }
     }
 }
 

@@ -1,37 +1,60 @@
 //! Calling services: the one call path every generated `{Type}Client` goes through.
+//!
+//! A call goes discovery → selection → request with a deadline → retry, and a retry happens
+//! only when the call provably did not run (NOT_ACTIVE, no responders, an instance that
+//! is gone), or after a timeout for a method marked idempotent; see `docs/clients.md`.
 
+mod budget;
+mod call;
 mod error;
+mod options;
 mod retry;
+mod selection;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse};
+use crate::codec;
 use crate::commands::{CommandHandle, CommandOptions};
-use crate::subject::{self, MethodName, ServiceName};
+use crate::discovery::{Discovery, WatchDiscovery};
+use crate::subject::{self, InstanceId, MethodName, ServiceName};
 
+pub use budget::RetryBudget;
 pub use error::{CallError, CallErrorKind};
-pub use retry::RetryPolicy;
+pub use options::CallOptions;
+pub use retry::{RetryPolicy, StickyActiveConfig};
+pub use selection::Selection;
 
-/// Default time a call waits for its reply.
+use selection::Selector;
+
+/// Default deadline of a call: 5 s.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A client of one service: calls its methods by name, encodes and decodes envelopes,
-/// unwraps exclusive replies and retries calls that provably did not run.
+/// A client of one service: finds its instances, picks one, calls methods by name with a
+/// deadline, unwraps exclusive replies and retries calls that provably did not run.
 ///
 /// Generated clients (`OrderProcessorClient`) wrap one; use it directly for untyped calls.
+/// Clones share their discovery, selection state, exclusive pin and retry budget.
+///
+/// By default it discovers instances with a [`WatchDiscovery`] of its own, takes them in
+/// turn ([`Selection::RoundRobin`]), waits 5 s per call, retries plain methods 3 times and
+/// exclusive ones until the deadline, within a [`RetryBudget::default`].
 ///
 /// ```no_run
+/// use std::time::Duration;
 /// use aegis_runtime::ServiceClient;
+/// use aegis_runtime::client::Selection;
 /// use serde_json::{Value, json};
 ///
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
-/// let orders = ServiceClient::new(nats, "order-processor")?;
+/// let orders = ServiceClient::new(nats, "order-processor")?
+///     .with_timeout(Duration::from_secs(2))
+///     .with_selection(Selection::Random);
 /// let health: Value = orders.call("health_check", &json!({})).await?;
 /// # Ok(())
 /// # }
@@ -42,7 +65,12 @@ pub struct ServiceClient {
     service: ServiceName,
     source: Arc<str>,
     timeout: Duration,
-    retry: RetryPolicy,
+    retry: Option<RetryPolicy>,
+    discovery: Option<Arc<dyn Discovery>>,
+    selector: Arc<Selector>,
+    /// The instance that last answered an exclusive call as the active one.
+    active_pin: Arc<Mutex<Option<InstanceId>>>,
+    budget: RetryBudget,
 }
 
 impl ServiceClient {
@@ -61,25 +89,61 @@ impl ServiceClient {
     pub fn for_service(nats: async_nats::Client, service: ServiceName) -> Self {
         let source = format!("{service}-client-{}", &codec::new_message_id()[..8]);
         Self {
+            discovery: Some(Arc::new(WatchDiscovery::new(nats.clone()))),
             nats,
             service,
             source: source.into(),
             timeout: DEFAULT_CALL_TIMEOUT,
-            retry: RetryPolicy::default(),
+            retry: None,
+            selector: Arc::default(),
+            active_pin: Arc::default(),
+            budget: RetryBudget::default(),
         }
     }
 
-    /// Sets how long each call waits for a reply.
+    /// Sets the deadline of each call: how long it may take, retries included. It is sent
+    /// to the server, which does not run a request that arrives after it.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// Sets the retry policy for calls that did not run.
+    /// Sets the retry policy of every method (instead of the defaults: 3 retries for plain
+    /// methods, until the deadline for exclusive ones).
     #[must_use]
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Sets the retry budget (shared with the clones made after this).
+    #[must_use]
+    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Finds instances with `discovery`: share one between the clients of a connection.
+    #[must_use]
+    pub fn with_discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discovery = Some(Arc::new(discovery));
+        self
+    }
+
+    /// Does not look instances up: every call goes to the service's shared subject and
+    /// NATS picks an instance of the queue group. Retries cannot avoid an instance then.
+    #[must_use]
+    pub fn without_discovery(mut self) -> Self {
+        self.discovery = None;
+        self
+    }
+
+    /// Sets how an instance is picked for plain methods (exclusive ones go to the active
+    /// instance).
+    #[must_use]
+    pub fn with_selection(mut self, selection: Selection) -> Self {
+        self.selector = Arc::new(Selector::new(selection));
         self
     }
 
@@ -93,21 +157,32 @@ impl ServiceClient {
         &self.nats
     }
 
+    /// The deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The instance exclusive calls currently go to: the one that last answered as active.
+    pub fn active_instance(&self) -> Option<InstanceId> {
+        self.active_pin.lock().ok().and_then(|pin| pin.clone())
+    }
+
     /// Calls `method` with `params` and decodes its result.
     ///
     /// # Errors
-    /// [`CallError`]: the handler's error, a timeout, no instance, a reply that does not
+    /// [`CallError`]: the handler's error, the deadline, no instance, a reply that does not
     /// decode.
     pub async fn call<P: Serialize, R: DeserializeOwned>(
         &self,
         method: &str,
         params: &P,
     ) -> Result<R, CallError> {
-        self.call_with(method, params, false).await
+        self.call_with_options(method, params, CallOptions::default())
+            .await
     }
 
     /// Calls the exclusive `method`, which only the active instance runs: a `NOT_ACTIVE`
-    /// answer (the method did not run) is retried per the retry policy.
+    /// answer (the method did not run) is retried until the deadline.
     ///
     /// # Errors
     /// As [`ServiceClient::call`], and [`CallErrorKind::NotActive`] when no instance was
@@ -117,7 +192,23 @@ impl ServiceClient {
         method: &str,
         params: &P,
     ) -> Result<R, CallError> {
-        self.call_with(method, params, true).await
+        self.call_with_options(method, params, CallOptions::exclusive())
+            .await
+    }
+
+    /// Calls `method` as `options` say (exclusive, idempotent, its own deadline).
+    ///
+    /// # Errors
+    /// As [`ServiceClient::call`].
+    pub async fn call_with_options<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+        options: CallOptions,
+    ) -> Result<R, CallError> {
+        let method_name = MethodName::new(method)
+            .map_err(|e| CallError::new(&self.service, method, 0, CallErrorKind::InvalidName(e)))?;
+        call::run(self, &method_name, params, options).await
     }
 
     /// Sends the command `name` with `payload` and waits for its typed result.
@@ -189,107 +280,5 @@ impl ServiceClient {
             done: None,
             _result: std::marker::PhantomData,
         })
-    }
-
-    async fn call_with<P: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: &P,
-        exclusive: bool,
-    ) -> Result<R, CallError> {
-        let fail = |attempts, kind| CallError::new(&self.service, method, attempts, kind);
-        let method_name =
-            MethodName::new(method).map_err(|e| fail(0, CallErrorKind::InvalidName(e)))?;
-        let subject = subject::rpc(&self.service, &method_name);
-        let request = RpcRequest::new(method, params)
-            .with_source(self.source.as_ref())
-            .with_target(self.service.as_str())
-            .with_timeout(self.timeout.as_secs_f64());
-        let payload: bytes::Bytes = codec::encode(&request)
-            .map_err(|e| fail(0, CallErrorKind::Encode(e.to_string())))?
-            .into();
-
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome = self
-                .attempt::<R>(&subject, payload.clone(), exclusive)
-                .await;
-            match outcome {
-                Ok(value) => return Ok(value),
-                Err(kind) if self.retry.may_retry(&kind) && attempt < self.retry.max_attempts => {
-                    let delay = self.retry.delay_before_retry(attempt);
-                    tracing::debug!(service = %self.service, method, attempt, ?delay, error = %kind, "retrying a call that did not run");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(kind) => return Err(fail(attempt, kind)),
-            }
-        }
-    }
-
-    async fn attempt<R: DeserializeOwned>(
-        &self,
-        subject: &str,
-        payload: bytes::Bytes,
-        exclusive: bool,
-    ) -> Result<R, CallErrorKind> {
-        let request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(self.timeout));
-        let reply = self
-            .nats
-            .send_request(subject.to_owned(), request)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => CallErrorKind::NoResponders,
-                async_nats::RequestErrorKind::TimedOut => CallErrorKind::Timeout(self.timeout),
-                _ => CallErrorKind::Transport(e.to_string()),
-            })?;
-        if exclusive {
-            let response: RpcResponse<ExclusiveReply<R>> =
-                codec::decode(&reply.payload).map_err(CallErrorKind::Decode)?;
-            let nested = unwrap_response(response)?.ok_or_else(|| {
-                CallErrorKind::MissingResult(
-                    "the reply of an exclusive method has no exclusive reply in it".into(),
-                )
-            })?;
-            if nested.is_not_active() {
-                return Err(CallErrorKind::NotActive(nested.message.unwrap_or_default()));
-            }
-            match nested.into_result() {
-                Ok(result) => value_or_unit(result),
-                Err(message) => Err(CallErrorKind::Handler(message)),
-            }
-        } else {
-            let response: RpcResponse<R> =
-                codec::decode(&reply.payload).map_err(CallErrorKind::Decode)?;
-            value_or_unit(unwrap_response(response)?)
-        }
-    }
-}
-
-/// The result of a response, or the handler's error (or a top-level NOT_ACTIVE).
-fn unwrap_response<R>(response: RpcResponse<R>) -> Result<Option<R>, CallErrorKind> {
-    match response.into_result() {
-        Ok(result) => Ok(result),
-        Err(message)
-            if message == ExclusiveReply::<()>::NOT_ACTIVE || message.starts_with("NOT_ACTIVE") =>
-        {
-            Err(CallErrorKind::NotActive(message))
-        }
-        Err(message) => Err(CallErrorKind::Handler(message)),
-    }
-}
-
-/// A nil result is the value of methods returning `()` or `Option`; for any other type it
-/// is an error.
-fn value_or_unit<R: DeserializeOwned>(result: Option<R>) -> Result<R, CallErrorKind> {
-    match result {
-        Some(value) => Ok(value),
-        None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
-            CallErrorKind::MissingResult(format!(
-                "the reply has no result, but one was expected ({e})"
-            ))
-        }),
     }
 }

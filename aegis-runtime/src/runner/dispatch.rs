@@ -158,8 +158,9 @@ async fn accept<S: Service>(shared: &Arc<Shared<S>>, index: usize, message: asyn
         return;
     };
     let shared = shared.clone();
+    let request = Incoming::read(&message);
     tokio::spawn(async move {
-        let (reply, term) = dispatch(&shared, index, message.payload).await;
+        let (reply, term) = dispatch(&shared, index, message.payload, request).await;
         send_reply(&shared.core, reply_to, reply, term).await;
         drop(permit);
     });
@@ -241,12 +242,44 @@ async fn serve_while_active<S: Service>(
     }
 }
 
-/// Runs one call: the active check for exclusive methods, the handler with panics caught,
-/// the counters. Returns the reply and, for exclusive calls, the term they ran under.
+/// What the headers of a request say.
+struct Incoming {
+    /// The caller's deadline (`Aegis-Deadline`), as sent.
+    deadline: Option<String>,
+    /// The caller's trace context (`traceparent`).
+    traceparent: Option<String>,
+}
+
+impl Incoming {
+    fn read(message: &async_nats::Message) -> Self {
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(name))
+                .map(|value| value.as_str().to_owned())
+        };
+        Self {
+            deadline: header(headers::DEADLINE),
+            traceparent: header(headers::TRACEPARENT),
+        }
+    }
+
+    /// How long ago the caller's deadline passed, if it did.
+    fn late_by(&self) -> Option<Duration> {
+        self.deadline
+            .as_deref()
+            .and_then(headers::deadline_passed_by)
+    }
+}
+
+/// Runs one call: the deadline and active checks, the handler with panics caught, the
+/// counters. Returns the reply and, for exclusive calls, the term they ran under.
 async fn dispatch<S: Service>(
     shared: &Shared<S>,
     index: usize,
     payload: Bytes,
+    request: Incoming,
 ) -> (Reply, Option<u64>) {
     let core = &shared.core;
     let rpc: &'static RpcDefinition<S> = &shared.definition.rpcs[index];
@@ -265,6 +298,11 @@ async fn dispatch<S: Service>(
         rpc.exclusive,
         term,
     );
+    let (trace_id, parent_span) = request
+        .traceparent
+        .as_deref()
+        .and_then(headers::parse_traceparent)
+        .unzip();
     let span = tracing::info_span!(
         "rpc",
         service = shared.definition.name,
@@ -272,8 +310,19 @@ async fn dispatch<S: Service>(
         instance = %core.instance_key,
         correlation_id = tracing::field::Empty,
         term = term,
+        trace_id,
+        parent_span,
     );
     let reply = async {
+        if let Some(late) = request.late_by() {
+            // The caller has given up: running it would be work nobody waits for, and a
+            // retry elsewhere may already be under way.
+            tracing::debug!(?late, "not running a call whose deadline has passed");
+            return match RpcCall::new(payload, context).decode::<NoParams>() {
+                Ok((context, _)) => Reply::deadline_exceeded(&context, late),
+                Err(bad_request) => bad_request,
+            };
+        }
         if rpc.exclusive && term.is_none() {
             // The method does not run; read only the header, to answer with the request's ids.
             return match RpcCall::new(payload, context).decode::<NoParams>() {
@@ -306,6 +355,7 @@ async fn dispatch<S: Service>(
         Outcome::Ok | Outcome::NotActive => None,
         Outcome::HandlerError => Some("the handler failed".to_owned()),
         Outcome::BadRequest => Some("the request could not be decoded".to_owned()),
+        Outcome::DeadlineExceeded => Some("the caller's deadline had passed".to_owned()),
     };
     stats.finished(started.elapsed(), error);
     (reply, term)

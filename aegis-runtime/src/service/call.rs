@@ -213,6 +213,8 @@ pub enum Outcome {
     BadRequest,
     /// The instance is not active; the exclusive method did not run.
     NotActive,
+    /// The caller's deadline had passed; the method did not run.
+    DeadlineExceeded,
 }
 
 /// An encoded RPC response, ready to publish.
@@ -276,6 +278,24 @@ impl Reply {
         );
         let reply = ExclusiveReply::<()>::not_active(message);
         Self::encode(context, true, Some(reply), None, Outcome::NotActive)
+    }
+
+    /// The caller's deadline passed `late` before the call could run; it did not run.
+    /// A top-level error (`DEADLINE_EXCEEDED: …`) for every kind of method.
+    pub(crate) fn deadline_exceeded(context: &RpcContext, late: std::time::Duration) -> Self {
+        let message = format!(
+            "{}: the caller's deadline passed {late:?} before instance {} could run {}; it did not run",
+            crate::codec::headers::DEADLINE_EXCEEDED,
+            context.instance_id,
+            context.method
+        );
+        Self::encode::<()>(
+            context,
+            false,
+            None,
+            Some(message),
+            Outcome::DeadlineExceeded,
+        )
     }
 
     fn bad_request(context: &RpcContext, error: &codec::DecodeError) -> Self {

@@ -1,0 +1,333 @@
+//! The call path: route → request with a deadline → classify the reply → retry what did
+//! not run.
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use super::{CallError, CallErrorKind, CallOptions, RetryPolicy, ServiceClient};
+use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, headers};
+use crate::discovery::DiscoveryError;
+use crate::subject::{self, InstanceId, MethodName};
+
+/// At most this many instances are avoided by the retries of one call.
+const MAX_EXCLUDED: usize = 3;
+
+/// Where one attempt goes.
+struct Target {
+    subject: String,
+    /// The instance addressed, or `None` for the service's shared subject.
+    instance: Option<InstanceId>,
+}
+
+/// A successful attempt: the result and who answered.
+struct Answer<R> {
+    value: R,
+    responder: Option<InstanceId>,
+}
+
+/// Calls `method` of the client's service with `params`.
+pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
+    client: &ServiceClient,
+    method: &MethodName,
+    params: &P,
+    options: CallOptions,
+) -> Result<R, CallError> {
+    let deadline = options.deadline_override().unwrap_or(client.timeout);
+    let request = RpcRequest::new(method.as_str(), params)
+        .with_source(client.source.as_ref())
+        .with_target(client.service.as_str())
+        .with_timeout(deadline.as_secs_f64());
+    let span = tracing::info_span!(
+        "aegis.call",
+        service = %client.service,
+        method = %method,
+        trace_id = %request.trace_id,
+        attempts = tracing::field::Empty,
+    );
+    let payload: Bytes = match codec::encode(&request) {
+        Ok(bytes) => bytes.into(),
+        Err(err) => {
+            let kind = CallErrorKind::Encode(err.to_string());
+            return Err(CallError::new(&client.service, method.as_str(), 0, kind));
+        }
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        headers::DEADLINE,
+        headers::deadline_after(deadline).as_str(),
+    );
+    headers.insert(
+        headers::TRACEPARENT,
+        headers::traceparent(&request.trace_id).as_str(),
+    );
+    let call = Call {
+        client,
+        method,
+        options,
+        deadline,
+        payload,
+        headers,
+    };
+    async move {
+        let started = Instant::now();
+        let (attempts, outcome) = call.attempts().await;
+        tracing::Span::current().record("attempts", attempts);
+        crate::metrics::call_finished(
+            &client.service,
+            method.as_str(),
+            attempts,
+            started.elapsed(),
+            outcome.as_ref().err().map(CallErrorKind::name),
+        );
+        outcome.map_err(|kind| CallError::new(&client.service, method.as_str(), attempts, kind))
+    }
+    .instrument(span)
+    .await
+}
+
+/// One call, encoded, with what its attempts share.
+struct Call<'a> {
+    client: &'a ServiceClient,
+    method: &'a MethodName,
+    options: CallOptions,
+    deadline: Duration,
+    payload: Bytes,
+    headers: HeaderMap,
+}
+
+impl Call<'_> {
+    fn policy(&self) -> RetryPolicy {
+        match &self.client.retry {
+            Some(policy) => policy.clone(),
+            None if self.options.is_exclusive() => RetryPolicy::until_deadline(),
+            None => RetryPolicy::default(),
+        }
+    }
+
+    /// Makes attempts until one succeeds or a failure may not be retried; returns how many
+    /// were made and the outcome.
+    async fn attempts<R: DeserializeOwned>(&self) -> (u32, Result<R, CallErrorKind>) {
+        let client = self.client;
+        let policy = self.policy();
+        let started = Instant::now();
+        let deadline = started + self.deadline;
+        let mut excluded: Vec<InstanceId> = Vec::new();
+        client.budget.deposit();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let target = match self.route(&excluded).await {
+                Ok(target) => target,
+                Err(kind) => return (attempt, Err(kind)),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // Only an idempotent call may be retried after a timeout, so only its attempts
+            // stop waiting before the deadline.
+            let wait = if self.options.is_idempotent() {
+                policy
+                    .attempt_timeout
+                    .unwrap_or(self.deadline / 3)
+                    .min(remaining)
+            } else {
+                remaining
+            };
+            let outcome = self
+                .attempt::<R>(&target, wait)
+                .instrument(
+                    tracing::debug_span!("aegis.attempt", attempt, subject = %target.subject),
+                )
+                .await;
+            let kind = match outcome {
+                Ok(answer) => {
+                    if self.options.is_exclusive() {
+                        self.pin(answer.responder);
+                    }
+                    return (attempt, Ok(answer.value));
+                }
+                Err(CallErrorKind::Timeout(_)) if wait >= remaining => {
+                    CallErrorKind::DeadlineExceeded(format!(
+                        "no reply within the call's deadline of {:?}; the method may have run",
+                        self.deadline
+                    ))
+                }
+                Err(kind) => kind,
+            };
+            self.learn_from(&kind, &target);
+            let retryable = kind.did_not_run()
+                || (self.options.is_idempotent() && matches!(kind, CallErrorKind::Timeout(_)));
+            if !retryable || attempt >= policy.max_attempts {
+                return (attempt, Err(kind));
+            }
+            let delay = policy.delay_before_retry(attempt);
+            if Instant::now() + delay >= deadline {
+                return (attempt, Err(kind));
+            }
+            if !client.budget.try_withdraw() {
+                return (attempt, Err(CallErrorKind::BudgetExhausted(Box::new(kind))));
+            }
+            if let Some(instance) = target.instance
+                && !self.options.is_exclusive()
+            {
+                excluded.push(instance);
+                if excluded.len() > MAX_EXCLUDED {
+                    excluded.remove(0);
+                }
+            }
+            tracing::debug!(attempt, ?delay, error = %kind, "retrying a call that did not run");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// What a failed attempt tells about the service: a standby is not the leader, an
+    /// instance that does not answer its own subject is gone.
+    fn learn_from(&self, kind: &CallErrorKind, target: &Target) {
+        if matches!(kind, CallErrorKind::NotActive(_)) {
+            crate::metrics::not_active(&self.client.service, self.method.as_str());
+            if self.options.is_exclusive() {
+                self.pin(None);
+            }
+        }
+        if matches!(kind, CallErrorKind::NoResponders)
+            && target.instance.is_some()
+            && let Some(discovery) = &self.client.discovery
+        {
+            discovery.invalidate(&self.client.service);
+        }
+    }
+
+    fn pin(&self, instance: Option<InstanceId>) {
+        if let Ok(mut pin) = self.client.active_pin.lock() {
+            *pin = instance;
+        }
+    }
+
+    /// Where the next attempt goes: for exclusive methods the instance that last answered
+    /// as active (while discovery still lists it), else the shared subject only the active
+    /// instance serves; for plain methods the instance selection picks, avoiding those
+    /// that failed this call. The shared subject when discovery has nothing to offer.
+    async fn route(&self, excluded: &[InstanceId]) -> Result<Target, CallErrorKind> {
+        let client = self.client;
+        let shared = Target {
+            subject: subject::rpc(&client.service, self.method),
+            instance: None,
+        };
+        let Some(discovery) = &client.discovery else {
+            return Ok(shared);
+        };
+        let instances = match discovery.instances(&client.service).await {
+            Ok(instances) => instances,
+            Err(unavailable @ DiscoveryError::Unavailable { .. }) => {
+                return Err(CallErrorKind::Unavailable(unavailable.to_string()));
+            }
+            Err(DiscoveryError::Registry(err)) => {
+                tracing::debug!(%err, "no discovery: calling the shared subject");
+                return Ok(shared);
+            }
+        };
+        let to = |instance: &InstanceId| Target {
+            subject: subject::rpc_instance(&client.service, instance, self.method),
+            instance: Some(instance.clone()),
+        };
+        if self.options.is_exclusive() {
+            let pinned = client.active_instance();
+            return Ok(match pinned {
+                Some(id) if instances.iter().any(|i| i.instance_id == id) => to(&id),
+                Some(_) => {
+                    self.pin(None); // the watch says it left
+                    shared
+                }
+                None => shared,
+            });
+        }
+        Ok(match client.selector.pick(&instances, excluded) {
+            Some(instance) => to(&instance.instance_id),
+            None => shared,
+        })
+    }
+
+    /// Sends the request once and classifies the reply.
+    async fn attempt<R: DeserializeOwned>(
+        &self,
+        target: &Target,
+        wait: Duration,
+    ) -> Result<Answer<R>, CallErrorKind> {
+        let request = async_nats::Request::new()
+            .payload(self.payload.clone())
+            .headers(self.headers.clone())
+            .timeout(Some(wait));
+        let reply = self
+            .client
+            .nats
+            .send_request(target.subject.clone(), request)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => CallErrorKind::NoResponders,
+                async_nats::RequestErrorKind::TimedOut => CallErrorKind::Timeout(wait),
+                _ => CallErrorKind::Transport(e.to_string()),
+            })?;
+        let responder = reply
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(headers::INSTANCE_ID))
+            .and_then(|id| InstanceId::new(id.as_str()).ok());
+        let value = if self.options.is_exclusive() {
+            decode_exclusive(&reply.payload)?
+        } else {
+            let response: RpcResponse<R> =
+                codec::decode(&reply.payload).map_err(CallErrorKind::Decode)?;
+            value_or_unit(unwrap_response(response)?)?
+        };
+        Ok(Answer { value, responder })
+    }
+}
+
+/// The value of an exclusive method's reply, which nests the outcome in the result.
+fn decode_exclusive<R: DeserializeOwned>(payload: &[u8]) -> Result<R, CallErrorKind> {
+    let response: RpcResponse<ExclusiveReply<R>> =
+        codec::decode(payload).map_err(CallErrorKind::Decode)?;
+    let nested = unwrap_response(response)?.ok_or_else(|| {
+        CallErrorKind::MissingResult(
+            "the reply of an exclusive method has no exclusive reply in it".into(),
+        )
+    })?;
+    if nested.is_not_active() {
+        return Err(CallErrorKind::NotActive(nested.message.unwrap_or_default()));
+    }
+    match nested.into_result() {
+        Ok(result) => value_or_unit(result),
+        Err(message) => Err(CallErrorKind::Handler(message)),
+    }
+}
+
+/// The result of a response, or why there is none: the handler's error, a top-level
+/// NOT_ACTIVE, a deadline that had passed on arrival.
+fn unwrap_response<R>(response: RpcResponse<R>) -> Result<Option<R>, CallErrorKind> {
+    match response.into_result() {
+        Ok(result) => Ok(result),
+        Err(message) if message.starts_with(ExclusiveReply::<()>::NOT_ACTIVE) => {
+            Err(CallErrorKind::NotActive(message))
+        }
+        Err(message) if message.starts_with(headers::DEADLINE_EXCEEDED) => {
+            Err(CallErrorKind::DeadlineExceeded(message))
+        }
+        Err(message) => Err(CallErrorKind::Handler(message)),
+    }
+}
+
+/// A nil result is the value of methods returning `()` or `Option`; for any other type it
+/// is an error.
+fn value_or_unit<R: DeserializeOwned>(result: Option<R>) -> Result<R, CallErrorKind> {
+    match result {
+        Some(value) => Ok(value),
+        None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
+            CallErrorKind::MissingResult(format!(
+                "the reply has no result, but one was expected ({e})"
+            ))
+        }),
+    }
+}

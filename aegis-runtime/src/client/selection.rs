@@ -1,0 +1,186 @@
+//! Which instance takes the next call.
+
+use std::sync::Mutex;
+
+use crate::instance::ServiceInstance;
+use crate::subject::InstanceId;
+
+/// How a client picks an instance among those discovery found.
+///
+/// ```
+/// use aegis_runtime::client::Selection;
+/// use aegis_runtime::subject::InstanceId;
+///
+/// let spread = Selection::RoundRobin;
+/// let pinned = Selection::Sticky(InstanceId::new("orders-1").unwrap());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Selection {
+    /// Each instance in turn. The turn starts over when the set of instances changes.
+    #[default]
+    RoundRobin,
+    /// An instance at random, uniformly.
+    Random,
+    /// The given instance while it is there; round robin over the others when it is not.
+    Sticky(InstanceId),
+}
+
+/// A [`Selection`] and the state it needs.
+#[derive(Debug, Default)]
+pub(crate) struct Selector {
+    selection: Selection,
+    turn: Mutex<Turn>,
+}
+
+/// Round-robin state: the set it was made for and the next position.
+#[derive(Debug, Default)]
+struct Turn {
+    ids: Vec<InstanceId>,
+    next: usize,
+}
+
+impl Selector {
+    pub(crate) fn new(selection: Selection) -> Self {
+        Self {
+            selection,
+            turn: Mutex::default(),
+        }
+    }
+
+    /// Picks one of `instances` not in `excluded`; `None` when there is none.
+    pub(crate) fn pick<'a>(
+        &self,
+        instances: &'a [ServiceInstance],
+        excluded: &[InstanceId],
+    ) -> Option<&'a ServiceInstance> {
+        let candidates: Vec<&ServiceInstance> = instances
+            .iter()
+            .filter(|instance| !excluded.contains(&instance.instance_id))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        match &self.selection {
+            Selection::Random => Some(candidates[fastrand::usize(..candidates.len())]),
+            Selection::Sticky(preferred) => candidates
+                .iter()
+                .find(|instance| instance.instance_id == *preferred)
+                .copied()
+                .or_else(|| self.next_in_turn(instances, &candidates)),
+            Selection::RoundRobin => self.next_in_turn(instances, &candidates),
+        }
+    }
+
+    /// The next candidate in round-robin order over the whole set `instances`.
+    fn next_in_turn<'a>(
+        &self,
+        instances: &'a [ServiceInstance],
+        candidates: &[&'a ServiceInstance],
+    ) -> Option<&'a ServiceInstance> {
+        let Ok(mut turn) = self.turn.lock() else {
+            return candidates.first().copied();
+        };
+        if !turn
+            .ids
+            .iter()
+            .eq(instances.iter().map(|instance| &instance.instance_id))
+        {
+            turn.ids = instances.iter().map(|i| i.instance_id.clone()).collect();
+            turn.next = 0;
+        }
+        // Walk the whole set from the turn's position; skip the excluded.
+        for offset in 0..instances.len() {
+            let position = (turn.next + offset) % instances.len();
+            let instance = &instances[position];
+            if candidates
+                .iter()
+                .any(|c| c.instance_id == instance.instance_id)
+            {
+                turn.next = position + 1;
+                return Some(instance);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subject::ServiceName;
+
+    fn instances(ids: &[&str]) -> Vec<ServiceInstance> {
+        ids.iter()
+            .map(|id| {
+                ServiceInstance::new(
+                    ServiceName::new("svc").expect("name"),
+                    InstanceId::new(*id).expect("id"),
+                    "1.0.0",
+                )
+                .expect("entry")
+            })
+            .collect()
+    }
+
+    fn id(id: &str) -> InstanceId {
+        InstanceId::new(id).expect("id")
+    }
+
+    fn picks(selector: &Selector, set: &[ServiceInstance], n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                selector
+                    .pick(set, &[])
+                    .expect("one")
+                    .instance_id
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_takes_turns_and_starts_over_when_the_set_changes() {
+        let selector = Selector::new(Selection::RoundRobin);
+        let set = instances(&["a", "b", "c"]);
+        assert_eq!(picks(&selector, &set, 4), ["a", "b", "c", "a"]);
+        let grown = instances(&["a", "b", "c", "d"]);
+        assert_eq!(picks(&selector, &grown, 5), ["a", "b", "c", "d", "a"]);
+    }
+
+    #[test]
+    fn round_robin_skips_excluded_instances() {
+        let selector = Selector::new(Selection::RoundRobin);
+        let set = instances(&["a", "b", "c"]);
+        let excluded = [id("b")];
+        let got: Vec<String> = (0..4)
+            .map(|_| {
+                selector
+                    .pick(&set, &excluded)
+                    .expect("one")
+                    .instance_id
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(got, ["a", "c", "a", "c"]);
+        assert!(selector.pick(&set, &[id("a"), id("b"), id("c")]).is_none());
+    }
+
+    #[test]
+    fn sticky_prefers_its_instance_and_falls_back_to_round_robin() {
+        let selector = Selector::new(Selection::Sticky(id("b")));
+        let set = instances(&["a", "b", "c"]);
+        assert_eq!(picks(&selector, &set, 3), ["b", "b", "b"]);
+        let without = instances(&["a", "c"]);
+        assert_eq!(picks(&selector, &without, 3), ["a", "c", "a"]);
+    }
+
+    #[test]
+    fn random_picks_every_instance_eventually() {
+        let selector = Selector::new(Selection::Random);
+        let set = instances(&["a", "b", "c"]);
+        let seen: std::collections::BTreeSet<String> =
+            picks(&selector, &set, 300).into_iter().collect();
+        assert_eq!(seen.len(), 3);
+    }
+}

@@ -1,0 +1,178 @@
+//! Finding the instances of a service in the registry (bucket `service_registry`).
+//!
+//! Three implementations of [`Discovery`], from simplest to fastest:
+//!
+//! | | reads the registry | sees changes | registry down |
+//! |---|---|---|---|
+//! | [`BasicDiscovery`] | on every call | at once | calls fail over to the shared subject |
+//! | [`CachedDiscovery`] | once per TTL (10 s) per service | after the TTL, or at once after a failed call | serves the stale list |
+//! | [`WatchDiscovery`] | once, then a live KV watch | within milliseconds, expiries included | TTL caching until the watch is back |
+//!
+//! Every one lists only usable instances: neither UNHEALTHY nor with a heartbeat older
+//! than the entry's TTL. A service nobody registered is an empty list; a service whose
+//! entries are all unusable is [`DiscoveryError::Unavailable`]; a registry that cannot be
+//! read (no bucket, no JetStream, server unreachable) is [`DiscoveryError::Registry`], and
+//! clients then call the service's shared subject, where NATS picks an instance.
+//!
+//! ```no_run
+//! use aegis_runtime::discovery::{Discovery, WatchDiscovery};
+//! use aegis_runtime::subject::ServiceName;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let discovery = WatchDiscovery::new(nats);
+//! let service = ServiceName::new("order-processor")?;
+//! for instance in discovery.instances(&service).await?.iter() {
+//!     println!("{} {:?}", instance.instance_id, instance.sticky_active_status);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod basic;
+mod cached;
+mod reader;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::Timestamp;
+use crate::instance::{InstanceStatus, ServiceInstance};
+use crate::service::BoxFuture;
+use crate::subject::ServiceName;
+
+pub use basic::BasicDiscovery;
+pub use cached::{CacheStats, CachedDiscovery, DEFAULT_CACHE_TTL, DEFAULT_MAX_SERVICES};
+pub use watch::WatchDiscovery;
+
+/// The usable instances of a service, shared without copying.
+pub type Instances = Arc<[ServiceInstance]>;
+
+/// Finds the usable instances of a service.
+///
+/// Implementations are shared by every client of a connection (`Arc<dyn Discovery>`).
+pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
+    /// The instances of `service` that may take calls: healthy, with a fresh heartbeat.
+    ///
+    /// # Errors
+    /// [`DiscoveryError::Unavailable`] when every registered instance is unusable;
+    /// [`DiscoveryError::Registry`] when the registry cannot be read.
+    fn instances<'a>(
+        &'a self,
+        service: &'a ServiceName,
+    ) -> BoxFuture<'a, Result<Instances, DiscoveryError>>;
+
+    /// Forgets what is known about `service`, because a call to one of its instances
+    /// found it gone. The next lookup reads the registry again.
+    fn invalidate(&self, service: &ServiceName) {
+        let _ = service;
+    }
+}
+
+/// Why the instances of a service are not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// Instances are registered, but none is usable.
+    #[error(
+        "{service} has {registered} registered instance(s), but none is usable (UNHEALTHY or heartbeat older than its TTL)"
+    )]
+    Unavailable {
+        /// The service.
+        service: String,
+        /// How many instances are registered.
+        registered: usize,
+    },
+    /// The registry could not be read.
+    #[error("cannot read the service registry: {0}")]
+    Registry(String),
+}
+
+/// The TTL assumed for entries that do not say theirs (the Python SDK's): 30 s.
+pub const DEFAULT_ENTRY_TTL: Duration = crate::registry::DEFAULT_REGISTRY_TTL;
+
+/// Keeps the usable entries of `service`, or says why there are none.
+pub(crate) fn usable(
+    service: &ServiceName,
+    entries: impl IntoIterator<Item = ServiceInstance>,
+) -> Result<Instances, DiscoveryError> {
+    let now = Timestamp::now();
+    let mut registered = 0;
+    let mut instances: Vec<ServiceInstance> = entries
+        .into_iter()
+        .inspect(|_| registered += 1)
+        .filter(|entry| is_usable(entry, now))
+        .collect();
+    if instances.is_empty() && registered > 0 {
+        return Err(DiscoveryError::Unavailable {
+            service: service.to_string(),
+            registered,
+        });
+    }
+    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    Ok(instances.into())
+}
+
+fn is_usable(entry: &ServiceInstance, now: Timestamp) -> bool {
+    entry.status != InstanceStatus::Unhealthy
+        && !entry.is_stale(entry.heartbeat_ttl().unwrap_or(DEFAULT_ENTRY_TTL), now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subject::InstanceId;
+
+    fn entry(id: &str, status: InstanceStatus, age: Duration) -> ServiceInstance {
+        let mut entry = ServiceInstance::new(
+            ServiceName::new("svc").expect("name"),
+            InstanceId::new(id).expect("id"),
+            "1.0.0",
+        )
+        .expect("entry");
+        entry.status = status;
+        entry.last_heartbeat = Timestamp::from_datetime(
+            chrono::Utc::now() - chrono::Duration::from_std(age).expect("age"),
+        );
+        entry.set_heartbeat_ttl(Duration::from_secs(5));
+        entry
+    }
+
+    #[test]
+    fn unhealthy_and_stale_entries_are_left_out_and_the_rest_sorted() {
+        let service = ServiceName::new("svc").expect("name");
+        let entries = vec![
+            entry("c", InstanceStatus::Active, Duration::from_secs(1)),
+            entry("a", InstanceStatus::Active, Duration::ZERO),
+            entry("b", InstanceStatus::Unhealthy, Duration::ZERO),
+            entry("d", InstanceStatus::Active, Duration::from_secs(6)),
+        ];
+        let ids: Vec<String> = usable(&service, entries)
+            .expect("usable")
+            .iter()
+            .map(|e| e.instance_id.to_string())
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+    }
+
+    #[test]
+    fn nothing_registered_is_an_empty_list_and_nothing_usable_is_unavailable() {
+        let service = ServiceName::new("svc").expect("name");
+        assert!(usable(&service, vec![]).expect("empty").is_empty());
+        let err = usable(
+            &service,
+            vec![entry("a", InstanceStatus::Unhealthy, Duration::ZERO)],
+        )
+        .expect_err("unavailable");
+        assert_eq!(
+            err,
+            DiscoveryError::Unavailable {
+                service: "svc".into(),
+                registered: 1
+            }
+        );
+        assert!(err.to_string().contains("none is usable"), "{err}");
+    }
+}

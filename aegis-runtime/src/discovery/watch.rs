@@ -1,0 +1,204 @@
+//! Discovery kept current by a watch on the registry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::instance::ServiceInstance;
+use crate::service::BoxFuture;
+use crate::subject::ServiceName;
+
+use super::reader::{Change, RegistryFeed, instance_of_key};
+use super::{CachedDiscovery, Discovery, DiscoveryError, Instances, usable};
+
+/// How long the first lookup of a service waits for its watch to catch up.
+const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(2);
+/// How long lookups cache what they read while the watch is down: short, since the
+/// watch is usually back soon and then sees every change at once.
+const FALLBACK_TTL: Duration = Duration::from_secs(1);
+/// Backoff between attempts to reopen a failed watch.
+const REOPEN_MIN: Duration = Duration::from_millis(100);
+const REOPEN_MAX: Duration = Duration::from_secs(5);
+
+/// Keeps the instances of each service it was asked about current with a KV watch on the
+/// registry: a new instance shows within milliseconds, one that stops or expires (its
+/// registry TTL after a crash) vanishes as soon as the server says so, and a lookup is a
+/// read from memory.
+///
+/// The watch of a service starts on its first lookup. While it is down (server restart,
+/// bucket deleted) it is reopened with backoff, and lookups fall back to a
+/// [`CachedDiscovery`] (TTL caching of 1 s, stale lists served while the registry cannot
+/// be read).
+///
+/// ```no_run
+/// use aegis_runtime::ServiceClient;
+/// use aegis_runtime::discovery::WatchDiscovery;
+///
+/// # async fn run(nats: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// // One discovery per connection, shared by every client.
+/// let discovery = WatchDiscovery::new(nats.clone());
+/// let orders = ServiceClient::new(nats.clone(), "order-processor")?.with_discovery(discovery.clone());
+/// let billing = ServiceClient::new(nats, "billing")?.with_discovery(discovery);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WatchDiscovery {
+    nats: async_nats::Client,
+    watches: Arc<Mutex<HashMap<ServiceName, Arc<ServiceWatch>>>>,
+    fallback: CachedDiscovery,
+}
+
+/// The live view of one service and the task that keeps it.
+#[derive(Debug)]
+struct ServiceWatch {
+    view: watch::Receiver<View>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ServiceWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the watch of a service knows.
+#[derive(Debug, Clone, Default)]
+struct View {
+    /// Whether the watch is caught up with the registry and running.
+    live: bool,
+    /// Whether the first attempt to open the watch is over (caught up, or failed): until
+    /// then the first lookups wait rather than fall back.
+    settled: bool,
+    /// The entries by instance id.
+    entries: Arc<BTreeMap<String, ServiceInstance>>,
+}
+
+impl WatchDiscovery {
+    /// Discovery over `nats`.
+    pub fn new(nats: async_nats::Client) -> Self {
+        Self {
+            fallback: CachedDiscovery::new(nats.clone()).with_ttl(FALLBACK_TTL),
+            nats,
+            watches: Arc::default(),
+        }
+    }
+
+    /// The watch of `service`, started if it is not running yet.
+    fn watch_of(&self, service: &ServiceName) -> Option<watch::Receiver<View>> {
+        let mut watches = self.watches.lock().ok()?;
+        let watch = watches.entry(service.clone()).or_insert_with(|| {
+            let (sender, view) = watch::channel(View::default());
+            let task = tokio::spawn(keep_watching(self.nats.clone(), service.clone(), sender));
+            Arc::new(ServiceWatch { view, task })
+        });
+        Some(watch.view.clone())
+    }
+
+    /// Whether the watch of `service` is open and caught up, so lookups are current (else
+    /// they fall back to TTL caching). Starts the watch if it is not running.
+    pub fn is_watching(&self, service: &ServiceName) -> bool {
+        self.watch_of(service)
+            .is_some_and(|view| view.borrow().live)
+    }
+
+    /// Waits until something changes in the instances of `service` (an instance came,
+    /// changed or left), or `within` passes; returns whether something changed.
+    pub async fn changed(&self, service: &ServiceName, within: Duration) -> bool {
+        let Some(mut view) = self.watch_of(service) else {
+            return false;
+        };
+        view.borrow_and_update();
+        tokio::time::timeout(within, view.changed())
+            .await
+            .is_ok_and(|changed| changed.is_ok())
+    }
+}
+
+impl Discovery for WatchDiscovery {
+    fn instances<'a>(
+        &'a self,
+        service: &'a ServiceName,
+    ) -> BoxFuture<'a, Result<Instances, DiscoveryError>> {
+        Box::pin(async move {
+            let Some(mut view) = self.watch_of(service) else {
+                return self.fallback.instances(service).await;
+            };
+            if !view.borrow().settled {
+                let _ = tokio::time::timeout(FIRST_LOOKUP_WAIT, view.wait_for(|view| view.settled))
+                    .await;
+            }
+            let entries = {
+                let view = view.borrow();
+                view.live.then(|| view.entries.clone())
+            };
+            match entries {
+                Some(entries) => usable(service, entries.values().cloned()),
+                None => self.fallback.instances(service).await,
+            }
+        })
+    }
+
+    fn invalidate(&self, service: &ServiceName) {
+        // The watch is current by construction; only the fallback may hold an old list.
+        self.fallback.invalidate(service);
+    }
+}
+
+/// Follows the registry entries of `service` into `view` until the discovery is dropped,
+/// reopening the watch with backoff whenever it fails.
+async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: watch::Sender<View>) {
+    let mut backoff = REOPEN_MIN;
+    loop {
+        let opened = Instant::now();
+        match RegistryFeed::open(&nats, &service).await {
+            Ok(Some(mut feed)) => {
+                let mut entries = BTreeMap::new();
+                if feed.initial == 0 {
+                    publish(&view, &entries);
+                }
+                let err = loop {
+                    let change = match feed.next().await {
+                        Ok(change) => change,
+                        Err(err) => break err,
+                    };
+                    match change {
+                        Change::Put(entry) => {
+                            entries.insert(entry.instance_id.to_string(), *entry);
+                        }
+                        Change::Removed(key) => {
+                            entries.remove(instance_of_key(&key));
+                        }
+                    }
+                    if feed.initial == 0 {
+                        publish(&view, &entries);
+                    }
+                };
+                tracing::warn!(%service, %err, "registry watch lost; falling back to cached lookups");
+            }
+            Ok(None) => {
+                tracing::debug!(%service, "no registry bucket yet; will watch once it exists");
+            }
+            Err(err) => tracing::warn!(%service, %err, "cannot watch the registry"),
+        }
+        view.send_modify(|view| {
+            view.live = false;
+            view.settled = true;
+        });
+        if opened.elapsed() > REOPEN_MAX {
+            backoff = REOPEN_MIN; // it ran for a while: start over with short waits
+        }
+        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+        backoff = (backoff * 2).min(REOPEN_MAX);
+    }
+}
+
+fn publish(view: &watch::Sender<View>, entries: &BTreeMap<String, ServiceInstance>) {
+    view.send_replace(View {
+        live: true,
+        settled: true,
+        entries: Arc::new(entries.clone()),
+    });
+}
