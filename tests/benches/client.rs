@@ -74,62 +74,91 @@ async fn raw_responder(nats: async_nats::Client) {
     }
 }
 
-/// One call through raw async-nats: encode, request, decode.
-async fn raw_call(nats: &async_nats::Client, quote: &Quote) -> Quote {
+/// One call through raw async-nats to `subject`: encode, request, decode.
+async fn raw_call(nats: &async_nats::Client, subject: &'static str, quote: &Quote) -> Quote {
     let request = RpcRequest::new("echo", quote.clone());
     let bytes = codec::encode(&request).expect("encode");
     let reply = nats
-        .request("raw.echo", bytes.into())
+        .request(subject, bytes.into())
         .await
         .expect("raw reply");
     let response: RpcResponse<Quote> = codec::decode(&reply.payload).expect("decode");
     response.into_result().expect("success").expect("a result")
 }
 
-struct Measured {
-    p50: Duration,
-    p99: Duration,
-    per_second: f64,
-}
+/// One way of making a call.
+type Caller = Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
-/// Sequential latency over `calls` calls, then throughput with `in_flight` concurrent
-/// callers making `calls` calls in all.
-async fn measure<F, Fut>(call: F, calls: usize, in_flight: usize) -> Measured
+fn caller<F, Fut>(call: F) -> Caller
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    for _ in 0..calls / 10 {
-        call().await; // warm up
+    Arc::new(move || Box::pin(call()))
+}
+
+#[derive(Default)]
+struct Measured {
+    latencies: Vec<Duration>,
+    rates: Vec<f64>,
+}
+
+impl Measured {
+    fn p(&mut self, percent: usize) -> Duration {
+        self.latencies.sort();
+        self.latencies[(self.latencies.len() * percent / 100).min(self.latencies.len() - 1)]
     }
-    let mut latencies = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = Instant::now();
-        call().await;
-        latencies.push(started.elapsed());
+
+    fn per_second(&mut self) -> f64 {
+        self.rates.sort_by(f64::total_cmp);
+        self.rates[self.rates.len() / 2]
     }
-    latencies.sort();
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                for _ in 0..calls / in_flight {
-                    call().await;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("caller");
+}
+
+/// Measures every caller in `rounds` interleaved rounds (so that noise on this machine
+/// hits all of them alike): per round, `calls` sequential calls (latency), then `calls`
+/// calls from `in_flight` concurrent callers (throughput). Reports all latencies and the
+/// median throughput.
+async fn measure(
+    callers: &[Caller],
+    rounds: usize,
+    calls: usize,
+    in_flight: usize,
+) -> Vec<Measured> {
+    let mut measured: Vec<Measured> = callers.iter().map(|_| Measured::default()).collect();
+    for call in callers {
+        for _ in 0..calls / 4 {
+            call().await; // warm up
+        }
     }
-    let made = (calls / in_flight) * in_flight;
-    Measured {
-        p50: latencies[latencies.len() / 2],
-        p99: latencies[latencies.len() * 99 / 100],
-        per_second: made as f64 / started.elapsed().as_secs_f64(),
+    for _ in 0..rounds {
+        for (call, measured) in callers.iter().zip(measured.iter_mut()) {
+            for _ in 0..calls {
+                let started = Instant::now();
+                call().await;
+                measured.latencies.push(started.elapsed());
+            }
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..in_flight)
+                .map(|_| {
+                    let call = call.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..calls / in_flight {
+                            call().await;
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("caller");
+            }
+            let made = (calls / in_flight) * in_flight;
+            measured
+                .rates
+                .push(made as f64 / started.elapsed().as_secs_f64());
+        }
     }
+    measured
 }
 
 fn main() {
@@ -138,10 +167,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(if full { 20_000 } else { 640 }, 64));
+    if full {
+        runtime.block_on(run(7, 4_096, 64));
+    } else {
+        runtime.block_on(run(1, 256, 64));
+    }
 }
 
-async fn run(calls: usize, in_flight: usize) {
+async fn run(rounds: usize, calls: usize, in_flight: usize) {
     let server = NatsServer::start().await.expect("nats-server");
     let serving = server.connect().await.expect("connect");
     tokio::spawn(raw_responder(serving));
@@ -152,45 +185,62 @@ async fn run(calls: usize, in_flight: usize) {
         .await
         .expect("start");
 
-    let raw_nats = server.connect().await.expect("connect");
-    let raw = measure(
-        move || {
-            let nats = raw_nats.clone();
+    let raw = |subject: &'static str, nats: async_nats::Client| {
+        caller(move || {
+            let nats = nats.clone();
             async move {
-                raw_call(&nats, &quote()).await;
+                raw_call(&nats, subject, &quote()).await;
             }
-        },
-        calls,
-        in_flight,
-    )
-    .await;
-
-    let client = EchoClient::new(server.connect().await.expect("connect"));
-    let typed = measure(
-        move || {
+        })
+    };
+    let typed = |client: EchoClient| {
+        caller(move || {
             let client = client.clone();
             async move {
                 client.echo(quote()).await.expect("typed call");
             }
-        },
-        calls,
-        in_flight,
-    )
-    .await;
+        })
+    };
+    let connect = || server.connect();
+    let callers = [
+        (
+            "raw client, raw responder",
+            raw("raw.echo", connect().await.expect("connect")),
+        ),
+        (
+            "raw client, aegis runner",
+            raw("rpc.bench-echo.echo", connect().await.expect("connect")),
+        ),
+        (
+            "aegis client, aegis runner",
+            typed(EchoClient::new(connect().await.expect("connect"))),
+        ),
+        (
+            "  same, without discovery",
+            typed(EchoClient::configured(
+                connect().await.expect("connect"),
+                |c| c.without_discovery(),
+            )),
+        ),
+    ];
+    let functions: Vec<Caller> = callers.iter().map(|(_, call)| call.clone()).collect();
+    let mut measured = measure(&functions, rounds, calls, in_flight).await;
     instance.stop().await;
 
     println!(
-        "{calls} sequential calls, then {calls} with {in_flight} in flight; same payload and envelopes"
+        "{rounds} interleaved rounds of {calls} sequential calls and {calls} calls with {in_flight} in flight; same payload and envelopes"
     );
     println!("{:<28} {:>10} {:>10} {:>12}", "", "p50", "p99", "calls/s");
-    for (name, m) in [("raw async-nats", &raw), ("aegis typed client", &typed)] {
+    for ((name, _), m) in callers.iter().zip(measured.iter_mut()) {
         println!(
             "{name:<28} {:>10.1?} {:>10.1?} {:>12.0}",
-            m.p50, m.p99, m.per_second
+            m.p(50),
+            m.p(99),
+            m.per_second()
         );
     }
-    let throughput = typed.per_second / raw.per_second;
-    let p50 = typed.p50.as_secs_f64() / raw.p50.as_secs_f64();
+    let throughput = measured[2].per_second() / measured[0].per_second();
+    let p50 = measured[2].p(50).as_secs_f64() / measured[0].p(50).as_secs_f64();
     println!(
         "ratio aegis/raw: throughput {throughput:.2}× (target ≥ 0.90), p50 {p50:.2}× (target ≤ 1.10)"
     );
