@@ -35,6 +35,7 @@ pub mod codec;
 pub mod commands;
 pub mod discovery;
 pub mod election;
+pub mod events;
 pub mod instance;
 mod leadership;
 mod lifecycle;

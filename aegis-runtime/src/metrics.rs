@@ -14,6 +14,8 @@
 //! | `aegis_client_failover_seconds` | histogram | service, method | for calls that succeeded after retries: first attempt to success |
 //! | `aegis_discovery_cache_hits_total` | counter | service | lookups answered from a discovery cache |
 //! | `aegis_discovery_cache_misses_total` | counter | service | lookups that read the registry |
+//! | `aegis_events_poison_total` | counter | method | events dropped because their payload does not decode |
+//! | `aegis_commands_poison_total` | counter | command | commands failed at once because their payload does not decode |
 
 use std::time::Duration;
 
@@ -37,6 +39,12 @@ pub const FAILOVER_SECONDS: &str = "aegis_client_failover_seconds";
 pub const DISCOVERY_HITS: &str = "aegis_discovery_cache_hits_total";
 /// Discovery lookups that read the registry.
 pub const DISCOVERY_MISSES: &str = "aegis_discovery_cache_misses_total";
+
+/// Events dropped because their payload does not decode into the handler's type.
+pub const POISON_EVENTS: &str = "aegis_events_poison_total";
+
+/// Commands failed at once because their payload does not decode.
+pub const POISON_COMMANDS: &str = "aegis_commands_poison_total";
 
 /// Records the outcome of one call.
 pub(crate) fn call_finished(

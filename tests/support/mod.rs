@@ -42,3 +42,20 @@ pub async fn hold_leader_key(nats: &async_nats::Client, service: &str) {
         .await
         .expect("put");
 }
+
+/// A message captured from the Python SDK (`python-sdk-wire-examples.json`): its subject,
+/// its bytes, and its decoded form.
+pub fn python_vector(name: &str) -> (String, Vec<u8>, serde_json::Value) {
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../aegis-runtime/tests/vectors/python-sdk-wire-examples.json"
+    ))
+    .expect("vectors");
+    let captured = &vectors[name];
+    let hex = captured["hex"].as_str().expect("hex");
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let subject = captured["subject"].as_str().expect("subject").to_owned();
+    (subject, bytes, captured["payload"]["msgpack"].clone())
+}

@@ -1,6 +1,7 @@
 //! The service's side: one durable pull consumer per command, so any one instance takes
 //! each command, and a second instance simply shares the consumer.
 
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use async_nats::jetstream::{self, AckKind, consumer};
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
-use crate::codec::{self, Command, CommandCallback};
+use crate::codec::{self, Command, CommandCallback, Priority};
 use crate::service::{CommandCall, CommandDefinition, NoParams, WorkFailure};
 use crate::subject::{self, MethodName, ServiceName};
 
@@ -45,24 +46,91 @@ pub(crate) async fn serve<S: Send + Sync + 'static>(
         .messages()
         .await
         .map_err(|e| format!("cannot consume {durable}: {e}"))?;
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(err) => {
-                tracing::warn!(%durable, %err, "command consumer error");
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return Ok(());
-        };
-        let (nats, service) = (nats.clone(), service.clone());
-        tokio::spawn(async move {
-            run_one(nats, service, command, message).await;
-            drop(permit);
-        });
+    // Commands wait here for a permit, highest priority first, then oldest first. Only a
+    // bounded number is taken from the consumer ahead, so the others stay available to
+    // the other instances (and are not held past their ack wait).
+    let mut waiting: BinaryHeap<Waiting> = BinaryHeap::new();
+    let mut arrived: u64 = 0;
+    let mut ended = false;
+    // Taken but not yet running: tell JetStream they are in progress, so that it does not
+    // redeliver them elsewhere while they wait here.
+    let mut keep_alive = tokio::time::interval(ACK_WAIT / 3);
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let may_take = !ended && waiting.len() < MAX_WAITING;
+        tokio::select! {
+            biased;
+            message = messages.next(), if may_take => match message {
+                Some(Ok(message)) => {
+                    arrived += 1;
+                    waiting.push(Waiting::new(message, arrived));
+                }
+                Some(Err(err)) => tracing::warn!(%durable, %err, "command consumer error"),
+                None => ended = true,
+            },
+            permit = permits.clone().acquire_owned(), if !waiting.is_empty() => {
+                let Ok(permit) = permit else { return Ok(()) };
+                let Some(next) = waiting.pop() else { continue };
+                let (nats, service) = (nats.clone(), service.clone());
+                tokio::spawn(async move {
+                    run_one(nats, service, command, next.message).await;
+                    drop(permit);
+                });
+            },
+            _ = keep_alive.tick(), if !waiting.is_empty() => {
+                for queued in waiting.iter() {
+                    let _ = queued.message.ack_with(AckKind::Progress).await;
+                }
+            },
+            else => return Ok(()),
+        }
     }
-    Ok(())
+}
+
+/// How many commands one instance takes from the consumer ahead of running them.
+const MAX_WAITING: usize = 64;
+
+/// A command waiting for a permit, ordered by priority, then by arrival.
+struct Waiting {
+    priority: Priority,
+    arrived: u64,
+    message: jetstream::Message,
+}
+
+impl Waiting {
+    fn new(message: jetstream::Message, arrived: u64) -> Self {
+        let priority = codec::decode::<Command<NoParams>>(&message.payload)
+            .map(|command| command.priority)
+            .unwrap_or_default();
+        Self {
+            priority,
+            arrived,
+            message,
+        }
+    }
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Waiting {}
+
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiting {
+    /// The greatest is served first: the highest priority, and among equals the oldest.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.arrived.cmp(&self.arrived))
+    }
 }
 
 /// Runs one delivery of a command: within its timeout, acking or retrying as its outcome
@@ -119,6 +187,12 @@ async fn run_one<S: Send + Sync + 'static>(
                     None,
                     AckKind::Nak(Some(Duration::from_millis(200 * delivered))),
                 )
+            }
+            Some(WorkFailure::BadPayload(error)) => {
+                tracing::error!(command = command.name, %error, "command payload does not decode: failed without retries");
+                metrics::counter!(crate::metrics::POISON_COMMANDS, "command" => command.name)
+                    .increment(1);
+                (outcome.callback, AckKind::Term)
             }
             Some(failure) => {
                 tracing::warn!(command = command.name, delivered, %failure, "command failed for good");

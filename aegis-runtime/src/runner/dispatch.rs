@@ -49,6 +49,25 @@ pub(super) async fn subscribe_all<S: Service>(
             listeners.spawn(listen(shared.clone(), index, group));
         }
     }
+    for definition in shared.definition.subscriptions {
+        // Created before the instance counts as serving, so no event published after
+        // `start()` returns is missed.
+        let subscription = crate::events::subscriber::Subscription::open(
+            &core.nats,
+            &core.service_name,
+            &core.instance_id,
+            definition,
+        )
+        .await
+        .map_err(StartError::Events)?;
+        workers.spawn(subscription.serve(
+            shared.service.clone(),
+            core.instance_key.clone(),
+            core.events.clone(),
+            definition,
+            core.permits.clone(),
+        ));
+    }
     for command in shared.definition.commands {
         let (nats, name, service) = (
             core.nats.clone(),
@@ -297,7 +316,8 @@ async fn dispatch<S: Service>(
         core.instance_key.clone(),
         rpc.exclusive,
         term,
-    );
+    )
+    .with_publisher(core.events.clone());
     let (trace_id, parent_span) = request
         .traceparent
         .as_deref()

@@ -111,6 +111,9 @@ pub enum StartError {
     /// The leader election could not be set up.
     #[error("cannot take part in the leader election: {0} (is JetStream enabled on the server?)")]
     Election(String),
+    /// An event subscription could not be set up.
+    #[error("cannot subscribe to events: {0} (is JetStream enabled on the server?)")]
+    Events(String),
     /// The service's `#[on_start]` method failed.
     #[error("the service's #[on_start] method failed: {0}")]
     Hook(String),
@@ -258,6 +261,7 @@ impl<S: Service> ServiceRunner<S> {
             version: definition.version,
             instance_id: instance_id.clone(),
             instance_key: instance_id.as_str().into(),
+            events: crate::events::EventPublisher::new(nats.clone()).with_source(definition.name),
             leadership: Leadership::new(group),
             permits: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
@@ -364,6 +368,8 @@ pub(crate) struct Core {
     pub(crate) version: &'static str,
     pub(crate) instance_id: InstanceId,
     pub(crate) instance_key: Arc<str>,
+    /// Publishes the events of the service's handlers.
+    pub(crate) events: crate::events::EventPublisher,
     pub(crate) leadership: Leadership,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) concurrency: usize,

@@ -38,6 +38,7 @@ pub struct RpcContext {
     message_id: String,
     trace_id: String,
     source: Option<String>,
+    events: Option<crate::events::EventPublisher>,
 }
 
 impl RpcContext {
@@ -58,7 +59,36 @@ impl RpcContext {
             message_id: String::new(),
             trace_id: String::new(),
             source: None,
+            events: None,
         }
+    }
+
+    /// Lets the handler publish events through `events`.
+    pub(crate) fn with_publisher(mut self, events: crate::events::EventPublisher) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Publishes `payload` as event `event_type` of `domain` (to `events.{domain}.{event_type}`,
+    /// with this service as its source).
+    ///
+    /// ```no_run
+    /// # async fn run(ctx: &aegis_runtime::RpcContext) -> Result<(), aegis_runtime::events::PublishError> {
+    /// ctx.publish("orders", "created", &serde_json::json!({"order_id": "ORD-1"})).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`PublishError`](crate::events::PublishError); also when the context was not made by
+    /// a running instance.
+    pub async fn publish<P: serde::Serialize>(
+        &self,
+        domain: &str,
+        event_type: &str,
+        payload: &P,
+    ) -> Result<(), crate::events::PublishError> {
+        crate::events::publish_through(self.events.as_ref(), domain, event_type, payload).await
     }
 
     /// The service name.

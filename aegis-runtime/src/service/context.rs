@@ -11,6 +11,7 @@ pub struct EventContext {
     subject: String,
     instance_id: std::sync::Arc<str>,
     delivery: u64,
+    events: Option<crate::events::EventPublisher>,
 }
 
 impl EventContext {
@@ -24,7 +25,29 @@ impl EventContext {
             subject: subject.into(),
             instance_id,
             delivery,
+            events: None,
         }
+    }
+
+    /// Lets the handler publish events through `events`.
+    pub(crate) fn with_publisher(mut self, events: crate::events::EventPublisher) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Publishes `payload` as event `event_type` of `domain`, with this service as its
+    /// source; see [`RpcContext::publish`](crate::RpcContext::publish).
+    ///
+    /// # Errors
+    /// [`PublishError`](crate::events::PublishError); also when the context was not made by
+    /// a running instance.
+    pub async fn publish<P: serde::Serialize>(
+        &self,
+        domain: &str,
+        event_type: &str,
+        payload: &P,
+    ) -> Result<(), crate::events::PublishError> {
+        crate::events::publish_through(self.events.as_ref(), domain, event_type, payload).await
     }
 
     /// The subject the event was published on.

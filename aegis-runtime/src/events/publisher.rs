@@ -1,0 +1,115 @@
+//! Publishing events.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::codec::{self, Event};
+use crate::subject::{self, EventToken, InvalidName};
+
+/// Publishes events in the Python SDK's envelope on `events.{domain}.{event_type}`: to
+/// JetStream (stream `EVENTS`, created if missing), waiting for the stream to store each
+/// one, or over core NATS when the server has no JetStream.
+///
+/// Handlers get one from their context (`ctx.publisher()`); clones share their state.
+///
+/// ```no_run
+/// use aegis_runtime::events::EventPublisher;
+/// use serde_json::json;
+///
+/// # async fn run(nats: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let events = EventPublisher::new(nats).with_source("billing");
+/// events.publish("orders", "created", &json!({"order_id": "ORD-1"})).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct EventPublisher {
+    nats: async_nats::Client,
+    source: Arc<str>,
+    /// Whether the `EVENTS` stream is there (checked, or created, once).
+    jetstream: Arc<OnceCell<Option<jetstream::Context>>>,
+}
+
+/// Why an event was not published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The domain or the event type breaks the naming rule.
+    #[error("{0}")]
+    InvalidName(#[from] InvalidName),
+    /// The payload cannot be encoded.
+    #[error("the event cannot be encoded: {0}")]
+    Encode(String),
+    /// NATS refused it or did not confirm it.
+    #[error("the event was not published: {0}")]
+    Transport(String),
+}
+
+impl EventPublisher {
+    /// A publisher over `nats`.
+    pub fn new(nats: async_nats::Client) -> Self {
+        Self {
+            nats,
+            source: Arc::from("aegis"),
+            jetstream: Arc::default(),
+        }
+    }
+
+    /// Sets the envelope's `source` (the publishing service).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Arc::from(source.into());
+        self
+    }
+
+    /// Publishes `payload` as event `event_type` of `domain`.
+    ///
+    /// # Errors
+    /// [`PublishError`]: a name that breaks the rule, a payload that does not encode, or
+    /// NATS not taking it.
+    pub async fn publish<P: Serialize>(
+        &self,
+        domain: &str,
+        event_type: &str,
+        payload: &P,
+    ) -> Result<(), PublishError> {
+        let subject = subject::event(&EventToken::new(domain)?, &EventToken::new(event_type)?);
+        let event = Event::new(domain, event_type, payload).with_source(self.source.as_ref());
+        let bytes = codec::encode(&event).map_err(|e| PublishError::Encode(e.to_string()))?;
+        let transport = |e: &dyn std::fmt::Display| PublishError::Transport(e.to_string());
+        match self.stream().await {
+            Some(js) => {
+                js.publish(subject, bytes.into())
+                    .await
+                    .map_err(|e| transport(&e))?
+                    .await
+                    .map_err(|e| transport(&e))?;
+            }
+            None => self
+                .nats
+                .publish(subject, bytes.into())
+                .await
+                .map_err(|e| transport(&e))?,
+        }
+        Ok(())
+    }
+
+    async fn stream(&self) -> Option<&jetstream::Context> {
+        self.jetstream
+            .get_or_init(|| async {
+                let js = jetstream::new(self.nats.clone());
+                match super::events_stream(&js).await {
+                    Ok(_) => Some(js),
+                    Err(err) => {
+                        tracing::warn!(%err, "publishing events over core NATS: they are not stored");
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
+    }
+}

@@ -1,0 +1,225 @@
+//! Commands as a work queue over several instances, and the Python SDK's command envelope.
+//! (Progress, failures, retries and timeouts through the generated client are in
+//! `service_macro.rs`.) Real nats-server, real instances.
+
+#![allow(clippy::print_stdout)] // the spread over instances is printed
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aegis_runtime::codec::{self, CommandCallback, CommandStatus};
+use aegis_runtime::testing::NatsServer;
+use aegis_runtime::{CommandOptions, Progress, RunningService, ServiceRunner, service};
+use futures_util::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Job {
+    n: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Done {
+    n: u32,
+    instance: String,
+}
+
+/// Which instance ran which job, every time one ran.
+#[derive(Clone, Default)]
+struct Worker {
+    runs: Arc<Mutex<Vec<(u32, String)>>>,
+    instance: String,
+}
+
+/// The service name the Python SDK's captured command is addressed to.
+#[service(name = "ev-svc", version = "1.0.0")]
+impl Worker {
+    #[command]
+    async fn reindex(&self, job: Job, progress: Progress) -> Result<Done, String> {
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.push((job.n, self.instance.clone()));
+        }
+        progress
+            .report(50.0, "half")
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(Done {
+            n: job.n,
+            instance: self.instance.clone(),
+        })
+    }
+}
+
+async fn start(
+    server: &NatsServer,
+    id: &str,
+    runs: &Arc<Mutex<Vec<(u32, String)>>>,
+) -> RunningService {
+    let worker = Worker {
+        runs: runs.clone(),
+        instance: id.to_owned(),
+    };
+    ServiceRunner::new(worker)
+        .nats(server.connect().await.expect("connect"))
+        .instance_id(id)
+        .start()
+        .await
+        .expect("start")
+}
+
+#[tokio::test]
+async fn thirty_commands_over_three_instances_each_complete_once() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let runs = Arc::default();
+    let mut instances = Vec::new();
+    for id in ["worker-1", "worker-2", "worker-3"] {
+        instances.push(start(&server, id, &runs).await);
+    }
+    let client = WorkerClient::new(server.connect().await.expect("connect"));
+    let mut handles = Vec::new();
+    for n in 0..30 {
+        handles.push(
+            client
+                .start_reindex(Job { n }, CommandOptions::default())
+                .await
+                .expect("sent"),
+        );
+    }
+    let mut done = Vec::new();
+    for handle in handles {
+        done.push(handle.outcome().await.expect("completed"));
+    }
+    let mut ns: Vec<u32> = done.iter().map(|d| d.n).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (0..30).collect::<Vec<_>>(), "every command completed");
+    let runs = runs.lock().expect("runs").clone();
+    assert_eq!(runs.len(), 30, "each ran exactly once: {runs:?}");
+    let mut spread: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, instance) in &runs {
+        *spread.entry(instance.clone()).or_default() += 1;
+    }
+    println!("30 commands over 3 instances: {spread:?}");
+    assert!(
+        spread.len() >= 2,
+        "more than one instance takes commands: {spread:?}"
+    );
+    for instance in instances {
+        instance.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_python_sdk_command_is_handled_and_answered() {
+    let (subject, bytes, captured) = support::python_vector("command_publish");
+    let id = captured["message_id"].as_str().expect("id").to_owned();
+
+    let server = NatsServer::start().await.expect("nats-server");
+    let runs = Arc::default();
+    let instance = start(&server, "worker-1", &runs).await;
+    let nats = server.connect().await.expect("connect");
+    let mut callback = nats
+        .subscribe(format!("commands.callback.{id}"))
+        .await
+        .expect("subscribe");
+    let mut progress = nats
+        .subscribe(format!("commands.progress.{id}"))
+        .await
+        .expect("subscribe");
+    async_nats::jetstream::new(nats.clone())
+        .publish(subject, bytes.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let update = tokio::time::timeout(Duration::from_secs(10), progress.next())
+        .await
+        .expect("progress in time")
+        .expect("progress");
+    let update: codec::CommandProgress = codec::decode(&update.payload).expect("decode");
+    assert_eq!((update.progress, update.status.as_str()), (50.0, "half"));
+    let outcome = tokio::time::timeout(Duration::from_secs(10), callback.next())
+        .await
+        .expect("callback in time")
+        .expect("callback");
+    let outcome: CommandCallback = codec::decode(&outcome.payload).expect("decode");
+    assert_eq!(outcome.status, CommandStatus::Completed);
+    assert_eq!(outcome.result.expect("result")["n"], 3);
+    assert_eq!(runs.lock().expect("runs").len(), 1);
+    instance.stop().await;
+}
+
+/// Records the order in which commands start on a single, one-at-a-time instance.
+#[derive(Clone, Default)]
+struct Sequencer {
+    started: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Step {
+    name: String,
+    millis: u64,
+}
+
+#[service(name = "sequencer", version = "1.0.0")]
+impl Sequencer {
+    #[command]
+    async fn step(&self, step: Step) -> String {
+        if let Ok(mut started) = self.started.lock() {
+            started.push(step.name.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(step.millis)).await;
+        step.name
+    }
+}
+
+#[tokio::test]
+async fn higher_priority_commands_run_first_inside_an_instance() {
+    use aegis_runtime::codec::Priority;
+    let server = NatsServer::start().await.expect("nats-server");
+    let sequencer = Sequencer::default();
+    // One call at a time: everything sent while the first runs waits in the instance.
+    let instance = ServiceRunner::new(sequencer.clone())
+        .nats(server.connect().await.expect("connect"))
+        .concurrency(1)
+        .start()
+        .await
+        .expect("start");
+    let client = SequencerClient::new(server.connect().await.expect("connect"));
+    let send = |name: String, millis: u64, priority: Priority| {
+        let client = client.clone();
+        async move {
+            let options = CommandOptions {
+                priority,
+                ..CommandOptions::default()
+            };
+            client
+                .start_step(Step { name, millis }, options)
+                .await
+                .expect("sent")
+        }
+    };
+    let mut handles = vec![send("blocker".into(), 1000, Priority::Normal).await];
+    tokio::time::sleep(Duration::from_millis(100)).await; // the blocker runs
+    for i in 0..4 {
+        handles.push(send(format!("low-{i}"), 10, Priority::Low).await);
+        handles.push(send(format!("critical-{i}"), 10, Priority::Critical).await);
+        handles.push(send(format!("normal-{i}"), 10, Priority::Normal).await);
+    }
+    for handle in handles {
+        handle.outcome().await.expect("completed");
+    }
+    let started = sequencer.started.lock().expect("started").clone();
+    let expected: Vec<String> = std::iter::once("blocker".to_owned())
+        .chain((0..4).map(|i| format!("critical-{i}")))
+        .chain((0..4).map(|i| format!("normal-{i}")))
+        .chain((0..4).map(|i| format!("low-{i}")))
+        .collect();
+    assert_eq!(started, expected, "by priority, then in order of arrival");
+    instance.stop().await;
+}
