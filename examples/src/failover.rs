@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aegis_runtime::RetryPolicy;
@@ -301,14 +301,24 @@ pub type Outcome = (Instant, Result<OrderResult, String>);
 /// Calls `process_order` in a loop until finished.
 pub struct Caller {
     stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
     task: tokio::task::JoinHandle<Vec<Outcome>>,
+}
+
+/// Calls so far, failed calls so far, and the instance that served the last success.
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    calls: usize,
+    failed: usize,
+    last: Option<String>,
 }
 
 impl Caller {
     /// Starts calling with `client`.
     pub fn start(client: OrderProcessorClient) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (flag, shared) = (stop.clone(), tally.clone());
         let task = tokio::spawn(async move {
             let mut outcomes = Vec::new();
             let mut n = 0u64;
@@ -319,12 +329,25 @@ impl Caller {
                     amount: 1.0,
                 };
                 let outcome = client.process_order(order).await.map_err(|e| e.to_string());
+                if let Ok(mut tally) = shared.lock() {
+                    tally.calls += 1;
+                    match &outcome {
+                        Ok(result) => tally.last = Some(result.instance_id.clone()),
+                        Err(_) => tally.failed += 1,
+                    }
+                }
                 outcomes.push((Instant::now(), outcome));
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             outcomes
         });
-        Self { stop, task }
+        Self { stop, tally, task }
+    }
+
+    /// Calls made so far, how many failed, and who served the last one that succeeded.
+    pub fn tally(&self) -> (usize, usize, Option<String>) {
+        let tally = self.tally.lock().map(|t| t.clone()).unwrap_or_default();
+        (tally.calls, tally.failed, tally.last)
     }
 
     /// Stops calling; returns every outcome.

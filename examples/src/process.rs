@@ -34,6 +34,8 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 pub struct ChildProcess {
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
+    /// How it exited, once [`ChildProcess::wait_exit`] saw it.
+    status: Option<std::process::ExitStatus>,
 }
 
 impl ChildProcess {
@@ -66,9 +68,19 @@ impl ChildProcess {
         let mut process = Self {
             child: Some(child),
             lines,
+            status: None,
         };
         let ready = process.wait_for_line("ready", Duration::from_secs(30));
         (process, ready)
+    }
+
+    /// Owns `child`, whose stdout is read elsewhere.
+    fn wrap(child: Child) -> Self {
+        Self {
+            child: Some(child),
+            lines: mpsc::channel().1,
+            status: None,
+        }
     }
 
     /// Waits for the next stdout line starting with `prefix`.
@@ -107,8 +119,9 @@ impl ChildProcess {
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
+                && let Ok(Some(status)) = child.try_wait()
             {
+                self.status = Some(status);
                 self.child = None;
                 return true;
             }
@@ -121,5 +134,64 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// How a program run by [`run_to_exit`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+/// Runs the workspace binary `binary` with `args` until it exits, at most `within`.
+///
+/// # Panics
+/// When it cannot be started or runs longer than `within` (it is killed then).
+pub fn run_to_exit(binary: &str, args: &[&str], within: Duration) -> Finished {
+    use std::io::Read;
+    let mut child = Command::new(workspace_binary(binary))
+        .args(args)
+        .env_remove("NATS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read both pipes on threads, so a chatty child never blocks on a full pipe.
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let mut process = ChildProcess::wrap(child);
+    let exited = process.wait_exit(within);
+    let status = process.status.take();
+    drop(process); // kills it if it is still running
+    assert!(exited, "{binary} {args:?} ran longer than {within:?}");
+    Finished {
+        success: status.is_some_and(|s| s.success()),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }

@@ -192,11 +192,15 @@ impl Call<'_> {
                 self.pin(None);
             }
         }
-        if matches!(kind, CallErrorKind::NoResponders)
-            && target.instance.is_some()
-            && let Some(discovery) = &self.client.discovery
-        {
-            discovery.invalidate(&self.client.service);
+        if matches!(kind, CallErrorKind::NoResponders) && target.instance.is_some() {
+            // Nobody serves the instance's own subject: it is gone, whatever the registry
+            // says until its entry expires.
+            if self.options.is_exclusive() {
+                self.pin(None);
+            }
+            if let Some(discovery) = &self.client.discovery {
+                discovery.invalidate(&self.client.service);
+            }
         }
     }
 

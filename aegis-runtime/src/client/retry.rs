@@ -12,8 +12,8 @@ use std::time::Duration;
 /// - [`RetryPolicy::default`], for plain methods: as the Python SDK's sticky-active
 ///   config, 3 retries after 100 ms, ×2 each (at most 2 s apart), with 20 % jitter.
 /// - [`RetryPolicy::until_deadline`], the default of exclusive methods: retries as long as
-///   the deadline allows, at most 500 ms apart, so a leader failover of about one lease
-///   costs latency, not a failed call.
+///   the deadline allows, 25 ms doubling to at most 500 ms apart, so a leader failover of
+///   about one lease costs latency, not a failed call.
 ///
 /// ```
 /// use std::time::Duration;
@@ -61,11 +61,14 @@ impl RetryPolicy {
         }
     }
 
-    /// Retries until the call's deadline, waits growing from 100 ms to at most 500 ms: the
-    /// default of exclusive methods.
+    /// Retries until the call's deadline, waits growing from 25 ms to at most 500 ms: the
+    /// default of exclusive methods. The first retries come quickly because a graceful
+    /// handover takes milliseconds; later ones spread out while a crashed leader's lease
+    /// runs out.
     pub fn until_deadline() -> Self {
         Self {
             max_attempts: u32::MAX,
+            initial_delay: Duration::from_millis(25),
             max_delay: Duration::from_millis(500),
             ..Self::default()
         }
@@ -143,8 +146,8 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let policy = RetryPolicy::until_deadline();
-        let waits: Vec<u128> = (1..=6).map(|n| policy.backoff(n).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 500, 500, 500]);
+        let waits: Vec<u128> = (1..=7).map(|n| policy.backoff(n).as_millis()).collect();
+        assert_eq!(waits, [25, 50, 100, 200, 400, 500, 500]);
         assert_eq!(policy.backoff(u32::MAX), Duration::from_millis(500));
     }
 

@@ -17,14 +17,13 @@ use crate::subject::{self, MethodName, ServiceName};
 /// a running command also sends "in progress" acks.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// Consumes the commands of one `#[command]` method until the consumer's stream ends.
-pub(crate) async fn serve<S: Send + Sync + 'static>(
-    nats: async_nats::Client,
-    service_name: ServiceName,
-    service: Arc<S>,
-    command: &'static CommandDefinition<S>,
-    permits: Arc<Semaphore>,
-) -> Result<(), String> {
+/// Opens the consumer of one `#[command]` method: before the instance counts as serving,
+/// so a command sent right after `start()` returns has a stream and a consumer.
+pub(crate) async fn open<S>(
+    nats: &async_nats::Client,
+    service_name: &ServiceName,
+    command: &CommandDefinition<S>,
+) -> Result<Commands, String> {
     let js = jetstream::new(nats.clone());
     let stream = super::commands_stream(&js).await?;
     let method = MethodName::new(command.name).map_err(|e| e.to_string())?;
@@ -34,7 +33,7 @@ pub(crate) async fn serve<S: Send + Sync + 'static>(
             &durable,
             consumer::pull::Config {
                 durable_name: Some(durable.clone()),
-                filter_subject: subject::command(&service_name, &method),
+                filter_subject: subject::command(service_name, &method),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: ACK_WAIT,
                 ..Default::default()
@@ -42,10 +41,31 @@ pub(crate) async fn serve<S: Send + Sync + 'static>(
         )
         .await
         .map_err(|e| format!("cannot create the consumer {durable}: {e}"))?;
-    let mut messages = consumer
+    let messages = consumer
         .messages()
         .await
         .map_err(|e| format!("cannot consume {durable}: {e}"))?;
+    Ok(Commands { messages, durable })
+}
+
+/// The commands of one `#[command]` method, as its consumer delivers them.
+pub(crate) struct Commands {
+    messages: consumer::pull::Stream,
+    durable: String,
+}
+
+/// Runs the commands of `commands` until the consumer's stream ends.
+pub(crate) async fn serve<S: Send + Sync + 'static>(
+    commands: Commands,
+    nats: async_nats::Client,
+    service: Arc<S>,
+    command: &'static CommandDefinition<S>,
+    permits: Arc<Semaphore>,
+) {
+    let Commands {
+        mut messages,
+        durable,
+    } = commands;
     // Commands wait here for a permit, highest priority first, then oldest first. Only a
     // bounded number is taken from the consumer ahead, so the others stay available to
     // the other instances (and are not held past their ack wait).
@@ -69,7 +89,7 @@ pub(crate) async fn serve<S: Send + Sync + 'static>(
                 None => ended = true,
             },
             permit = permits.clone().acquire_owned(), if !waiting.is_empty() => {
-                let Ok(permit) = permit else { return Ok(()) };
+                let Ok(permit) = permit else { return };
                 let Some(next) = waiting.pop() else { continue };
                 let (nats, service) = (nats.clone(), service.clone());
                 tokio::spawn(async move {
@@ -82,7 +102,7 @@ pub(crate) async fn serve<S: Send + Sync + 'static>(
                     let _ = queued.message.ack_with(AckKind::Progress).await;
                 }
             },
-            else => return Ok(()),
+            else => return,
         }
     }
 }

@@ -69,19 +69,16 @@ pub(super) async fn subscribe_all<S: Service>(
         ));
     }
     for command in shared.definition.commands {
-        let (nats, name, service) = (
+        let commands = crate::commands::worker::open(&core.nats, &core.service_name, command)
+            .await
+            .map_err(StartError::Commands)?;
+        workers.spawn(crate::commands::worker::serve(
+            commands,
             core.nats.clone(),
-            core.service_name.clone(),
             shared.service.clone(),
-        );
-        let permits = core.permits.clone();
-        workers.spawn(async move {
-            if let Err(err) =
-                crate::commands::worker::serve(nats, name, service, command, permits).await
-            {
-                tracing::error!(command = command.name, %err, "commands are not served");
-            }
-        });
+            command,
+            core.permits.clone(),
+        ));
     }
     Ok(())
 }

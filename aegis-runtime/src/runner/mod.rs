@@ -111,6 +111,9 @@ pub enum StartError {
     /// The leader election could not be set up.
     #[error("cannot take part in the leader election: {0} (is JetStream enabled on the server?)")]
     Election(String),
+    /// The consumer of a command could not be set up.
+    #[error("cannot take commands: {0} (is JetStream enabled on the server?)")]
+    Commands(String),
     /// An event subscription could not be set up.
     #[error("cannot subscribe to events: {0} (is JetStream enabled on the server?)")]
     Events(String),

@@ -1,6 +1,6 @@
 //! An echo service and a client, over a nats-server this program starts itself.
 //!
-//! Run with: `cargo run -p aegis-examples --bin echo` (or `scripts/demo`).
+//! Run with: `cargo run -p aegis-examples --bin echo`
 //!
 //! Two instances of the `echo` service serve `rpc.echo.say` in one queue group, so NATS
 //! spreads the calls over them; the generated `EchoClient` sends Aegis RPC envelopes
@@ -10,50 +10,14 @@
 
 use std::time::Instant;
 
+use aegis_examples::echo::{Echo, EchoClient, Say};
+use aegis_runtime::ServiceRunner;
 use aegis_runtime::testing::NatsServer;
-use aegis_runtime::{RpcContext, ServiceRunner, service};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 /// What the client sends.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct Say {
-    text: String,
-}
-
-/// What an instance answers.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct Echoed {
-    text: String,
-    instance_id: String,
-}
-
-/// Repeats what it is told, and says who it is.
-struct Echo;
-
-#[service(name = "echo", version = "1.0.0")]
-impl Echo {
-    /// Echoes `text` back.
-    #[rpc]
-    async fn say(&self, ctx: &RpcContext, request: Say) -> Result<Echoed, String> {
-        if request.text.is_empty() {
-            return Err("there is nothing to echo".to_owned());
-        }
-        Ok(Echoed {
-            text: request.text,
-            instance_id: ctx.instance_id().to_owned(),
-        })
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
-        )
-        .init();
+    aegis_examples::init_logging();
 
     let server = NatsServer::start().await?;
     println!(

@@ -39,13 +39,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
-        )
-        .init();
+    aegis_examples::init_logging();
     let args = Args::parse();
     let service = match &args.ledger {
         Some(path) => OrderProcessor::with_ledger(path)?,

@@ -1,0 +1,37 @@
+//! One instance of the echo service, as its own process.
+//!
+//! Run with: `cargo run -p aegis-examples --bin echo_service -- --nats nats://127.0.0.1:4222`
+//!
+//! Start several; `echo_client` spreads its calls over them. Prints `ready {instance id}`
+//! once it serves; stops gracefully on SIGINT or SIGTERM.
+
+#![allow(clippy::print_stdout)] // an example: `ready` tells a parent process it serves
+
+use aegis_examples::echo::Echo;
+use aegis_runtime::ServiceRunner;
+use clap::Parser;
+
+/// One instance of the echo service.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The NATS server.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// The instance id (default: `echo-{8 hex digits}`).
+    #[arg(long)]
+    instance: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    aegis_examples::init_logging();
+    let args = Args::parse();
+    let mut runner = ServiceRunner::new(Echo).url(args.nats);
+    if let Some(instance) = args.instance {
+        runner = runner.instance_id(instance);
+    }
+    let running = runner.start().await?;
+    println!("ready {}", running.instance_id());
+    running.stop_on_signal().await;
+    Ok(())
+}
