@@ -532,6 +532,7 @@ async fn a_request_received_after_its_deadline_is_not_run() {
 
 #[tokio::test]
 async fn a_leader_crash_under_continuous_calls_fails_none_and_records_the_failover() {
+    drop(all_recorded()); // the recorder must be there before the client's first call
     let server = NatsServer::start().await.expect("nats-server");
     let mut group = failover::Group::start(&server.url(), 3, Duration::from_secs(2))
         .await
@@ -582,6 +583,7 @@ async fn a_leader_crash_under_continuous_calls_fails_none_and_records_the_failov
 
 #[tokio::test]
 async fn retry_policies_are_what_the_client_uses() {
+    drop(all_recorded()); // the recorder must be there before the client's first call
     let server = NatsServer::start().await.expect("nats-server");
     let nats = server.connect().await.expect("connect");
     // No instance at all: no responders, retried per the policy.

@@ -46,44 +46,78 @@ pub const POISON_EVENTS: &str = "aegis_events_poison_total";
 /// Commands failed at once because their payload does not decode.
 pub const POISON_COMMANDS: &str = "aegis_commands_poison_total";
 
-/// Records the outcome of one call.
-pub(crate) fn call_finished(
-    service: &ServiceName,
-    method: &str,
-    attempts: u32,
-    elapsed: Duration,
-    error_kind: Option<&'static str>,
-) {
-    let labels = [
-        ("service", service.to_string()),
-        ("method", method.to_owned()),
-    ];
-    let outcome = if error_kind.is_some() { "error" } else { "ok" };
-    let mut with_outcome = labels.to_vec();
-    with_outcome.push(("outcome", outcome.to_owned()));
-    metrics::counter!(CALLS, &with_outcome).increment(1);
-    metrics::counter!(ATTEMPTS, &labels).increment(u64::from(attempts));
-    if attempts > 1 {
-        metrics::counter!(RETRIES, &labels).increment(u64::from(attempts - 1));
-    }
-    metrics::histogram!(CALL_SECONDS, &labels).record(elapsed.as_secs_f64());
-    match error_kind {
-        Some(kind) => {
-            let mut with_kind = labels.to_vec();
-            with_kind.push(("kind", kind.to_owned()));
-            metrics::counter!(ERRORS, &with_kind).increment(1);
-        }
-        None if attempts > 1 => {
-            metrics::histogram!(FAILOVER_SECONDS, &labels).record(elapsed.as_secs_f64());
-        }
-        None => {}
-    }
+/// The metric handles of one method of one service, registered once: recording through
+/// them allocates nothing (a call records half a dozen values).
+///
+/// Handles are registered with the recorder installed at that moment: install yours
+/// before the first call.
+#[derive(Debug)]
+pub(crate) struct CallMetrics {
+    service: String,
+    method: String,
+    ok: metrics::Counter,
+    failed: metrics::Counter,
+    attempts: metrics::Counter,
+    retries: metrics::Counter,
+    not_active: metrics::Counter,
+    seconds: metrics::Histogram,
+    failover: metrics::Histogram,
 }
 
-/// Records a NOT_ACTIVE answer.
-pub(crate) fn not_active(service: &ServiceName, method: &str) {
-    metrics::counter!(NOT_ACTIVE, "service" => service.to_string(), "method" => method.to_owned())
-        .increment(1);
+impl CallMetrics {
+    pub(crate) fn new(service: &ServiceName, method: &str) -> Self {
+        let (service, method) = (service.to_string(), method.to_owned());
+        let labels = [("service", service.clone()), ("method", method.clone())];
+        let with_outcome = |outcome: &'static str| {
+            let mut labels = labels.to_vec();
+            labels.push(("outcome", outcome.to_owned()));
+            metrics::counter!(CALLS, &labels)
+        };
+        Self {
+            ok: with_outcome("ok"),
+            failed: with_outcome("error"),
+            attempts: metrics::counter!(ATTEMPTS, &labels),
+            retries: metrics::counter!(RETRIES, &labels),
+            not_active: metrics::counter!(NOT_ACTIVE, &labels),
+            seconds: metrics::histogram!(CALL_SECONDS, &labels),
+            failover: metrics::histogram!(FAILOVER_SECONDS, &labels),
+            service,
+            method,
+        }
+    }
+
+    /// Records the outcome of one call.
+    pub(crate) fn finished(
+        &self,
+        attempts: u32,
+        elapsed: Duration,
+        error_kind: Option<&'static str>,
+    ) {
+        self.attempts.increment(u64::from(attempts));
+        if attempts > 1 {
+            self.retries.increment(u64::from(attempts - 1));
+        }
+        self.seconds.record(elapsed.as_secs_f64());
+        match error_kind {
+            Some(kind) => {
+                self.failed.increment(1);
+                // Rare: registered when it happens.
+                metrics::counter!(ERRORS, "service" => self.service.clone(), "method" => self.method.clone(), "kind" => kind)
+                    .increment(1);
+            }
+            None => {
+                self.ok.increment(1);
+                if attempts > 1 {
+                    self.failover.record(elapsed.as_secs_f64());
+                }
+            }
+        }
+    }
+
+    /// Records a NOT_ACTIVE answer.
+    pub(crate) fn not_active(&self) {
+        self.not_active.increment(1);
+    }
 }
 
 /// Records a discovery cache lookup.

@@ -115,8 +115,8 @@ impl Measured {
     }
 }
 
-/// Measures every caller in `rounds` interleaved rounds (so that noise on this machine
-/// hits all of them alike): per round, `calls` sequential calls (latency), then `calls`
+/// Measures every caller in `rounds` interleaved rounds, each starting with another
+/// caller (so that noise on this machine hits all of them alike): per round, `calls` sequential calls (latency), then `calls`
 /// calls from `in_flight` concurrent callers (throughput). Reports all latencies and the
 /// median throughput.
 async fn measure(
@@ -131,8 +131,12 @@ async fn measure(
             call().await; // warm up
         }
     }
-    for _ in 0..rounds {
-        for (call, measured) in callers.iter().zip(measured.iter_mut()) {
+    for round in 0..rounds {
+        // Each round starts with another caller, so that none always runs first.
+        let mut order: Vec<usize> = (0..callers.len()).collect();
+        order.rotate_left(round % callers.len().max(1));
+        for index in order {
+            let (call, measured) = (&callers[index], &mut measured[index]);
             for _ in 0..calls {
                 let started = Instant::now();
                 call().await;
@@ -168,7 +172,7 @@ fn main() {
         .build()
         .expect("runtime");
     if full {
-        runtime.block_on(run(7, 4_096, 64));
+        runtime.block_on(run(8, 4_096, 64));
     } else {
         runtime.block_on(run(1, 256, 64));
     }
@@ -230,13 +234,19 @@ async fn run(rounds: usize, calls: usize, in_flight: usize) {
     println!(
         "{rounds} interleaved rounds of {calls} sequential calls and {calls} calls with {in_flight} in flight; same payload and envelopes"
     );
-    println!("{:<28} {:>10} {:>10} {:>12}", "", "p50", "p99", "calls/s");
+    println!(
+        "{:<28} {:>10} {:>10} {:>12} {:>16}",
+        "", "p50", "p99", "calls/s", "rounds min–max"
+    );
     for ((name, _), m) in callers.iter().zip(measured.iter_mut()) {
+        let median = m.per_second();
+        let (low, high) = (m.rates[0], m.rates[m.rates.len() - 1]);
         println!(
-            "{name:<28} {:>10.1?} {:>10.1?} {:>12.0}",
+            "{name:<28} {:>10.1?} {:>10.1?} {:>12.0} {:>16}",
             m.p(50),
             m.p(99),
-            m.per_second()
+            median,
+            format!("{low:.0}–{high:.0}")
         );
     }
     let throughput = measured[2].per_second() / measured[0].per_second();

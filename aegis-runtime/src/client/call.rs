@@ -61,11 +61,15 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
         headers::DEADLINE,
         headers::deadline_after(deadline).as_str(),
     );
-    headers.insert(
-        headers::TRACEPARENT,
-        headers::traceparent(&request.trace_id).as_str(),
-    );
+    // Trace context only matters when a subscriber records the call's span.
+    if !span.is_disabled() {
+        headers.insert(
+            headers::TRACEPARENT,
+            headers::traceparent(&request.trace_id).as_str(),
+        );
+    }
     let call = Call {
+        metrics: client.metrics_of(method.as_str()),
         client,
         method,
         options,
@@ -77,9 +81,7 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
         let started = Instant::now();
         let (attempts, outcome) = call.attempts().await;
         tracing::Span::current().record("attempts", attempts);
-        crate::metrics::call_finished(
-            &client.service,
-            method.as_str(),
+        call.metrics.finished(
             attempts,
             started.elapsed(),
             outcome.as_ref().err().map(CallErrorKind::name),
@@ -92,6 +94,7 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
 
 /// One call, encoded, with what its attempts share.
 struct Call<'a> {
+    metrics: std::sync::Arc<crate::metrics::CallMetrics>,
     client: &'a ServiceClient,
     method: &'a MethodName,
     options: CallOptions,
@@ -187,7 +190,7 @@ impl Call<'_> {
     /// instance that does not answer its own subject is gone.
     fn learn_from(&self, kind: &CallErrorKind, target: &Target) {
         if matches!(kind, CallErrorKind::NotActive(_)) {
-            crate::metrics::not_active(&self.client.service, self.method.as_str());
+            self.metrics.not_active();
             if self.options.is_exclusive() {
                 self.pin(None);
             }
@@ -274,11 +277,16 @@ impl Call<'_> {
                 async_nats::RequestErrorKind::TimedOut => CallErrorKind::Timeout(wait),
                 _ => CallErrorKind::Transport(e.to_string()),
             })?;
-        let responder = reply
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(headers::INSTANCE_ID))
-            .and_then(|id| InstanceId::new(id.as_str()).ok());
+        // Who answered matters only to pin exclusive calls to the active instance.
+        let responder = if self.options.is_exclusive() {
+            reply
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(headers::INSTANCE_ID))
+                .and_then(|id| InstanceId::new(id.as_str()).ok())
+        } else {
+            None
+        };
         let value = if self.options.is_exclusive() {
             decode_exclusive(&reply.payload)?
         } else {

@@ -11,6 +11,7 @@ mod options;
 mod retry;
 mod selection;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::commands::{CommandHandle, CommandOptions};
 use crate::discovery::{Discovery, WatchDiscovery};
+use crate::metrics::CallMetrics;
 use crate::subject::{self, InstanceId, MethodName, ServiceName};
 
 pub use budget::RetryBudget;
@@ -71,6 +73,8 @@ pub struct ServiceClient {
     /// The instance that last answered an exclusive call as the active one.
     active_pin: Arc<Mutex<Option<InstanceId>>>,
     budget: RetryBudget,
+    /// Metric handles per method, registered on its first call.
+    metrics: Arc<Mutex<HashMap<String, Arc<CallMetrics>>>>,
 }
 
 impl ServiceClient {
@@ -98,6 +102,7 @@ impl ServiceClient {
             selector: Arc::default(),
             active_pin: Arc::default(),
             budget: RetryBudget::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -160,6 +165,19 @@ impl ServiceClient {
     /// The deadline of each call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The metric handles of `method`.
+    fn metrics_of(&self, method: &str) -> Arc<CallMetrics> {
+        let Ok(mut all) = self.metrics.lock() else {
+            return Arc::new(CallMetrics::new(&self.service, method));
+        };
+        if let Some(metrics) = all.get(method) {
+            return metrics.clone();
+        }
+        let metrics = Arc::new(CallMetrics::new(&self.service, method));
+        all.insert(method.to_owned(), metrics.clone());
+        metrics
     }
 
     /// The instance exclusive calls currently go to: the one that last answered as active.

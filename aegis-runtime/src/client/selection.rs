@@ -54,32 +54,38 @@ impl Selector {
         instances: &'a [ServiceInstance],
         excluded: &[InstanceId],
     ) -> Option<&'a ServiceInstance> {
-        let candidates: Vec<&ServiceInstance> = instances
-            .iter()
-            .filter(|instance| !excluded.contains(&instance.instance_id))
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
+        let allowed = |instance: &&ServiceInstance| !excluded.contains(&instance.instance_id);
         match &self.selection {
-            Selection::Random => Some(candidates[fastrand::usize(..candidates.len())]),
-            Selection::Sticky(preferred) => candidates
+            Selection::Random => {
+                let count = instances.iter().filter(allowed).count();
+                if count == 0 {
+                    return None;
+                }
+                instances
+                    .iter()
+                    .filter(allowed)
+                    .nth(fastrand::usize(..count))
+            }
+            Selection::Sticky(preferred) => instances
                 .iter()
+                .filter(allowed)
                 .find(|instance| instance.instance_id == *preferred)
-                .copied()
-                .or_else(|| self.next_in_turn(instances, &candidates)),
-            Selection::RoundRobin => self.next_in_turn(instances, &candidates),
+                .or_else(|| self.next_in_turn(instances, allowed)),
+            Selection::RoundRobin => self.next_in_turn(instances, allowed),
         }
     }
 
-    /// The next candidate in round-robin order over the whole set `instances`.
+    /// The next allowed instance in round-robin order over the whole set `instances`.
     fn next_in_turn<'a>(
         &self,
         instances: &'a [ServiceInstance],
-        candidates: &[&'a ServiceInstance],
+        allowed: impl Fn(&&ServiceInstance) -> bool,
     ) -> Option<&'a ServiceInstance> {
+        if instances.is_empty() {
+            return None;
+        }
         let Ok(mut turn) = self.turn.lock() else {
-            return candidates.first().copied();
+            return instances.iter().find(|i| allowed(i));
         };
         if !turn
             .ids
@@ -93,10 +99,7 @@ impl Selector {
         for offset in 0..instances.len() {
             let position = (turn.next + offset) % instances.len();
             let instance = &instances[position];
-            if candidates
-                .iter()
-                .any(|c| c.instance_id == instance.instance_id)
-            {
+            if allowed(&instance) {
                 turn.next = position + 1;
                 return Some(instance);
             }

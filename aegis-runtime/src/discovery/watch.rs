@@ -56,7 +56,22 @@ pub struct WatchDiscovery {
 struct ServiceWatch {
     view: watch::Receiver<View>,
     task: tokio::task::JoinHandle<()>,
+    /// The usable list of the last view looked at, so that lookups between changes cost
+    /// a lock and a reference count, not a filter and a copy.
+    usable: Mutex<Option<Usable>>,
 }
+
+/// The usable instances computed from one view.
+#[derive(Debug)]
+struct Usable {
+    generation: u64,
+    computed: Instant,
+    result: Result<Instances, DiscoveryError>,
+}
+
+/// How long a computed usable list is reused: heartbeats age, so it is recomputed even
+/// when nothing changed.
+const REUSE_USABLE_FOR: Duration = Duration::from_secs(1);
 
 impl Drop for ServiceWatch {
     fn drop(&mut self) {
@@ -74,6 +89,8 @@ struct View {
     settled: bool,
     /// The entries by instance id.
     entries: Arc<BTreeMap<String, ServiceInstance>>,
+    /// Counts the changes published.
+    generation: u64,
 }
 
 impl WatchDiscovery {
@@ -87,29 +104,36 @@ impl WatchDiscovery {
     }
 
     /// The watch of `service`, started if it is not running yet.
-    fn watch_of(&self, service: &ServiceName) -> Option<watch::Receiver<View>> {
+    fn watch_of(&self, service: &ServiceName) -> Option<Arc<ServiceWatch>> {
         let mut watches = self.watches.lock().ok()?;
-        let watch = watches.entry(service.clone()).or_insert_with(|| {
-            let (sender, view) = watch::channel(View::default());
-            let task = tokio::spawn(keep_watching(self.nats.clone(), service.clone(), sender));
-            Arc::new(ServiceWatch { view, task })
+        if let Some(watch) = watches.get(service) {
+            return Some(watch.clone());
+        }
+        let (sender, view) = watch::channel(View::default());
+        let task = tokio::spawn(keep_watching(self.nats.clone(), service.clone(), sender));
+        let watch = Arc::new(ServiceWatch {
+            view,
+            task,
+            usable: Mutex::new(None),
         });
-        Some(watch.view.clone())
+        watches.insert(service.clone(), watch.clone());
+        Some(watch)
     }
 
     /// Whether the watch of `service` is open and caught up, so lookups are current (else
     /// they fall back to TTL caching). Starts the watch if it is not running.
     pub fn is_watching(&self, service: &ServiceName) -> bool {
         self.watch_of(service)
-            .is_some_and(|view| view.borrow().live)
+            .is_some_and(|watch| watch.view.borrow().live)
     }
 
     /// Waits until something changes in the instances of `service` (an instance came,
     /// changed or left), or `within` passes; returns whether something changed.
     pub async fn changed(&self, service: &ServiceName, within: Duration) -> bool {
-        let Some(mut view) = self.watch_of(service) else {
+        let Some(watch) = self.watch_of(service) else {
             return false;
         };
+        let mut view = watch.view.clone();
         view.borrow_and_update();
         tokio::time::timeout(within, view.changed())
             .await
@@ -123,20 +147,40 @@ impl Discovery for WatchDiscovery {
         service: &'a ServiceName,
     ) -> BoxFuture<'a, Result<Instances, DiscoveryError>> {
         Box::pin(async move {
-            let Some(mut view) = self.watch_of(service) else {
+            let Some(watch) = self.watch_of(service) else {
                 return self.fallback.instances(service).await;
             };
-            if !view.borrow().settled {
+            if !watch.view.borrow().settled {
+                let mut view = watch.view.clone();
                 let _ = tokio::time::timeout(FIRST_LOOKUP_WAIT, view.wait_for(|view| view.settled))
                     .await;
             }
-            let entries = {
-                let view = view.borrow();
-                view.live.then(|| view.entries.clone())
+            let (entries, generation) = {
+                let view = watch.view.borrow();
+                (view.live.then(|| view.entries.clone()), view.generation)
             };
-            match entries {
-                Some(entries) => usable(service, entries.values().cloned()),
-                None => self.fallback.instances(service).await,
+            let Some(entries) = entries else {
+                return self.fallback.instances(service).await;
+            };
+            let Ok(mut usable) = watch.usable.lock() else {
+                return usable_of(service, &entries);
+            };
+            match usable.as_ref() {
+                Some(cached)
+                    if cached.generation == generation
+                        && cached.computed.elapsed() < REUSE_USABLE_FOR =>
+                {
+                    cached.result.clone()
+                }
+                _ => {
+                    let result = usable_of(service, &entries);
+                    *usable = Some(Usable {
+                        generation,
+                        computed: Instant::now(),
+                        result: result.clone(),
+                    });
+                    result
+                }
             }
         })
     }
@@ -196,9 +240,18 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
 }
 
 fn publish(view: &watch::Sender<View>, entries: &BTreeMap<String, ServiceInstance>) {
+    let generation = view.borrow().generation + 1;
     view.send_replace(View {
         live: true,
         settled: true,
         entries: Arc::new(entries.clone()),
+        generation,
     });
+}
+
+fn usable_of(
+    service: &ServiceName,
+    entries: &BTreeMap<String, ServiceInstance>,
+) -> Result<Instances, DiscoveryError> {
+    usable(service, entries.values().cloned())
 }
