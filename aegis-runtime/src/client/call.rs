@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use super::{CallError, CallErrorKind, CallOptions, RetryPolicy, ServiceClient};
+use super::{CallError, CallErrorKind, CallOptions, KnownMethod, RetryPolicy, ServiceClient};
 use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, headers};
 use crate::discovery::DiscoveryError;
 use crate::subject::{self, InstanceId, MethodName};
@@ -33,10 +33,11 @@ struct Answer<R> {
 /// Calls `method` of the client's service with `params`.
 pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
     client: &ServiceClient,
-    method: &MethodName,
+    known: &KnownMethod,
     params: &P,
     options: CallOptions,
 ) -> Result<R, CallError> {
+    let method = &known.name;
     let deadline = options.deadline_override().unwrap_or(client.timeout);
     let request = RpcRequest::new(method.as_str(), params)
         .with_source(client.source.as_ref())
@@ -56,26 +57,20 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
             return Err(CallError::new(&client.service, method.as_str(), 0, kind));
         }
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        headers::DEADLINE,
-        headers::deadline_after(deadline).as_str(),
-    );
+    let deadline_header = headers::deadline_after(deadline);
     // Trace context only matters when a subscriber records the call's span.
-    if !span.is_disabled() {
-        headers.insert(
-            headers::TRACEPARENT,
-            headers::traceparent(&request.trace_id).as_str(),
-        );
-    }
+    let traceparent = (!span.is_disabled()).then(|| headers::traceparent(&request.trace_id));
+    let first_headers = request_headers(&deadline_header, traceparent.as_deref());
     let call = Call {
-        metrics: client.metrics_of(method.as_str()),
+        metrics: &known.metrics,
         client,
         method,
         options,
         deadline,
         payload,
-        headers,
+        deadline_header,
+        traceparent,
+        first_headers: std::sync::Mutex::new(Some(first_headers)),
     };
     async move {
         let started = Instant::now();
@@ -94,16 +89,35 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
 
 /// One call, encoded, with what its attempts share.
 struct Call<'a> {
-    metrics: std::sync::Arc<crate::metrics::CallMetrics>,
+    metrics: &'a crate::metrics::CallMetrics,
     client: &'a ServiceClient,
     method: &'a MethodName,
     options: CallOptions,
     deadline: Duration,
     payload: Bytes,
-    headers: HeaderMap,
+    deadline_header: String,
+    traceparent: Option<String>,
+    /// The headers of the first attempt, built with the request; retries build their own.
+    first_headers: std::sync::Mutex<Option<HeaderMap>>,
+}
+
+/// The Aegis headers of a request: its deadline and, when traced, its trace context.
+fn request_headers(deadline: &str, traceparent: Option<&str>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert(headers::DEADLINE, deadline);
+    if let Some(traceparent) = traceparent {
+        map.insert(headers::TRACEPARENT, traceparent);
+    }
+    map
 }
 
 impl Call<'_> {
+    /// The headers of the next attempt.
+    fn headers(&self) -> HeaderMap {
+        let first = self.first_headers.lock().ok().and_then(|mut h| h.take());
+        first.unwrap_or_else(|| request_headers(&self.deadline_header, self.traceparent.as_deref()))
+    }
+
     fn policy(&self) -> RetryPolicy {
         match &self.client.retry {
             Some(policy) => policy.clone(),
@@ -265,7 +279,7 @@ impl Call<'_> {
     ) -> Result<Answer<R>, CallErrorKind> {
         let request = async_nats::Request::new()
             .payload(self.payload.clone())
-            .headers(self.headers.clone())
+            .headers(self.headers())
             .timeout(Some(wait));
         let reply = self
             .client

@@ -32,6 +32,13 @@ pub use selection::Selection;
 
 use selection::Selector;
 
+/// A method a client has called: its checked name and its metric handles.
+#[derive(Debug)]
+pub(crate) struct KnownMethod {
+    name: MethodName,
+    metrics: CallMetrics,
+}
+
 /// Default deadline of a call: 5 s.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -73,8 +80,9 @@ pub struct ServiceClient {
     /// The instance that last answered an exclusive call as the active one.
     active_pin: Arc<Mutex<Option<InstanceId>>>,
     budget: RetryBudget,
-    /// Metric handles per method, registered on its first call.
-    metrics: Arc<Mutex<HashMap<String, Arc<CallMetrics>>>>,
+    /// Each method called so far: its checked name and metric handles, made on its first
+    /// call so later calls neither validate nor register again.
+    methods: Arc<Mutex<HashMap<String, Arc<KnownMethod>>>>,
 }
 
 impl ServiceClient {
@@ -102,7 +110,7 @@ impl ServiceClient {
             selector: Arc::default(),
             active_pin: Arc::default(),
             budget: RetryBudget::default(),
-            metrics: Arc::default(),
+            methods: Arc::default(),
         }
     }
 
@@ -167,17 +175,22 @@ impl ServiceClient {
         self.timeout
     }
 
-    /// The metric handles of `method`.
-    fn metrics_of(&self, method: &str) -> Arc<CallMetrics> {
-        let Ok(mut all) = self.metrics.lock() else {
-            return Arc::new(CallMetrics::new(&self.service, method));
-        };
-        if let Some(metrics) = all.get(method) {
-            return metrics.clone();
+    /// The checked name and metric handles of `method`.
+    fn known(&self, method: &str) -> Result<Arc<KnownMethod>, crate::subject::InvalidName> {
+        if let Ok(known) = self.methods.lock()
+            && let Some(method) = known.get(method)
+        {
+            return Ok(method.clone());
         }
-        let metrics = Arc::new(CallMetrics::new(&self.service, method));
-        all.insert(method.to_owned(), metrics.clone());
-        metrics
+        let name = MethodName::new(method)?;
+        let method = Arc::new(KnownMethod {
+            metrics: CallMetrics::new(&self.service, name.as_str()),
+            name,
+        });
+        if let Ok(mut known) = self.methods.lock() {
+            known.insert(method.name.to_string(), method.clone());
+        }
+        Ok(method)
     }
 
     /// The instance exclusive calls currently go to: the one that last answered as active.
@@ -224,9 +237,10 @@ impl ServiceClient {
         params: &P,
         options: CallOptions,
     ) -> Result<R, CallError> {
-        let method_name = MethodName::new(method)
+        let known = self
+            .known(method)
             .map_err(|e| CallError::new(&self.service, method, 0, CallErrorKind::InvalidName(e)))?;
-        call::run(self, &method_name, params, options).await
+        call::run(self, &known, params, options).await
     }
 
     /// Sends the command `name` with `payload` and waits for its typed result.
