@@ -16,7 +16,7 @@ use aegis_examples::orders::OrderProcessorClient;
 use aegis_runtime::client::{RetryBudget, Selection};
 use aegis_runtime::codec::{self, RpcRequest, RpcResponse, headers};
 use aegis_runtime::discovery::{BasicDiscovery, CachedDiscovery, Discovery, WatchDiscovery};
-use aegis_runtime::subject::{InstanceId, ServiceName};
+use aegis_runtime::subject::{self, InstanceId, MethodName, ServiceName};
 use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{
     CallErrorKind, RetryPolicy, RpcContext, RunningService, ServiceClient, ServiceRunner, service,
@@ -93,6 +93,21 @@ async fn wait_for_instances(discovery: &dyn Discovery, service: &ServiceName, id
         );
         // Lookups of a watch discovery are reads from memory: poll it finely.
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until the server answers "no responders" on `subject`.
+async fn wait_until_nobody_serves(nats: &async_nats::Client, subject: String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let probe = async_nats::Request::new().timeout(Some(Duration::from_millis(100)));
+        match nats.send_request(subject.clone(), probe).await {
+            Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => return,
+            _ => assert!(
+                Instant::now() < deadline,
+                "{subject} is still served 10 s after its instance was killed"
+            ),
+        }
     }
 }
 
@@ -211,7 +226,7 @@ async fn sticky_stays_on_its_instance_and_moves_when_it_is_killed() {
     let preferred = InstanceId::new("orders-2").expect("id");
     let client = OrderProcessorClient::configured(nats, |c| {
         c.with_discovery(discovery.clone())
-            .with_selection(Selection::Sticky(preferred))
+            .with_selection(Selection::Sticky(preferred.clone()))
     });
     for _ in 0..50 {
         assert_eq!(client.whoami().await.expect("call"), "orders-2");
@@ -220,6 +235,15 @@ async fn sticky_stays_on_its_instance_and_moves_when_it_is_killed() {
     if let Some(child) = children.get_mut("orders-2") {
         child.kill();
     }
+    // The server drops a dead connection's subscriptions when it reads the EOF, a moment
+    // after the process is gone; a request sent before that is delivered into the void and
+    // can only time out (it may have run, as far as the client knows).
+    let whoami = MethodName::new("whoami").expect("name");
+    wait_until_nobody_serves(
+        &server.connect().await.expect("connect"),
+        subject::rpc_instance(&service, &preferred, &whoami),
+    )
+    .await;
     // Calls go on without a failure: the first finds nobody on orders-2's subject (it did
     // not run), and is retried on another instance.
     let mut after: BTreeMap<String, u32> = BTreeMap::new();

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
+mod support;
+
 use aegis_runtime::codec::{self, ExclusiveReply, RpcRequest, RpcResponse};
 use aegis_runtime::subject::{self, MethodName, ServiceName};
 use aegis_runtime::testing::NatsServer;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-const VECTORS: &str = include_str!("../aegis-runtime/tests/vectors/python-sdk-wire-examples.json");
 
 /// Serves `rpc.order-svc.process_order` in the service's queue group: answers with the
 /// request's params plus who answered, wrapped in an exclusive reply as the SDK does.
@@ -89,23 +89,13 @@ async fn python_sdk_bytes_are_answered() {
     let server = NatsServer::start().await.expect("nats-server");
     let _service = serve_orders(server.connect().await.expect("connect")).await;
     let client = server.connect().await.expect("connect");
-    let vectors: Value = serde_json::from_str(VECTORS).expect("vectors");
-
     for name in [
         "rpc_request_process_order",
         "rpc_request_health_check_json_wire",
     ] {
-        let hex = vectors[name]["hex"].as_str().expect("hex");
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-            .collect();
+        let (_, bytes, decoded) = support::python_vector(name);
         let response = call(&client, bytes).await;
-        let expected_id = vectors[name]["payload"]
-            .as_object()
-            .and_then(|p| p.values().next())
-            .and_then(|m| m["message_id"].as_str())
-            .expect("message id");
+        let expected_id = decoded["message_id"].as_str().expect("message id");
         assert_eq!(
             response.correlation_id.as_deref(),
             Some(expected_id),

@@ -228,12 +228,8 @@ async fn the_instance_subject_reaches_that_instance() {
             response.correlation_id.as_deref(),
             Some(request.message_id.as_str())
         );
-        let header = reply
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Aegis-Instance"))
-            .map(|v| v.as_str());
-        assert_eq!(header, Some(id));
+        // Only replies of exclusive methods carry headers (the instance and its term).
+        assert!(reply.headers.is_none(), "{:?}", reply.headers);
     }
     a.stop().await;
     b.stop().await;

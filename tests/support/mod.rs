@@ -44,7 +44,7 @@ pub async fn hold_leader_key(nats: &async_nats::Client, service: &str) {
 }
 
 /// A message captured from the Python SDK (`python-sdk-wire-examples.json`): its subject,
-/// its bytes, and its decoded form.
+/// its bytes, and its decoded form (MessagePack or JSON, as it was sent).
 pub fn python_vector(name: &str) -> (String, Vec<u8>, serde_json::Value) {
     let vectors: serde_json::Value = serde_json::from_str(include_str!(
         "../../aegis-runtime/tests/vectors/python-sdk-wire-examples.json"
@@ -57,5 +57,10 @@ pub fn python_vector(name: &str) -> (String, Vec<u8>, serde_json::Value) {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
         .collect();
     let subject = captured["subject"].as_str().expect("subject").to_owned();
-    (subject, bytes, captured["payload"]["msgpack"].clone())
+    let decoded = captured["payload"]
+        .as_object()
+        .and_then(|encodings| encodings.values().next())
+        .cloned()
+        .expect("decoded payload");
+    (subject, bytes, decoded)
 }

@@ -19,7 +19,8 @@ const MAX_EXCLUDED: usize = 3;
 
 /// Where one attempt goes.
 struct Target {
-    subject: String,
+    /// Shared bytes: each attempt sends it without a copy.
+    subject: async_nats::Subject,
     /// The instance addressed, or `None` for the service's shared subject.
     instance: Option<InstanceId>,
 }
@@ -38,14 +39,14 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
     options: CallOptions,
 ) -> Result<R, CallError> {
     let method = &known.name;
-    let deadline = options.deadline_override().unwrap_or(client.timeout);
+    let deadline = options.deadline_override().unwrap_or(client.inner.timeout);
     let request = RpcRequest::new(method.as_str(), params)
-        .with_source(client.source.as_ref())
-        .with_target(client.service.as_str())
+        .with_source(client.inner.source.as_ref())
+        .with_target(client.inner.service.as_str())
         .with_timeout(deadline.as_secs_f64());
     let span = tracing::info_span!(
         "aegis.call",
-        service = %client.service,
+        service = %client.inner.service,
         method = %method,
         trace_id = %request.trace_id,
         attempts = tracing::field::Empty,
@@ -54,7 +55,12 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
         Ok(bytes) => bytes.into(),
         Err(err) => {
             let kind = CallErrorKind::Encode(err.to_string());
-            return Err(CallError::new(&client.service, method.as_str(), 0, kind));
+            return Err(CallError::new(
+                &client.inner.service,
+                method.as_str(),
+                0,
+                kind,
+            ));
         }
     };
     let deadline_header = headers::deadline_after(deadline);
@@ -81,7 +87,8 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
             started.elapsed(),
             outcome.as_ref().err().map(CallErrorKind::name),
         );
-        outcome.map_err(|kind| CallError::new(&client.service, method.as_str(), attempts, kind))
+        outcome
+            .map_err(|kind| CallError::new(&client.inner.service, method.as_str(), attempts, kind))
     }
     .instrument(span)
     .await
@@ -104,9 +111,9 @@ struct Call<'a> {
 /// The Aegis headers of a request: its deadline and, when traced, its trace context.
 fn request_headers(deadline: &str, traceparent: Option<&str>) -> HeaderMap {
     let mut map = HeaderMap::new();
-    map.insert(headers::DEADLINE, deadline);
+    map.insert(headers::name::DEADLINE, deadline);
     if let Some(traceparent) = traceparent {
-        map.insert(headers::TRACEPARENT, traceparent);
+        map.insert(headers::name::TRACEPARENT, traceparent);
     }
     map
 }
@@ -119,7 +126,7 @@ impl Call<'_> {
     }
 
     fn policy(&self) -> RetryPolicy {
-        match &self.client.retry {
+        match &self.client.inner.retry {
             Some(policy) => policy.clone(),
             None if self.options.is_exclusive() => RetryPolicy::until_deadline(),
             None => RetryPolicy::default(),
@@ -134,7 +141,7 @@ impl Call<'_> {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let mut excluded: Vec<InstanceId> = Vec::new();
-        client.budget.deposit();
+        client.inner.budget.deposit();
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -184,7 +191,7 @@ impl Call<'_> {
             if Instant::now() + delay >= deadline {
                 return (attempt, Err(kind));
             }
-            if !client.budget.try_withdraw() {
+            if !client.inner.budget.try_withdraw() {
                 return (attempt, Err(CallErrorKind::BudgetExhausted(Box::new(kind))));
             }
             if let Some(instance) = target.instance
@@ -215,14 +222,14 @@ impl Call<'_> {
             if self.options.is_exclusive() {
                 self.pin(None);
             }
-            if let Some(discovery) = &self.client.discovery {
-                discovery.invalidate(&self.client.service);
+            if let Some(discovery) = &self.client.inner.discovery {
+                discovery.invalidate(&self.client.inner.service);
             }
         }
     }
 
     fn pin(&self, instance: Option<InstanceId>) {
-        if let Ok(mut pin) = self.client.active_pin.lock() {
+        if let Ok(mut pin) = self.client.inner.active_pin.lock() {
             *pin = instance;
         }
     }
@@ -234,13 +241,13 @@ impl Call<'_> {
     async fn route(&self, excluded: &[InstanceId]) -> Result<Target, CallErrorKind> {
         let client = self.client;
         let shared = Target {
-            subject: subject::rpc(&client.service, self.method),
+            subject: subject::rpc(&client.inner.service, self.method).into(),
             instance: None,
         };
-        let Some(discovery) = &client.discovery else {
+        let Some(discovery) = &client.inner.discovery else {
             return Ok(shared);
         };
-        let instances = match discovery.instances(&client.service).await {
+        let instances = match discovery.instances(&client.inner.service).await {
             Ok(instances) => instances,
             Err(unavailable @ DiscoveryError::Unavailable { .. }) => {
                 return Err(CallErrorKind::Unavailable(unavailable.to_string()));
@@ -251,7 +258,7 @@ impl Call<'_> {
             }
         };
         let to = |instance: &InstanceId| Target {
-            subject: subject::rpc_instance(&client.service, instance, self.method),
+            subject: subject::rpc_instance(&client.inner.service, instance, self.method).into(),
             instance: Some(instance.clone()),
         };
         if self.options.is_exclusive() {
@@ -265,7 +272,7 @@ impl Call<'_> {
                 None => shared,
             });
         }
-        Ok(match client.selector.pick(&instances, excluded) {
+        Ok(match client.inner.selector.pick(&instances, excluded) {
             Some(instance) => to(&instance.instance_id),
             None => shared,
         })
@@ -283,6 +290,7 @@ impl Call<'_> {
             .timeout(Some(wait));
         let reply = self
             .client
+            .inner
             .nats
             .send_request(target.subject.clone(), request)
             .await
@@ -296,7 +304,7 @@ impl Call<'_> {
             reply
                 .headers
                 .as_ref()
-                .and_then(|headers| headers.get(headers::INSTANCE_ID))
+                .and_then(|headers| headers.get(headers::name::INSTANCE_ID))
                 .and_then(|id| InstanceId::new(id.as_str()).ok())
         } else {
             None

@@ -70,6 +70,13 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServiceClient {
+    /// Behind one `Arc`, so that a clone per task or per call costs one increment.
+    inner: Arc<Inner>,
+}
+
+/// What a [`ServiceClient`] and its clones share.
+#[derive(Debug, Clone)]
+struct Inner {
     nats: async_nats::Client,
     service: ServiceName,
     source: Arc<str>,
@@ -100,7 +107,7 @@ impl ServiceClient {
     /// A client of `service` over `nats`.
     pub fn for_service(nats: async_nats::Client, service: ServiceName) -> Self {
         let source = format!("{service}-client-{}", &codec::new_message_id()[..8]);
-        Self {
+        let inner = Inner {
             discovery: Some(Arc::new(WatchDiscovery::new(nats.clone()))),
             nats,
             service,
@@ -111,6 +118,9 @@ impl ServiceClient {
             active_pin: Arc::default(),
             budget: RetryBudget::default(),
             methods: Arc::default(),
+        };
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -118,7 +128,7 @@ impl ServiceClient {
     /// to the server, which does not run a request that arrives after it.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        Arc::make_mut(&mut self.inner).timeout = timeout;
         self
     }
 
@@ -126,21 +136,21 @@ impl ServiceClient {
     /// methods, until the deadline for exclusive ones).
     #[must_use]
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = Some(retry);
+        Arc::make_mut(&mut self.inner).retry = Some(retry);
         self
     }
 
     /// Sets the retry budget (shared with the clones made after this).
     #[must_use]
     pub fn with_retry_budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = budget;
+        Arc::make_mut(&mut self.inner).budget = budget;
         self
     }
 
     /// Finds instances with `discovery`: share one between the clients of a connection.
     #[must_use]
     pub fn with_discovery(mut self, discovery: impl Discovery) -> Self {
-        self.discovery = Some(Arc::new(discovery));
+        Arc::make_mut(&mut self.inner).discovery = Some(Arc::new(discovery));
         self
     }
 
@@ -148,7 +158,7 @@ impl ServiceClient {
     /// NATS picks an instance of the queue group. Retries cannot avoid an instance then.
     #[must_use]
     pub fn without_discovery(mut self) -> Self {
-        self.discovery = None;
+        Arc::make_mut(&mut self.inner).discovery = None;
         self
     }
 
@@ -156,38 +166,38 @@ impl ServiceClient {
     /// instance).
     #[must_use]
     pub fn with_selection(mut self, selection: Selection) -> Self {
-        self.selector = Arc::new(Selector::new(selection));
+        Arc::make_mut(&mut self.inner).selector = Arc::new(Selector::new(selection));
         self
     }
 
     /// The service this client calls.
     pub fn service(&self) -> &ServiceName {
-        &self.service
+        &self.inner.service
     }
 
     /// The NATS connection.
     pub fn nats(&self) -> &async_nats::Client {
-        &self.nats
+        &self.inner.nats
     }
 
     /// The deadline of each call.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.inner.timeout
     }
 
     /// The checked name and metric handles of `method`.
     fn known(&self, method: &str) -> Result<Arc<KnownMethod>, crate::subject::InvalidName> {
-        if let Ok(known) = self.methods.lock()
+        if let Ok(known) = self.inner.methods.lock()
             && let Some(method) = known.get(method)
         {
             return Ok(method.clone());
         }
         let name = MethodName::new(method)?;
         let method = Arc::new(KnownMethod {
-            metrics: CallMetrics::new(&self.service, name.as_str()),
+            metrics: CallMetrics::new(&self.inner.service, name.as_str()),
             name,
         });
-        if let Ok(mut known) = self.methods.lock() {
+        if let Ok(mut known) = self.inner.methods.lock() {
             known.insert(method.name.to_string(), method.clone());
         }
         Ok(method)
@@ -195,7 +205,11 @@ impl ServiceClient {
 
     /// The instance exclusive calls currently go to: the one that last answered as active.
     pub fn active_instance(&self) -> Option<InstanceId> {
-        self.active_pin.lock().ok().and_then(|pin| pin.clone())
+        self.inner
+            .active_pin
+            .lock()
+            .ok()
+            .and_then(|pin| pin.clone())
     }
 
     /// Calls `method` with `params` and decodes its result.
@@ -237,9 +251,14 @@ impl ServiceClient {
         params: &P,
         options: CallOptions,
     ) -> Result<R, CallError> {
-        let known = self
-            .known(method)
-            .map_err(|e| CallError::new(&self.service, method, 0, CallErrorKind::InvalidName(e)))?;
+        let known = self.known(method).map_err(|e| {
+            CallError::new(
+                &self.inner.service,
+                method,
+                0,
+                CallErrorKind::InvalidName(e),
+            )
+        })?;
         call::run(self, &known, params, options).await
     }
 
@@ -270,12 +289,12 @@ impl ServiceClient {
         payload: &P,
         options: CommandOptions,
     ) -> Result<CommandHandle<R>, CallError> {
-        let fail = |kind| CallError::new(&self.service, name, 1, kind);
+        let fail = |kind| CallError::new(&self.inner.service, name, 1, kind);
         let method = MethodName::new(name).map_err(|e| fail(CallErrorKind::InvalidName(e)))?;
         let mut command = codec::Command::new(name, payload)
             .with_priority(options.priority)
-            .with_target(self.service.as_str())
-            .with_source(self.source.as_ref());
+            .with_target(self.inner.service.as_str())
+            .with_source(self.inner.source.as_ref());
         command.max_retries = options.max_retries;
         command.timeout = options.timeout.as_secs_f64();
         let bytes =
@@ -283,20 +302,22 @@ impl ServiceClient {
         let transport = |e: &dyn std::fmt::Display| fail(CallErrorKind::Transport(e.to_string()));
         // Listen before sending, so neither progress nor the outcome can be missed.
         let progress = self
+            .inner
             .nats
             .subscribe(subject::command_progress(&command.message_id))
             .await
             .map_err(|e| transport(&e))?;
         let callback = self
+            .inner
             .nats
             .subscribe(subject::command_callback(&command.message_id))
             .await
             .map_err(|e| transport(&e))?;
-        let js = async_nats::jetstream::new(self.nats.clone());
+        let js = async_nats::jetstream::new(self.inner.nats.clone());
         crate::commands::commands_stream(&js)
             .await
             .map_err(|e| transport(&e))?;
-        js.publish(subject::command(&self.service, &method), bytes.into())
+        js.publish(subject::command(&self.inner.service, &method), bytes.into())
             .await
             .map_err(|e| transport(&e))?
             .await

@@ -12,6 +12,17 @@ pub const DEADLINE: &str = "Aegis-Deadline";
 /// so the server's span joins the caller's trace.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The same names as [`async_nats::HeaderName`]s, made at compile time: inserting or
+/// looking up a `&str` name validates and copies it on every message.
+pub(crate) mod name {
+    use async_nats::HeaderName;
+
+    pub(crate) const INSTANCE_ID: HeaderName = HeaderName::from_static(super::INSTANCE_ID);
+    pub(crate) const TERM: HeaderName = HeaderName::from_static(super::TERM);
+    pub(crate) const DEADLINE: HeaderName = HeaderName::from_static(super::DEADLINE);
+    pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
+}
+
 /// The error text that starts the reply to a request whose deadline had passed.
 pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 

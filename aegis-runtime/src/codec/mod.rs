@@ -103,7 +103,12 @@ pub trait WireMessage: DeserializeOwned {
 /// # Errors
 /// [`EncodeError`] if a value cannot be represented (a map with non-string keys, say).
 pub fn encode<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, EncodeError> {
-    rmp_serde::to_vec_named(message).map_err(|e| EncodeError::new(Format::MessagePack, e))
+    // An envelope's own fields take about 200 bytes: start there rather than grow into it.
+    let mut bytes = Vec::with_capacity(256);
+    message
+        .serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())
+        .map_err(|e| EncodeError::new(Format::MessagePack, e))?;
+    Ok(bytes)
 }
 
 /// Encodes a message as compact JSON.

@@ -202,16 +202,21 @@ pub(super) async fn send_reply(
     reply: Reply,
     term: Option<u64>,
 ) {
-    let mut headers = HeaderMap::new();
-    headers.insert(headers::INSTANCE_ID, core.instance_key.as_ref());
-    if let Some(term) = term {
-        headers.insert(headers::TERM, term.to_string().as_str());
-    }
-    if let Err(err) = core
-        .nats
-        .publish_with_headers(reply_to, headers, reply.payload.into())
-        .await
-    {
+    let payload = reply.payload.into();
+    let sent = match term {
+        // Headers cost the server and both clients a parse per message: only the replies
+        // of exclusive calls carry them, where the caller pins the instance that ran it.
+        Some(term) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(headers::name::INSTANCE_ID, core.instance_key.as_ref());
+            headers.insert(headers::name::TERM, term.to_string());
+            core.nats
+                .publish_with_headers(reply_to, headers, payload)
+                .await
+        }
+        None => core.nats.publish(reply_to, payload).await,
+    };
+    if let Err(err) = sent {
         tracing::warn!(%err, "cannot send a reply");
     }
 }
@@ -268,7 +273,7 @@ struct Incoming {
 
 impl Incoming {
     fn read(message: &async_nats::Message) -> Self {
-        let header = |name: &str| {
+        let header = |name: async_nats::HeaderName| {
             message
                 .headers
                 .as_ref()
@@ -276,8 +281,8 @@ impl Incoming {
                 .map(|value| value.as_str().to_owned())
         };
         Self {
-            deadline: header(headers::DEADLINE),
-            traceparent: header(headers::TRACEPARENT),
+            deadline: header(headers::name::DEADLINE),
+            traceparent: header(headers::name::TRACEPARENT),
         }
     }
 
