@@ -223,3 +223,60 @@ async fn higher_priority_commands_run_first_inside_an_instance() {
     assert_eq!(started, expected, "by priority, then in order of arrival");
     instance.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_whose_payload_does_not_decode_fails_at_once_and_is_counted() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("the only recorder of this binary");
+    let server = NatsServer::start().await.expect("nats-server");
+    let runs = Arc::default();
+    let instance = start(&server, "worker-1", &runs).await;
+    let client = aegis_runtime::ServiceClient::new(
+        server.connect().await.expect("connect"),
+        WorkerClient::SERVICE,
+    )
+    .expect("client");
+
+    let handle = client
+        .start_command::<_, serde_json::Value>(
+            "reindex",
+            &serde_json::json!({"n": "three"}),
+            CommandOptions::default(), // 3 retries allowed: none may be used
+        )
+        .await
+        .expect("sent");
+    let err = handle
+        .outcome()
+        .await
+        .expect_err("a payload that does not decode");
+    let message = err.handler_message().expect("the failure's message");
+    assert!(message.contains("payload.n"), "says which field: {message}");
+    assert!(
+        runs.lock().expect("runs").is_empty(),
+        "the handler never ran"
+    );
+
+    let js = async_nats::jetstream::new(server.connect().await.expect("connect"));
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("ev-svc-reindex", "COMMANDS")
+        .await
+        .expect("the command's consumer");
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!(info.num_redelivered, 0, "delivered once, never retried");
+    assert_eq!(info.num_ack_pending, 0, "terminated, not left to redeliver");
+    let poisoned: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == aegis_runtime::metrics::POISON_COMMANDS)
+        .map(|(_, _, _, value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(poisoned, 1, "counted as poison");
+    instance.stop().await;
+}
