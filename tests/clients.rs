@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use aegis_examples::failover::{self, Caller};
 use aegis_examples::orders::OrderProcessorClient;
 use aegis_runtime::client::{RetryBudget, Selection};
-use aegis_runtime::codec::{self, RpcRequest, RpcResponse, headers};
+use aegis_runtime::codec::{self, RpcRequest, RpcResponse};
 use aegis_runtime::discovery::{BasicDiscovery, CachedDiscovery, Discovery, WatchDiscovery};
 use aegis_runtime::subject::{self, InstanceId, MethodName, ServiceName};
 use aegis_runtime::testing::NatsServer;
@@ -519,26 +519,13 @@ async fn a_deadline_shorter_than_the_handler_is_exceeded() {
     instance.stop().await;
 }
 
-#[tokio::test]
-async fn a_request_received_after_its_deadline_is_not_run() {
-    let server = NatsServer::start().await.expect("nats-server");
-    let probe = Probe::default();
-    let instance = start_probe(&server, "probe-a", probe.clone()).await;
-    let nats = server.connect().await.expect("connect");
-    let request = RpcRequest::new("nap", serde_json::json!(1));
-    let mut headers = async_nats::HeaderMap::new();
-    let past = std::time::SystemTime::now() - Duration::from_secs(1);
-    let millis = past
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis();
-    headers.insert(headers::DEADLINE, millis.to_string().as_str());
+/// Sends `request` to `probe.nap` (waiting for the reply as long as it takes), and checks
+/// that the reply says the call did not run because its deadline had passed.
+async fn assert_refused_as_late(nats: &async_nats::Client, request: &RpcRequest) {
     let reply = nats
-        .send_request(
+        .request(
             "rpc.probe.nap",
-            async_nats::Request::new()
-                .headers(headers)
-                .payload(codec::encode(&request).expect("encode").into()),
+            codec::encode(request).expect("encode").into(),
         )
         .await
         .expect("a reply");
@@ -546,10 +533,52 @@ async fn a_request_received_after_its_deadline_is_not_run() {
     let error = response.error.expect("an error");
     assert!(error.starts_with("DEADLINE_EXCEEDED"), "{error}");
     assert!(error.contains("did not run"), "{error}");
+}
+
+#[tokio::test]
+async fn a_request_received_after_its_deadline_is_not_run() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let probe = Probe::default();
+    let instance = start_probe(&server, "probe-a", probe.clone()).await;
+    let nats = server.connect().await.expect("connect");
+    // Sent 2 s ago with a timeout of 1 s: its caller gave up 1 s ago.
+    let mut request = RpcRequest::new("nap", serde_json::json!(1)).with_timeout(1.0);
+    request.timestamp = (std::time::SystemTime::now() - Duration::from_secs(2)).into();
+    assert_refused_as_late(&nats, &request).await;
     assert_eq!(
         probe.runs.load(Ordering::SeqCst),
         0,
         "the handler did not run"
+    );
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_that_waits_past_its_deadline_in_a_busy_instance_is_not_run() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let probe = Probe::default();
+    let instance = ServiceRunner::new(probe.clone())
+        .nats(server.connect().await.expect("connect"))
+        .instance_id("probe-a")
+        .concurrency(1)
+        .start()
+        .await
+        .expect("start");
+    let client = ProbeClient::new(server.connect().await.expect("connect"));
+    let busy = tokio::spawn(async move { client.nap(500).await });
+    while probe.runs.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Queued behind the running call, with a deadline of 100 ms; its answer is read with a
+    // longer wait, to see what the instance does once the first call is done.
+    let nats = server.connect().await.expect("connect");
+    let request = RpcRequest::new("nap", serde_json::json!(1)).with_timeout(0.1);
+    assert_refused_as_late(&nats, &request).await;
+    assert_eq!(busy.await.expect("task").expect("the first call"), 500);
+    assert_eq!(
+        probe.runs.load(Ordering::SeqCst),
+        1,
+        "only the first call ran"
     );
     instance.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The call path: route → request with a deadline → classify the reply → retry what did
 //! not run.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -9,21 +10,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use super::{CallError, CallErrorKind, CallOptions, KnownMethod, RetryPolicy, ServiceClient};
+use super::method::{KnownMethod, Target};
+use super::{CallError, CallErrorKind, CallOptions, RetryPolicy, ServiceClient};
 use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, headers};
 use crate::discovery::DiscoveryError;
-use crate::subject::{self, InstanceId, MethodName};
+use crate::subject::InstanceId;
 
 /// At most this many instances are avoided by the retries of one call.
 const MAX_EXCLUDED: usize = 3;
-
-/// Where one attempt goes.
-struct Target {
-    /// Shared bytes: each attempt sends it without a copy.
-    subject: async_nats::Subject,
-    /// The instance addressed, or `None` for the service's shared subject.
-    instance: Option<InstanceId>,
-}
 
 /// A successful attempt: the result and who answered.
 struct Answer<R> {
@@ -63,26 +57,22 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
             ));
         }
     };
-    let deadline_header = headers::deadline_after(deadline);
-    // Trace context only matters when a subscriber records the call's span.
+    // Trace context only matters when a subscriber records the call's span. (The
+    // deadline needs no header: it is the envelope's timestamp + timeout.)
     let traceparent = (!span.is_disabled()).then(|| headers::traceparent(&request.trace_id));
-    let first_headers = request_headers(&deadline_header, traceparent.as_deref());
     let call = Call {
-        metrics: &known.metrics,
+        known,
         client,
-        method,
         options,
         deadline,
         payload,
-        deadline_header,
         traceparent,
-        first_headers: std::sync::Mutex::new(Some(first_headers)),
     };
     async move {
         let started = Instant::now();
-        let (attempts, outcome) = call.attempts().await;
+        let (attempts, outcome) = call.attempts(started).await;
         tracing::Span::current().record("attempts", attempts);
-        call.metrics.finished(
+        call.known.metrics.finished(
             attempts,
             started.elapsed(),
             outcome.as_ref().err().map(CallErrorKind::name),
@@ -96,35 +86,16 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
 
 /// One call, encoded, with what its attempts share.
 struct Call<'a> {
-    metrics: &'a crate::metrics::CallMetrics,
+    known: &'a KnownMethod,
     client: &'a ServiceClient,
-    method: &'a MethodName,
     options: CallOptions,
     deadline: Duration,
     payload: Bytes,
-    deadline_header: String,
+    /// The caller's trace context, sent as a header when a subscriber records the call.
     traceparent: Option<String>,
-    /// The headers of the first attempt, built with the request; retries build their own.
-    first_headers: std::sync::Mutex<Option<HeaderMap>>,
-}
-
-/// The Aegis headers of a request: its deadline and, when traced, its trace context.
-fn request_headers(deadline: &str, traceparent: Option<&str>) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    map.insert(headers::name::DEADLINE, deadline);
-    if let Some(traceparent) = traceparent {
-        map.insert(headers::name::TRACEPARENT, traceparent);
-    }
-    map
 }
 
 impl Call<'_> {
-    /// The headers of the next attempt.
-    fn headers(&self) -> HeaderMap {
-        let first = self.first_headers.lock().ok().and_then(|mut h| h.take());
-        first.unwrap_or_else(|| request_headers(&self.deadline_header, self.traceparent.as_deref()))
-    }
-
     fn policy(&self) -> RetryPolicy {
         match &self.client.inner.retry {
             Some(policy) => policy.clone(),
@@ -133,12 +104,14 @@ impl Call<'_> {
         }
     }
 
-    /// Makes attempts until one succeeds or a failure may not be retried; returns how many
-    /// were made and the outcome.
-    async fn attempts<R: DeserializeOwned>(&self) -> (u32, Result<R, CallErrorKind>) {
+    /// Makes attempts from `started` until one succeeds or a failure may not be retried;
+    /// returns how many were made and the outcome.
+    async fn attempts<R: DeserializeOwned>(
+        &self,
+        started: Instant,
+    ) -> (u32, Result<R, CallErrorKind>) {
         let client = self.client;
         let policy = self.policy();
-        let started = Instant::now();
         let deadline = started + self.deadline;
         let mut excluded: Vec<InstanceId> = Vec::new();
         client.inner.budget.deposit();
@@ -194,10 +167,10 @@ impl Call<'_> {
             if !client.inner.budget.try_withdraw() {
                 return (attempt, Err(CallErrorKind::BudgetExhausted(Box::new(kind))));
             }
-            if let Some(instance) = target.instance
+            if let Some(instance) = &target.instance
                 && !self.options.is_exclusive()
             {
-                excluded.push(instance);
+                excluded.push(instance.clone());
                 if excluded.len() > MAX_EXCLUDED {
                     excluded.remove(0);
                 }
@@ -211,7 +184,7 @@ impl Call<'_> {
     /// instance that does not answer its own subject is gone.
     fn learn_from(&self, kind: &CallErrorKind, target: &Target) {
         if matches!(kind, CallErrorKind::NotActive(_)) {
-            self.metrics.not_active();
+            self.known.metrics.not_active();
             if self.options.is_exclusive() {
                 self.pin(None);
             }
@@ -238,43 +211,42 @@ impl Call<'_> {
     /// as active (while discovery still lists it), else the shared subject only the active
     /// instance serves; for plain methods the instance selection picks, avoiding those
     /// that failed this call. The shared subject when discovery has nothing to offer.
-    async fn route(&self, excluded: &[InstanceId]) -> Result<Target, CallErrorKind> {
+    async fn route(&self, excluded: &[InstanceId]) -> Result<Arc<Target>, CallErrorKind> {
         let client = self.client;
-        let shared = Target {
-            subject: subject::rpc(&client.inner.service, self.method).into(),
-            instance: None,
-        };
+        let shared = || self.known.shared();
         let Some(discovery) = &client.inner.discovery else {
-            return Ok(shared);
+            return Ok(shared());
         };
-        let instances = match discovery.instances(&client.inner.service).await {
+        let service = &client.inner.service;
+        let lookup = match discovery.instances_now(service) {
+            Some(known) => known,
+            None => discovery.instances(service).await,
+        };
+        let instances = match lookup {
             Ok(instances) => instances,
             Err(unavailable @ DiscoveryError::Unavailable { .. }) => {
                 return Err(CallErrorKind::Unavailable(unavailable.to_string()));
             }
             Err(DiscoveryError::Registry(err)) => {
                 tracing::debug!(%err, "no discovery: calling the shared subject");
-                return Ok(shared);
+                return Ok(shared());
             }
         };
-        let to = |instance: &InstanceId| Target {
-            subject: subject::rpc_instance(&client.inner.service, instance, self.method).into(),
-            instance: Some(instance.clone()),
-        };
+        let to = |instance: &InstanceId| self.known.on_instance(instance);
         if self.options.is_exclusive() {
             let pinned = client.active_instance();
             return Ok(match pinned {
                 Some(id) if instances.iter().any(|i| i.instance_id == id) => to(&id),
                 Some(_) => {
                     self.pin(None); // the watch says it left
-                    shared
+                    shared()
                 }
-                None => shared,
+                None => shared(),
             });
         }
         Ok(match client.inner.selector.pick(&instances, excluded) {
             Some(instance) => to(&instance.instance_id),
-            None => shared,
+            None => shared(),
         })
     }
 
@@ -284,10 +256,14 @@ impl Call<'_> {
         target: &Target,
         wait: Duration,
     ) -> Result<Answer<R>, CallErrorKind> {
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(self.payload.clone())
-            .headers(self.headers())
             .timeout(Some(wait));
+        if let Some(traceparent) = &self.traceparent {
+            let mut map = HeaderMap::new();
+            map.insert(headers::name::TRACEPARENT, traceparent.as_str());
+            request = request.headers(map);
+        }
         let reply = self
             .client
             .inner
@@ -346,7 +322,7 @@ fn unwrap_response<R>(response: RpcResponse<R>) -> Result<Option<R>, CallErrorKi
         Err(message) if message.starts_with(ExclusiveReply::<()>::NOT_ACTIVE) => {
             Err(CallErrorKind::NotActive(message))
         }
-        Err(message) if message.starts_with(headers::DEADLINE_EXCEEDED) => {
+        Err(message) if message.starts_with(codec::DEADLINE_EXCEEDED) => {
             Err(CallErrorKind::DeadlineExceeded(message))
         }
         Err(message) => Err(CallErrorKind::Handler(message)),

@@ -7,11 +7,11 @@
 mod budget;
 mod call;
 mod error;
+mod method;
 mod options;
 mod retry;
 mod selection;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,6 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::commands::{CommandHandle, CommandOptions};
 use crate::discovery::{Discovery, WatchDiscovery};
-use crate::metrics::CallMetrics;
 use crate::subject::{self, InstanceId, MethodName, ServiceName};
 
 pub use budget::RetryBudget;
@@ -30,14 +29,8 @@ pub use options::CallOptions;
 pub use retry::{RetryPolicy, StickyActiveConfig};
 pub use selection::Selection;
 
+use method::KnownMethod;
 use selection::Selector;
-
-/// A method a client has called: its checked name and its metric handles.
-#[derive(Debug)]
-pub(crate) struct KnownMethod {
-    name: MethodName,
-    metrics: CallMetrics,
-}
 
 /// Default deadline of a call: 5 s.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,9 +80,9 @@ struct Inner {
     /// The instance that last answered an exclusive call as the active one.
     active_pin: Arc<Mutex<Option<InstanceId>>>,
     budget: RetryBudget,
-    /// Each method called so far: its checked name and metric handles, made on its first
-    /// call so later calls neither validate nor register again.
-    methods: Arc<Mutex<HashMap<String, Arc<KnownMethod>>>>,
+    /// Each method called so far. A service has a handful of methods: a scan compares
+    /// fewer bytes than hashing the name would.
+    methods: Arc<Mutex<Vec<Arc<KnownMethod>>>>,
 }
 
 impl ServiceClient {
@@ -185,22 +178,27 @@ impl ServiceClient {
         self.inner.timeout
     }
 
-    /// The checked name and metric handles of `method`.
+    /// What the client keeps of `method`, made on its first call.
     fn known(&self, method: &str) -> Result<Arc<KnownMethod>, crate::subject::InvalidName> {
-        if let Ok(known) = self.inner.methods.lock()
-            && let Some(method) = known.get(method)
-        {
-            return Ok(method.clone());
+        let find = |known: &[Arc<KnownMethod>]| {
+            known
+                .iter()
+                .find(|known| known.name.as_str() == method)
+                .cloned()
+        };
+        if let Some(known) = self.inner.methods.lock().ok().and_then(|k| find(&k)) {
+            return Ok(known);
         }
         let name = MethodName::new(method)?;
-        let method = Arc::new(KnownMethod {
-            metrics: CallMetrics::new(&self.inner.service, name.as_str()),
-            name,
-        });
-        if let Ok(mut known) = self.inner.methods.lock() {
-            known.insert(method.name.to_string(), method.clone());
-        }
-        Ok(method)
+        let made = Arc::new(KnownMethod::new(&self.inner.service, name));
+        let Ok(mut known) = self.inner.methods.lock() else {
+            return Ok(made);
+        };
+        // Another task may have made it meanwhile: keep the first.
+        Ok(find(&known).unwrap_or_else(|| {
+            known.push(made.clone());
+            made
+        }))
     }
 
     /// The instance exclusive calls currently go to: the one that last answered as active.

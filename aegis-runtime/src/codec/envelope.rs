@@ -95,7 +95,8 @@ envelope! {
         pub method: String,
         /// The arguments: a map.
         pub params: P,
-        /// How long the caller waits, in seconds.
+        /// How long the caller waits, in seconds, from `timestamp`: together they are the
+        /// request's [deadline](RpcRequest::deadline).
         pub timeout: f64,
     }
 }
@@ -206,6 +207,36 @@ impl<P> RpcRequest<P> {
         std::time::Duration::try_from_secs_f64(self.timeout)
             .ok()
             .filter(|d| !d.is_zero())
+    }
+
+    /// When the caller stops waiting for the reply: the request's `timestamp` plus its
+    /// `timeout`, as the Python SDK and Aegis clients write them. `None` when the timeout
+    /// is not a positive finite number (no deadline).
+    ///
+    /// The deadline travels in these two fields rather than in a header, so requests of
+    /// Python clients carry one too, and a request costs no header to write and parse.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use aegis_runtime::codec::RpcRequest;
+    ///
+    /// let request = RpcRequest::new("health_check", ()).with_timeout(2.0);
+    /// let deadline = request.deadline().expect("a deadline");
+    /// assert_eq!(deadline, SystemTime::from(request.timestamp) + Duration::from_secs(2));
+    /// assert_eq!(request.deadline_passed_by(SystemTime::now()), None);
+    /// let later = deadline + Duration::from_millis(300);
+    /// assert_eq!(request.deadline_passed_by(later), Some(Duration::from_millis(300)));
+    /// ```
+    pub fn deadline(&self) -> Option<std::time::SystemTime> {
+        Some(std::time::SystemTime::from(self.timestamp) + self.timeout_duration()?)
+    }
+
+    /// How long before `now` the request's [deadline](Self::deadline) passed; `None` when
+    /// it has not passed or there is none.
+    pub fn deadline_passed_by(&self, now: std::time::SystemTime) -> Option<std::time::Duration> {
+        now.duration_since(self.deadline()?)
+            .ok()
+            .filter(|late| !late.is_zero())
     }
 }
 

@@ -41,6 +41,10 @@ pub use error::{DecodeError, EncodeError};
 pub use exclusive::ExclusiveReply;
 pub use timestamp::{InvalidTimestamp, Timestamp};
 
+/// The error text that starts the reply to a request whose
+/// [deadline](RpcRequest::deadline) had passed when it was to run: the method did not run.
+pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+
 /// Largest message [`decode`] accepts: 8 MiB, well above NATS's default 1 MiB payload limit.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 * 1024 * 1024;
 

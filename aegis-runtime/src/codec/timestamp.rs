@@ -57,6 +57,19 @@ impl Timestamp {
     }
 }
 
+impl From<Timestamp> for std::time::SystemTime {
+    fn from(timestamp: Timestamp) -> Self {
+        timestamp.0.into()
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    /// The time, truncated to microseconds.
+    fn from(time: std::time::SystemTime) -> Self {
+        Self::from_datetime(time.into())
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let precision = if self.0.timestamp_subsec_micros() == 0 {

@@ -64,6 +64,42 @@ pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
         service: &'a ServiceName,
     ) -> BoxFuture<'a, Result<Instances, DiscoveryError>>;
 
+    /// The instances of `service` if they are known without waiting for I/O (a live
+    /// watch, say); `None` when [`Discovery::instances`] has to be awaited. Clients ask this
+    /// first, so that the common lookup costs no future. The default knows nothing.
+    ///
+    /// ```
+    /// use aegis_runtime::discovery::{Discovery, DiscoveryError, Instances};
+    /// use aegis_runtime::service::BoxFuture;
+    /// use aegis_runtime::subject::ServiceName;
+    ///
+    /// /// Always the same instances, known at once.
+    /// #[derive(Debug)]
+    /// struct Fixed(Instances);
+    ///
+    /// impl Discovery for Fixed {
+    ///     fn instances<'a>(
+    ///         &'a self,
+    ///         service: &'a ServiceName,
+    ///     ) -> BoxFuture<'a, Result<Instances, DiscoveryError>> {
+    ///         let known = self.instances_now(service);
+    ///         Box::pin(async move { known.unwrap_or_else(|| Ok(Instances::from([]))) })
+    ///     }
+    ///
+    ///     fn instances_now(&self, _: &ServiceName) -> Option<Result<Instances, DiscoveryError>> {
+    ///         Some(Ok(self.0.clone()))
+    ///     }
+    /// }
+    ///
+    /// let fixed = Fixed(Instances::from([]));
+    /// let service = ServiceName::new("order-processor").unwrap();
+    /// assert_eq!(fixed.instances_now(&service).unwrap().unwrap().len(), 0);
+    /// ```
+    fn instances_now(&self, service: &ServiceName) -> Option<Result<Instances, DiscoveryError>> {
+        let _ = service;
+        None
+    }
+
     /// Forgets what is known about `service`, because a call to one of its instances
     /// found it gone. The next lookup reads the registry again.
     fn invalidate(&self, service: &ServiceName) {

@@ -1,6 +1,6 @@
 //! Discovery kept current by a watch on the registry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,8 @@ const REOPEN_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct WatchDiscovery {
     nats: async_nats::Client,
-    watches: Arc<Mutex<HashMap<ServiceName, Arc<ServiceWatch>>>>,
+    /// By service. Looked up on every call: a few name comparisons cost less than hashing.
+    watches: Arc<Mutex<BTreeMap<ServiceName, Arc<ServiceWatch>>>>,
     fallback: CachedDiscovery,
 }
 
@@ -141,6 +142,40 @@ impl WatchDiscovery {
     }
 }
 
+impl WatchDiscovery {
+    /// The usable instances from the live view of `watch`; `None` while the watch is not
+    /// live (the fallback answers then).
+    fn from_view(
+        watch: &ServiceWatch,
+        service: &ServiceName,
+    ) -> Option<Result<Instances, DiscoveryError>> {
+        let (entries, generation) = {
+            let view = watch.view.borrow();
+            (view.live.then(|| view.entries.clone())?, view.generation)
+        };
+        let Ok(mut usable) = watch.usable.lock() else {
+            return Some(usable_of(service, &entries));
+        };
+        Some(match usable.as_ref() {
+            Some(cached)
+                if cached.generation == generation
+                    && cached.computed.elapsed() < REUSE_USABLE_FOR =>
+            {
+                cached.result.clone()
+            }
+            _ => {
+                let result = usable_of(service, &entries);
+                *usable = Some(Usable {
+                    generation,
+                    computed: Instant::now(),
+                    result: result.clone(),
+                });
+                result
+            }
+        })
+    }
+}
+
 impl Discovery for WatchDiscovery {
     fn instances<'a>(
         &'a self,
@@ -155,34 +190,15 @@ impl Discovery for WatchDiscovery {
                 let _ = tokio::time::timeout(FIRST_LOOKUP_WAIT, view.wait_for(|view| view.settled))
                     .await;
             }
-            let (entries, generation) = {
-                let view = watch.view.borrow();
-                (view.live.then(|| view.entries.clone()), view.generation)
-            };
-            let Some(entries) = entries else {
-                return self.fallback.instances(service).await;
-            };
-            let Ok(mut usable) = watch.usable.lock() else {
-                return usable_of(service, &entries);
-            };
-            match usable.as_ref() {
-                Some(cached)
-                    if cached.generation == generation
-                        && cached.computed.elapsed() < REUSE_USABLE_FOR =>
-                {
-                    cached.result.clone()
-                }
-                _ => {
-                    let result = usable_of(service, &entries);
-                    *usable = Some(Usable {
-                        generation,
-                        computed: Instant::now(),
-                        result: result.clone(),
-                    });
-                    result
-                }
+            match Self::from_view(&watch, service) {
+                Some(known) => known,
+                None => self.fallback.instances(service).await,
             }
         })
+    }
+
+    fn instances_now(&self, service: &ServiceName) -> Option<Result<Instances, DiscoveryError>> {
+        Self::from_view(&*self.watch_of(service)?, service)
     }
 
     fn invalidate(&self, service: &ServiceName) {

@@ -27,8 +27,14 @@ use crate::subject::{self, EventToken, InvalidName};
 /// ```
 #[derive(Debug, Clone)]
 pub struct EventPublisher {
+    /// Behind one `Arc`: every RPC context holds a clone.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     nats: async_nats::Client,
-    source: Arc<str>,
+    source: String,
     /// Whether the `EVENTS` stream is there (checked, or created, once).
     jetstream: Arc<OnceCell<Option<jetstream::Context>>>,
 }
@@ -52,17 +58,24 @@ impl EventPublisher {
     /// A publisher over `nats`.
     pub fn new(nats: async_nats::Client) -> Self {
         Self {
-            nats,
-            source: Arc::from("aegis"),
-            jetstream: Arc::default(),
+            inner: Arc::new(Inner {
+                nats,
+                source: "aegis".to_owned(),
+                jetstream: Arc::default(),
+            }),
         }
     }
 
     /// Sets the envelope's `source` (the publishing service).
     #[must_use]
-    pub fn with_source(mut self, source: impl Into<String>) -> Self {
-        self.source = Arc::from(source.into());
-        self
+    pub fn with_source(self, source: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                nats: self.inner.nats.clone(),
+                source: source.into(),
+                jetstream: self.inner.jetstream.clone(),
+            }),
+        }
     }
 
     /// Publishes `payload` as event `event_type` of `domain`.
@@ -77,7 +90,7 @@ impl EventPublisher {
         payload: &P,
     ) -> Result<(), PublishError> {
         let subject = subject::event(&EventToken::new(domain)?, &EventToken::new(event_type)?);
-        let event = Event::new(domain, event_type, payload).with_source(self.source.as_ref());
+        let event = Event::new(domain, event_type, payload).with_source(self.inner.source.as_str());
         let bytes = codec::encode(&event).map_err(|e| PublishError::Encode(e.to_string()))?;
         let transport = |e: &dyn std::fmt::Display| PublishError::Transport(e.to_string());
         match self.stream().await {
@@ -89,6 +102,7 @@ impl EventPublisher {
                     .map_err(|e| transport(&e))?;
             }
             None => self
+                .inner
                 .nats
                 .publish(subject, bytes.into())
                 .await
@@ -98,9 +112,10 @@ impl EventPublisher {
     }
 
     async fn stream(&self) -> Option<&jetstream::Context> {
-        self.jetstream
+        self.inner
+            .jetstream
             .get_or_init(|| async {
-                let js = jetstream::new(self.nats.clone());
+                let js = jetstream::new(self.inner.nats.clone());
                 match super::events_stream(&js).await {
                     Ok(_) => Some(js),
                     Err(err) => {

@@ -160,8 +160,14 @@ async fn answer(core: Arc<Core>, method: &'static str, subscriber: async_nats::S
             let Some(reply_to) = message.reply else {
                 return;
             };
-            let context =
-                RpcContext::new(core.name, method, core.instance_key.clone(), false, None);
+            let context = RpcContext::new(
+                core.name,
+                method,
+                core.instance_key.clone(),
+                false,
+                None,
+                std::time::Instant::now(),
+            );
             let reply = match RpcCall::new(message.payload, context).decode::<NoParams>() {
                 Ok((context, _)) if method == STATUS_METHOD => {
                     Reply::value(&context, status_report(&core))

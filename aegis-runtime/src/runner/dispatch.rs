@@ -265,37 +265,23 @@ async fn serve_while_active<S: Service>(
 
 /// What the headers of a request say.
 struct Incoming {
-    /// The caller's deadline (`Aegis-Deadline`), as sent.
-    deadline: Option<String>,
     /// The caller's trace context (`traceparent`).
     traceparent: Option<String>,
 }
 
 impl Incoming {
     fn read(message: &async_nats::Message) -> Self {
-        let header = |name: async_nats::HeaderName| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get(name))
-                .map(|value| value.as_str().to_owned())
-        };
-        Self {
-            deadline: header(headers::name::DEADLINE),
-            traceparent: header(headers::name::TRACEPARENT),
-        }
-    }
-
-    /// How long ago the caller's deadline passed, if it did.
-    fn late_by(&self) -> Option<Duration> {
-        self.deadline
-            .as_deref()
-            .and_then(headers::deadline_passed_by)
+        let traceparent = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(headers::name::TRACEPARENT))
+            .map(|value| value.as_str().to_owned());
+        Self { traceparent }
     }
 }
 
-/// Runs one call: the deadline and active checks, the handler with panics caught, the
-/// counters. Returns the reply and, for exclusive calls, the term they ran under.
+/// Runs one call: the active check, the handler with panics caught (it decodes the
+/// request, and refuses one whose deadline has passed), the counters. Returns the reply and, for exclusive calls, the term they ran under.
 async fn dispatch<S: Service>(
     shared: &Shared<S>,
     index: usize,
@@ -312,14 +298,16 @@ async fn dispatch<S: Service>(
     } else {
         None
     };
-    let context = RpcContext::new(
-        shared.definition.name,
-        rpc.name,
-        core.instance_key.clone(),
-        rpc.exclusive,
-        term,
-    )
-    .with_publisher(core.events.clone());
+    let context = || {
+        RpcContext::new(
+            shared.definition.name,
+            rpc.name,
+            core.instance_key.clone(),
+            rpc.exclusive,
+            term,
+            started,
+        )
+    };
     let (trace_id, parent_span) = request
         .traceparent
         .as_deref()
@@ -336,25 +324,14 @@ async fn dispatch<S: Service>(
         parent_span,
     );
     let reply = async {
-        if let Some(late) = request.late_by() {
-            // The caller has given up: running it would be work nobody waits for, and a
-            // retry elsewhere may already be under way.
-            tracing::debug!(?late, "not running a call whose deadline has passed");
-            return match RpcCall::new(payload, context).decode::<NoParams>() {
-                Ok((context, _)) => Reply::deadline_exceeded(&context, late),
-                Err(bad_request) => bad_request,
-            };
-        }
         if rpc.exclusive && term.is_none() {
             // The method does not run; read only the header, to answer with the request's ids.
-            return match RpcCall::new(payload, context).decode::<NoParams>() {
+            return match RpcCall::new(payload, context()).decode::<NoParams>() {
                 Ok((context, _)) => Reply::not_active(&context, core.leadership.group()),
                 Err(bad_request) => bad_request,
             };
         }
-        let call = RpcCall::new(payload, context.clone()).on_decoded(|ctx| {
-            tracing::Span::current().record("correlation_id", ctx.message_id());
-        });
+        let call = RpcCall::new(payload, context().with_publisher(core.events.clone()));
         match AssertUnwindSafe((rpc.handler)(shared.service.clone(), call))
             .catch_unwind()
             .await
@@ -367,7 +344,7 @@ async fn dispatch<S: Service>(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".to_owned());
                 tracing::error!(%message, "handler panicked");
-                Reply::handler_error(&context, &format!("the handler panicked: {message}"))
+                Reply::handler_error(&context(), &format!("the handler panicked: {message}"))
             }
         }
     }

@@ -1,7 +1,7 @@
 //! One RPC call as a handler sees it: the raw request, its context, and the encoded reply.
 
 use std::fmt::Display;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -48,6 +48,7 @@ impl RpcContext {
         instance_id: std::sync::Arc<str>,
         exclusive: bool,
         term: Option<u64>,
+        received_at: Instant,
     ) -> Self {
         Self {
             service,
@@ -55,7 +56,7 @@ impl RpcContext {
             instance_id,
             exclusive,
             term,
-            received_at: Instant::now(),
+            received_at,
             message_id: String::new(),
             trace_id: String::new(),
             source: None,
@@ -138,15 +139,11 @@ impl RpcContext {
     }
 }
 
-/// Called once a request's header is decoded.
-type DecodedHook = Box<dyn FnOnce(&RpcContext) + Send>;
-
 /// A request as the runtime hands it to a generated handler: not yet decoded, so the
 /// handler decodes straight into the method's parameter type, in one pass.
 pub struct RpcCall {
     payload: Bytes,
     context: RpcContext,
-    on_decoded: Option<DecodedHook>,
 }
 
 impl std::fmt::Debug for RpcCall {
@@ -159,32 +156,28 @@ impl std::fmt::Debug for RpcCall {
 
 impl RpcCall {
     pub(crate) fn new(payload: Bytes, context: RpcContext) -> Self {
-        Self {
-            payload,
-            context,
-            on_decoded: None,
-        }
-    }
-
-    /// Runs `hook` once the request's header is known (to record its ids in a span).
-    pub(crate) fn on_decoded(mut self, hook: impl FnOnce(&RpcContext) + Send + 'static) -> Self {
-        self.on_decoded = Some(Box::new(hook));
-        self
+        Self { payload, context }
     }
 
     /// Decodes the request with `params` of type `P`.
     ///
     /// # Errors
-    /// A ready error [`Reply`] that says what is wrong with the request.
+    /// A ready error [`Reply`] that says what is wrong with the request, or that its
+    /// [deadline](RpcRequest::deadline) has passed: the caller has given up, so the method
+    /// must not run (a retry may already be under way elsewhere).
     pub fn decode<P: Serialize + DeserializeOwned>(self) -> Result<(RpcContext, P), Reply> {
         let mut context = self.context;
         match codec::decode::<RpcRequest<P>>(&self.payload) {
             Ok(request) => {
+                let late = request.deadline_passed_by(SystemTime::now());
                 context.message_id = request.message_id;
                 context.trace_id = request.trace_id;
                 context.source = request.source;
-                if let Some(hook) = self.on_decoded {
-                    hook(&context);
+                // The runner's span of the call is current: it gets the request's id.
+                tracing::Span::current().record("correlation_id", context.message_id.as_str());
+                if let Some(late) = late {
+                    tracing::debug!(?late, "not running a call whose deadline has passed");
+                    return Err(Reply::deadline_exceeded(&context, late));
                 }
                 Ok((context, request.params))
             }
@@ -312,10 +305,12 @@ impl Reply {
 
     /// The caller's deadline passed `late` before the call could run; it did not run.
     /// A top-level error (`DEADLINE_EXCEEDED: …`) for every kind of method.
-    pub(crate) fn deadline_exceeded(context: &RpcContext, late: std::time::Duration) -> Self {
+    fn deadline_exceeded(context: &RpcContext, late: std::time::Duration) -> Self {
         let message = format!(
-            "{}: the caller's deadline passed {late:?} before instance {} could run {}; it did not run",
-            crate::codec::headers::DEADLINE_EXCEEDED,
+            "{}: the caller's deadline (the request's timestamp + timeout) passed {late:?} before \
+             instance {} could run {}; it did not run (if this is unexpected, check that the \
+             hosts' clocks agree)",
+            codec::DEADLINE_EXCEEDED,
             context.instance_id,
             context.method
         );
