@@ -281,7 +281,8 @@ impl Incoming {
 }
 
 /// Runs one call: the active check, the handler with panics caught (it decodes the
-/// request, and refuses one whose deadline has passed), the counters. Returns the reply and, for exclusive calls, the term they ran under.
+/// request, and refuses one whose deadline has passed), the counters. Returns the reply
+/// and, for exclusive calls, the term they ran under.
 async fn dispatch<S: Service>(
     shared: &Shared<S>,
     index: usize,
