@@ -142,18 +142,15 @@ impl WatchDiscovery {
     }
 }
 
-impl WatchDiscovery {
-    /// The usable instances from the live view of `watch`; `None` while the watch is not
+impl ServiceWatch {
+    /// The usable instances of `service` from the live view; `None` while the watch is not
     /// live (the fallback answers then).
-    fn from_view(
-        watch: &ServiceWatch,
-        service: &ServiceName,
-    ) -> Option<Result<Instances, DiscoveryError>> {
+    fn current(&self, service: &ServiceName) -> Option<Result<Instances, DiscoveryError>> {
         let (entries, generation) = {
-            let view = watch.view.borrow();
+            let view = self.view.borrow();
             (view.live.then(|| view.entries.clone())?, view.generation)
         };
-        let Ok(mut usable) = watch.usable.lock() else {
+        let Ok(mut usable) = self.usable.lock() else {
             return Some(usable_of(service, &entries));
         };
         Some(match usable.as_ref() {
@@ -190,7 +187,7 @@ impl Discovery for WatchDiscovery {
                 let _ = tokio::time::timeout(FIRST_LOOKUP_WAIT, view.wait_for(|view| view.settled))
                     .await;
             }
-            match Self::from_view(&watch, service) {
+            match watch.current(service) {
                 Some(known) => known,
                 None => self.fallback.instances(service).await,
             }
@@ -198,7 +195,7 @@ impl Discovery for WatchDiscovery {
     }
 
     fn instances_now(&self, service: &ServiceName) -> Option<Result<Instances, DiscoveryError>> {
-        Self::from_view(&*self.watch_of(service)?, service)
+        self.watch_of(service)?.current(service)
     }
 
     fn invalidate(&self, service: &ServiceName) {
