@@ -341,3 +341,24 @@ proptest! {
         decode_everything(&bytes);
     }
 }
+
+#[test]
+fn any_timeout_gives_a_deadline_or_none_without_panicking() {
+    let now = std::time::SystemTime::now();
+    for timeout in [
+        -1.0,
+        0.0,
+        f64::NAN,
+        f64::INFINITY,
+        1e18,
+        1.8e19, // fits a Duration, but not the clock once added to `timestamp`
+        1e300,
+        f64::MIN_POSITIVE,
+    ] {
+        let request = RpcRequest::new("m", json!({})).with_timeout(timeout);
+        // The rule a server applies to every request it decodes.
+        assert_eq!(request.deadline_passed_by(now), None, "timeout {timeout}");
+    }
+    let huge = RpcRequest::new("m", json!({})).with_timeout(1.8e19);
+    assert_eq!(huge.deadline(), None, "past any time the clock can hold");
+}

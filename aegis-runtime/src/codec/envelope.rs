@@ -211,7 +211,8 @@ impl<P> RpcRequest<P> {
 
     /// When the caller stops waiting for the reply: the request's `timestamp` plus its
     /// `timeout`, as the Python SDK and Aegis clients write them. `None` when the timeout
-    /// is not a positive finite number (no deadline).
+    /// is not a positive finite number, or so large that the deadline is past any time
+    /// this clock can hold (no deadline).
     ///
     /// The deadline travels in these two fields rather than in a header, so requests of
     /// Python clients carry one too, and a request costs no header to write and parse.
@@ -228,7 +229,7 @@ impl<P> RpcRequest<P> {
     /// assert_eq!(request.deadline_passed_by(later), Some(Duration::from_millis(300)));
     /// ```
     pub fn deadline(&self) -> Option<std::time::SystemTime> {
-        Some(std::time::SystemTime::from(self.timestamp) + self.timeout_duration()?)
+        std::time::SystemTime::from(self.timestamp).checked_add(self.timeout_duration()?)
     }
 
     /// How long before `now` the request's [deadline](Self::deadline) passed; `None` when
