@@ -29,7 +29,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(nats: &async_nats::Client, args: Args) -> Result<(), String> {
-    let params: Value = serde_json::from_str(&args.params)
+    let params: Value = codec::decode_value(args.params.as_bytes())
         .map_err(|e| format!("the parameters are not JSON ({e}): {}", args.params))?;
     if !params.is_object() {
         return Err(format!(
@@ -148,7 +148,7 @@ pub(crate) async fn schema(nats: &async_nats::Client, service: &str) -> Result<(
         }
         _ => e.to_string(),
     })?;
-    let info: Value = serde_json::from_slice(&reply.payload)
+    let info: Value = codec::decode_value(&reply.payload)
         .map_err(|e| format!("the service's INFO does not decode: {e}"))?;
     let mut out = serde_json::Map::new();
     for endpoint in info["endpoints"].as_array().into_iter().flatten() {
@@ -157,7 +157,7 @@ pub(crate) async fn schema(nats: &async_nats::Client, service: &str) -> Result<(
         let parse = |key: &str| {
             metadata[key]
                 .as_str()
-                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .and_then(|s| codec::decode_value(s.as_bytes()).ok())
                 .unwrap_or(Value::Null)
         };
         out.insert(

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aegis_runtime::codec::Timestamp;
+use aegis_runtime::codec::{self, Timestamp};
 use aegis_runtime::election::LeaderRecord;
 use aegis_runtime::instance::ServiceInstance;
 use aegis_runtime::subject;
@@ -112,7 +112,7 @@ pub(crate) async fn leader(
     };
     match store.entry(&key).await {
         Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-            let record: LeaderRecord = serde_json::from_slice(&entry.value)
+            let record: LeaderRecord = codec::decode(&entry.value)
                 .map_err(|e| format!("the leader key {key} does not decode: {e}"))?;
             let now = Timestamp::now().as_epoch_seconds();
             println!(
@@ -187,7 +187,7 @@ pub(crate) async fn watch(
             } => {
                 match entry.operation {
                     kv::Operation::Put => {
-                        let leader = serde_json::from_slice::<LeaderRecord>(&entry.value)
+                        let leader = codec::decode::<LeaderRecord>(&entry.value)
                             .map(|r| r.instance_id)
                             .unwrap_or_else(|_| "?".into());
                         println!("leader: {leader} (term {})", entry.revision);

@@ -308,7 +308,10 @@ impl Election {
     }
 }
 
+impl codec::WireMessage for LeaderRecord {
+    const NAME: &'static str = "leader record";
+}
+
 fn is_ours(value: &[u8], instance: &InstanceId) -> bool {
-    serde_json::from_slice::<LeaderRecord>(value)
-        .is_ok_and(|record| record.instance_id == instance.as_str())
+    codec::decode::<LeaderRecord>(value).is_ok_and(|record| record.instance_id == instance.as_str())
 }

@@ -233,27 +233,135 @@ fn rules_across_fields_are_checked() {
     assert!(err.to_string().contains("needs an `error`"), "{err}");
 }
 
+/// A valid RPC request whose `params` are `levels` nested maps or arrays (params itself
+/// included), so that the whole message nests `levels + 1` deep.
+fn request_nested(levels: usize, format: Format, maps: bool) -> Vec<u8> {
+    let mut envelope = valid_request();
+    envelope["params"] = json!({});
+    let mut bytes = match format {
+        Format::MessagePack => msgpack(&envelope),
+        Format::Json => codec::encode_json(&envelope).expect("json"),
+    };
+    // The nesting is written by hand in place of the empty params map: building a `Value`
+    // that deep would itself recurse.
+    let (empty, inner): (&[u8], Vec<u8>) = match format {
+        Format::MessagePack => {
+            // {"x": {"x": ... {}}} or {"x": [[...{}]]}: `levels` containers in all.
+            let mut inner = Vec::new();
+            if levels > 1 {
+                inner.extend([0x81, 0xa1, b'x']);
+                for _ in 2..levels {
+                    if maps {
+                        inner.extend([0x81, 0xa1, b'x']);
+                    } else {
+                        inner.push(0x91);
+                    }
+                }
+            }
+            inner.push(0x80);
+            (&[0xa6, b'p', b'a', b'r', b'a', b'm', b's', 0x80], inner)
+        }
+        Format::Json => {
+            let (open, close) = if maps { ("{\"x\":", "}") } else { ("[", "]") };
+            let inner = if levels > 1 {
+                format!(
+                    "{{\"x\":{}{{}}{}}}",
+                    open.repeat(levels - 2),
+                    close.repeat(levels - 2)
+                )
+            } else {
+                "{}".to_owned()
+            };
+            (b"\"params\":{}", inner.into_bytes())
+        }
+    };
+    let start = bytes
+        .windows(empty.len())
+        .position(|window| window == empty)
+        .expect("params in the envelope");
+    // Keep the key, replace the empty map after it.
+    let value_at = start + empty.len() - 2 + usize::from(format == Format::MessagePack);
+    let tail = bytes.split_off(start + empty.len());
+    bytes.truncate(value_at);
+    bytes.extend(inner);
+    bytes.extend(tail);
+    bytes
+}
+
 #[test]
-fn deep_nesting_does_not_overflow_the_stack() {
+fn nesting_up_to_the_limit_decodes_and_deeper_is_refused_by_name() {
+    for format in [Format::MessagePack, Format::Json] {
+        for maps in [true, false] {
+            // The envelope is level 1: params may nest MAX_DEPTH - 1 more.
+            let fits = request_nested(codec::MAX_DEPTH - 1, format, maps);
+            let request: RpcRequest = codec::decode(&fits)
+                .unwrap_or_else(|err| panic!("{format} maps={maps} at the limit: {err}"));
+            assert!(request.params.get("x").is_some());
+
+            for levels in [codec::MAX_DEPTH, codec::MAX_DEPTH + 1, 1_000, 100_000] {
+                let err = decode_request(&request_nested(levels, format, maps));
+                assert_eq!(
+                    err,
+                    DecodeError::TooDeep {
+                        what: "RPC request",
+                        format,
+                        limit: codec::MAX_DEPTH
+                    },
+                    "{format} maps={maps} levels={levels}"
+                );
+                assert!(
+                    err.to_string().contains("nest deeper than 100 levels"),
+                    "{err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn decoding_at_the_depth_limit_fits_in_a_small_fraction_of_a_worker_stack() {
+    // tokio's workers have 2 MiB stacks; a message at the limit must decode, and fail to
+    // decode (the error path decodes a second time, tracking the path), in a quarter of
+    // that, in debug builds too.
+    let worst: Vec<Vec<u8>> = [Format::MessagePack, Format::Json]
+        .into_iter()
+        .flat_map(|format| {
+            [true, false].map(|maps| request_nested(codec::MAX_DEPTH - 1, format, maps))
+        })
+        .collect();
+    std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            for bytes in &worst {
+                assert!(codec::decode::<RpcRequest>(bytes).is_ok());
+                // Params of the wrong type: the error is found deep inside, then explained.
+                assert!(codec::decode::<RpcRequest<Vec<Vec<u8>>>>(bytes).is_err());
+            }
+        })
+        .expect("spawn")
+        .join()
+        .expect("decoding at the depth limit overflowed a 512 KiB stack");
+}
+
+#[test]
+fn deep_nesting_at_the_top_level_is_refused_without_overflow() {
     let mut bytes = vec![0x91; 100_000];
     bytes.push(0xc0);
     let err = decode_request(&bytes);
     assert!(
         matches!(
             err,
-            DecodeError::Malformed { .. } | DecodeError::Schema { .. }
+            DecodeError::Malformed { .. }
+                | DecodeError::Schema { .. }
+                | DecodeError::TooDeep { .. }
         ),
         "{err:?}"
     );
     let json = "[".repeat(100_000);
-    let err = decode_request(json.as_bytes());
-    assert!(
-        matches!(
-            err,
-            DecodeError::Malformed { .. } | DecodeError::Schema { .. }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(
+        decode_request(json.as_bytes()),
+        DecodeError::TooDeep { .. }
+    ));
 }
 
 #[test]

@@ -114,6 +114,19 @@ impl ChildProcess {
         }
     }
 
+    /// Whether it has exited (by itself, or by a signal), without waiting.
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => {
+                self.status = Some(status);
+                self.child = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     /// Waits (up to `within`) for it to exit by itself; returns whether it did.
     pub fn wait_exit(&mut self, within: Duration) -> bool {
         let deadline = std::time::Instant::now() + within;

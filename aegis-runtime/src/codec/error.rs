@@ -53,6 +53,20 @@ pub enum DecodeError {
         /// Which field is wrong and how.
         detail: String,
     },
+    /// Maps and arrays nest deeper than the limit ([`MAX_DEPTH`](super::MAX_DEPTH)): refused
+    /// before decoding could recurse that deep.
+    #[error(
+        "cannot decode {what}: maps and arrays nest deeper than {limit} levels (the limit \
+         that keeps a hostile message from overflowing the stack); flatten the payload"
+    )]
+    TooDeep {
+        /// The message being decoded.
+        what: &'static str,
+        /// The encoding that was detected.
+        format: Format,
+        /// The limit, [`MAX_DEPTH`](super::MAX_DEPTH).
+        limit: usize,
+    },
     /// A well-formed message that breaks a rule across fields.
     #[error("invalid {what}: {detail}")]
     Invalid {
@@ -85,7 +99,11 @@ impl DecodeError {
             }
             E::InvalidMarkerRead(io) | E::InvalidDataRead(io) => malformed(io.to_string()),
             E::Utf8Error(e) => malformed(format!("a string is not valid UTF-8 ({e})")),
-            E::DepthLimitExceeded => malformed("values are nested too deeply".into()),
+            E::DepthLimitExceeded => DecodeError::TooDeep {
+                what,
+                format,
+                limit: super::MAX_DEPTH,
+            },
             E::TypeMismatch(marker) => schema(format!("unexpected {}", describe(marker))),
             E::OutOfRange => schema("a number is out of range for its field".into()),
             E::LengthMismatch(len) => schema(format!("unexpected array length {len}")),

@@ -21,6 +21,7 @@
 //! ```
 
 mod command_status;
+mod depth;
 mod envelope;
 mod error;
 mod exclusive;
@@ -44,6 +45,28 @@ pub use timestamp::{InvalidTimestamp, Timestamp};
 /// The error text that starts the reply to a request whose
 /// [deadline](RpcRequest::deadline) had passed when it was to run: the method did not run.
 pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+
+/// How deeply maps and arrays may nest in a message [`decode`] accepts, counting the
+/// envelope itself as level 1 (so `params` may hold 98 more levels).
+///
+/// Decoding recurses once per level; a hostile message a few hundred bytes long could
+/// otherwise nest deep enough to overflow a thread's stack, which aborts the whole process
+/// (a panic guard cannot catch it). The limit is checked before any recursion goes past it,
+/// for MessagePack and JSON alike, in every build profile, and is far below what a 2 MiB
+/// thread stack (tokio's default for its workers) survives in a debug build.
+///
+/// ```
+/// use aegis_runtime::codec::{self, DecodeError, MAX_DEPTH, RpcRequest};
+///
+/// let deep = format!(
+///     r#"{{"message_id":"m","trace_id":"t","correlation_id":null,"timestamp":"2025-01-01T00:00:00+00:00","source":null,"target":null,"method":"m","params":{{"a":{}1{}}},"timeout":1.0}}"#,
+///     "[".repeat(MAX_DEPTH),
+///     "]".repeat(MAX_DEPTH),
+/// );
+/// let err = codec::decode::<RpcRequest>(deep.as_bytes()).unwrap_err();
+/// assert!(matches!(err, DecodeError::TooDeep { limit: MAX_DEPTH, .. }));
+/// ```
+pub const MAX_DEPTH: usize = 100;
 
 /// Largest message [`decode`] accepts: 8 MiB, well above NATS's default 1 MiB payload limit.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 * 1024 * 1024;
@@ -128,7 +151,8 @@ pub fn encode_json<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, Encode
 ///
 /// # Errors
 /// [`DecodeError`] saying what was wrong: empty, too large, malformed, the wrong shape
-/// (missing, unknown or mistyped field) or breaking a rule of the message.
+/// (missing, unknown or mistyped field), nested deeper than [`MAX_DEPTH`], or breaking a
+/// rule of the message.
 pub fn decode<T: WireMessage>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with_limit(bytes, DEFAULT_MAX_MESSAGE_SIZE)
 }
@@ -139,6 +163,37 @@ pub fn decode<T: WireMessage>(bytes: &[u8]) -> Result<T, DecodeError> {
 /// As [`decode`].
 pub fn decode_with_limit<T: WireMessage>(bytes: &[u8], max_size: usize) -> Result<T, DecodeError> {
     let what = T::NAME;
+    let message: T = decode_as(bytes, what, max_size)?;
+    message
+        .check()
+        .map_err(|detail| DecodeError::Invalid { what, detail })?;
+    Ok(message)
+}
+
+/// Decodes any MessagePack or JSON value (detected), within the same limits as [`decode`]:
+/// for tools that show what they received, such as a reply of unknown shape.
+///
+/// ```
+/// use aegis_runtime::codec;
+///
+/// let value = codec::decode_value(br#"{"order_id": "ORD-1"}"#)?;
+/// assert_eq!(value["order_id"], "ORD-1");
+/// assert!(codec::decode_value("[".repeat(10_000).as_bytes()).is_err());
+/// # Ok::<(), codec::DecodeError>(())
+/// ```
+///
+/// # Errors
+/// [`DecodeError`] as [`decode`] gives it.
+pub fn decode_value(bytes: &[u8]) -> Result<serde_json::Value, DecodeError> {
+    decode_as(bytes, "value", DEFAULT_MAX_MESSAGE_SIZE)
+}
+
+/// Decodes `bytes` as a `T` named `what` in errors, enforcing the size and depth limits.
+fn decode_as<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    max_size: usize,
+) -> Result<T, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty { what });
     }
@@ -149,21 +204,33 @@ pub fn decode_with_limit<T: WireMessage>(bytes: &[u8], max_size: usize) -> Resul
             limit: max_size,
         });
     }
-    let message: T = match Format::detect(bytes) {
-        Format::MessagePack => decode_msgpack(bytes, what)?,
-        Format::Json => match serde_json::from_slice(bytes) {
-            Ok(message) => message,
-            Err(err) => return Err(explain_json_error::<T>(bytes, what, &err)),
-        },
-    };
-    message
-        .check()
-        .map_err(|detail| DecodeError::Invalid { what, detail })?;
-    Ok(message)
+    match Format::detect(bytes) {
+        Format::MessagePack => decode_msgpack(bytes, what),
+        Format::Json => {
+            if depth::json_exceeds(bytes, MAX_DEPTH) {
+                return Err(DecodeError::TooDeep {
+                    what,
+                    format: Format::Json,
+                    limit: MAX_DEPTH,
+                });
+            }
+            serde_json::from_slice(bytes).map_err(|err| explain_json_error::<T>(bytes, what, &err))
+        }
+    }
+}
+
+/// A MessagePack deserializer of `bytes` that refuses nesting deeper than [`MAX_DEPTH`].
+fn msgpack_deserializer(
+    bytes: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadReader<Cursor<&[u8]>>> {
+    let mut deserializer = rmp_serde::Deserializer::new(Cursor::new(bytes));
+    // rmp-serde fails when its counter reaches 0, so it allows one level less than it is set to.
+    deserializer.set_max_depth(MAX_DEPTH + 1);
+    deserializer
 }
 
 fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
-    let mut deserializer = rmp_serde::Deserializer::new(Cursor::new(bytes));
+    let mut deserializer = msgpack_deserializer(bytes);
     let message = match T::deserialize(&mut deserializer) {
         Ok(message) => message,
         Err(err) => return Err(explain_msgpack_error::<T>(bytes, what, err)),
@@ -192,7 +259,10 @@ fn explain_msgpack_error<T: DeserializeOwned>(
     what: &'static str,
     err: rmp_serde::decode::Error,
 ) -> DecodeError {
-    let mut deserializer = rmp_serde::Deserializer::new(Cursor::new(bytes));
+    if matches!(err, rmp_serde::decode::Error::DepthLimitExceeded) {
+        return DecodeError::from_msgpack(what, err);
+    }
+    let mut deserializer = msgpack_deserializer(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
         Err(tracked) => {
             let path = tracked.path().to_string();
