@@ -638,3 +638,64 @@ fn any_hostile_message_gets_an_error_reply_and_the_instance_serves_on() {
     }
     runtime.block_on(target.assert_serving("the proptest cases"));
 }
+
+/// A responder that answers every request on `subject` with `reply`.
+async fn hostile_responder(nats: &async_nats::Client, subject: &str, reply: Vec<u8>) {
+    use futures_util::StreamExt;
+    let mut requests = nats.subscribe(subject.to_owned()).await.expect("subscribe");
+    let publisher = nats.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(reply_to) = request.reply {
+                let _ = publisher.publish(reply_to, reply.clone().into()).await;
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_given_a_hostile_reply_gets_a_decode_error_not_a_crash() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let responder = server.connect().await.expect("connect");
+    let request = RpcRequest::new("echo", json!({}));
+    // A successful response whose result nests 100,000 levels, and one whose error field is
+    // a 1,000-deep array: a client decoding either must not overflow its stack.
+    let deep_result = {
+        let frame = codec::encode(&RpcResponse::ok(&request, json!(PLACEHOLDER))).expect("encode");
+        let slot = codec::encode(&json!(PLACEHOLDER)).expect("encode");
+        let at = frame
+            .windows(slot.len())
+            .position(|w| w == slot)
+            .expect("slot");
+        let hostile = nested(Shape::Arrays, Format::MessagePack, 100_000);
+        [&frame[..at], &hostile[..], &frame[at + slot.len()..]].concat()
+    };
+    let deep_json = nested(Shape::Maps, Format::Json, 1_000);
+    for (method, reply) in [("deep_result", deep_result), ("deep_json", deep_json)] {
+        hostile_responder(&responder, &format!("rpc.liar.{method}"), reply).await;
+    }
+    // The client shares the responder's connection: the server takes a connection's
+    // subscriptions and requests in order, so no request can beat a subscription.
+    let client = aegis_runtime::ServiceClient::for_service(
+        responder.clone(),
+        ServiceName::new("liar").expect("name"),
+    )
+    .without_discovery();
+    for method in ["deep_result", "deep_json"] {
+        let err = client
+            .call::<_, Value>(method, &json!({}))
+            .await
+            .expect_err("a reply nested that deep cannot decode");
+        assert!(
+            matches!(
+                err.kind(),
+                aegis_runtime::CallErrorKind::Decode(codec::DecodeError::TooDeep { .. })
+            ),
+            "{method}: {err}"
+        );
+        assert!(
+            err.to_string().contains("nest deeper than 100 levels"),
+            "{err}"
+        );
+    }
+}
