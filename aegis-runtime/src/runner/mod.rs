@@ -23,7 +23,8 @@ use crate::stats::EndpointStats;
 use crate::subject::{GroupId, InstanceId, InvalidName, ServiceName};
 
 pub use crate::registry::{
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL, UNHEALTHY_AFTER_FAILURES,
+    CLUSTER_BUCKET_REPLICAS, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL,
+    UNHEALTHY_AFTER_FAILURES,
 };
 pub use builtins::{HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport};
 pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
