@@ -20,22 +20,49 @@ pub const UNHEALTHY_AFTER_FAILURES: u32 = 3;
 /// How long the marker of an expired or deleted entry stays, so watchers see it.
 const LIMIT_MARKER_TTL: Duration = Duration::from_secs(60);
 
+/// Replicas of a bucket Aegis creates on a cluster: the registry and the leader keys then
+/// survive the loss of any one server (with one replica, killing the server that holds it
+/// left every client without instances).
+pub const CLUSTER_BUCKET_REPLICAS: usize = 3;
+
 /// Gets the bucket `bucket`, creating it when missing: history 1 (nothing older can come
-/// back) and limit markers (per-message TTL on, expiry visible to watchers). A bucket made
-/// by another instance, or by the Python SDK, is used as it is.
+/// back), limit markers (per-message TTL on, expiry visible to watchers), and
+/// [`CLUSTER_BUCKET_REPLICAS`] replicas when the server is part of a cluster (one on a
+/// single server, or when the cluster cannot place three). A bucket made by another
+/// instance, or by the Python SDK, is used as it is.
 pub(crate) async fn ttl_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, String> {
+    let clustered = js.client().server_info().cluster.is_some();
     let config = kv::Config {
         bucket: bucket.to_owned(),
         history: 1,
         limit_markers: Some(LIMIT_MARKER_TTL),
         storage: jetstream::stream::StorageType::File,
+        num_replicas: if clustered {
+            CLUSTER_BUCKET_REPLICAS
+        } else {
+            1
+        },
         ..Default::default()
     };
-    match js.create_key_value(config).await {
+    match js.create_key_value(config.clone()).await {
         Ok(store) => Ok(store),
-        Err(create_error) => js.get_key_value(bucket).await.map_err(|get_error| {
-            format!("cannot create ({create_error}) nor open ({get_error}) the KV bucket {bucket}")
-        }),
+        Err(create_error) => match js.get_key_value(bucket).await {
+            Ok(store) => Ok(store),
+            // A cluster with fewer JetStream servers than replicas cannot place them.
+            Err(_) if clustered => {
+                tracing::warn!(%bucket, %create_error, "cannot create the bucket with {CLUSTER_BUCKET_REPLICAS} replicas; creating it with one, which the loss of its server takes down");
+                let single = kv::Config {
+                    num_replicas: 1,
+                    ..config
+                };
+                js.create_key_value(single).await.map_err(|single_error| {
+                    format!("cannot create the KV bucket {bucket} ({create_error}; with one replica: {single_error})")
+                })
+            }
+            Err(get_error) => Err(format!(
+                "cannot create ({create_error}) nor open ({get_error}) the KV bucket {bucket}"
+            )),
+        },
     }
 }
 

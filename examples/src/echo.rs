@@ -20,6 +20,13 @@ pub struct Echoed {
     pub instance_id: String,
 }
 
+/// How long [`Echo`]'s `delay` method takes before it answers.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Delay {
+    /// Milliseconds to wait.
+    pub millis: u64,
+}
+
 /// Echoes text back.
 #[derive(Debug, Default)]
 pub struct Echo;
@@ -36,5 +43,13 @@ impl Echo {
             text: request.text,
             instance_id: ctx.instance_id().to_owned(),
         })
+    }
+
+    /// Answers with `millis` after waiting that long: a call that stays in flight, to see
+    /// what a stop does with it.
+    #[rpc]
+    async fn delay(&self, request: Delay) -> u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(request.millis)).await;
+        request.millis
     }
 }

@@ -142,6 +142,11 @@ impl ChildProcess {
         }
         false
     }
+
+    /// How it exited, once [`ChildProcess::wait_exit`] saw it exit.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.status
+    }
 }
 
 impl Drop for ChildProcess {

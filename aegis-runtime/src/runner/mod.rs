@@ -5,6 +5,7 @@
 mod builtins;
 mod dispatch;
 mod micro;
+mod signal;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,8 @@ use crate::stats::EndpointStats;
 use crate::subject::{GroupId, InstanceId, InvalidName, ServiceName};
 
 pub use crate::registry::{
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL, UNHEALTHY_AFTER_FAILURES,
+    CLUSTER_BUCKET_REPLICAS, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL,
+    UNHEALTHY_AFTER_FAILURES,
 };
 pub use builtins::{HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport};
 pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
@@ -31,6 +33,20 @@ pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, Mic
 pub const DEFAULT_CONCURRENCY: usize = 256;
 /// How long [`RunningService::stop`] waits for calls in flight, by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a stop takes beyond the drain timeout, whatever NATS does: [`RunningService::stop`]
+/// returns within `drain timeout + STOP_GRACE`.
+///
+/// It is made of four steps of [`STOP_STEP_TIMEOUT`] each: releasing the leadership, the
+/// `#[on_stop]` method when the drain used up its timeout, removing the registry entry, and
+/// flushing the connection. A step that runs out of time is given up with a warning: a
+/// leader key or registry entry left behind expires after its TTL.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+/// The most each NATS step of a stop (leadership release, registry removal, flush) may
+/// take, and the least time the `#[on_stop]` method gets when the drain used up its timeout.
+pub const STOP_STEP_TIMEOUT: Duration = Duration::from_millis(500);
+
+// The grace is the sum of the steps that may run past the drain deadline.
+const _: () = assert!(STOP_STEP_TIMEOUT.as_millis() * 4 == STOP_GRACE.as_millis());
 
 /// Starts a service as an instance on NATS.
 ///
@@ -457,15 +473,30 @@ impl RunningService {
         builtins::status_report(&self.core)
     }
 
-    /// Stops gracefully: stops taking calls, answers every call in flight (waiting up to
-    /// the drain timeout), removes the registry entry, and flushes.
+    /// Stops gracefully: gives up the leadership, stops taking calls, answers every call in
+    /// flight (waiting up to the drain timeout), runs the `#[on_stop]` method, removes the
+    /// registry entry, and flushes.
+    ///
+    /// Returns within the drain timeout plus [`STOP_GRACE`], also when NATS is unreachable:
+    /// each NATS step is given up after [`STOP_STEP_TIMEOUT`] (a leader key or registry
+    /// entry left behind expires after its TTL), calls still running at the drain deadline
+    /// are abandoned, and the `#[on_stop]` method gets what is left of the drain timeout, but
+    /// at least [`STOP_STEP_TIMEOUT`].
     pub async fn stop(mut self) {
         let core = self.core.clone();
+        let began = Instant::now();
         core.lifecycle.set(Lifecycle::Stopping);
-        // Leadership first: a standby takes over while this instance drains.
+        // Leadership first: a standby takes over while this instance drains. The release
+        // steps down before its first await, so a timeout never leaves this instance serving
+        // exclusive calls; only the leader key may stay behind, until its TTL.
         if let Some((election, task)) = self.election.take() {
             task.abort();
-            election.release().await;
+            if tokio::time::timeout(STOP_STEP_TIMEOUT, election.release())
+                .await
+                .is_err()
+            {
+                tracing::warn!(instance = %core.instance_id, timeout = ?STOP_STEP_TIMEOUT, "cannot release the leadership in time; the leader key expires after its TTL");
+            }
         }
         // Every listener unsubscribes and hands over what was already delivered to it: no new
         // call is accepted, and none that was is dropped.
@@ -487,24 +518,58 @@ impl RunningService {
                 tracing::warn!(instance = %core.instance_id, timeout = ?core.drain_timeout, "calls still running after the drain timeout")
             }
         }
-        if let Some(on_stop) = &core.on_stop
-            && let Err(err) = (on_stop.0)().await
+        if let Some(on_stop) = &core.on_stop {
+            // The hook is part of the drain, but one that the calls left no time gets a
+            // short fixed slot rather than none.
+            let hook_deadline = deadline.max(tokio::time::Instant::now() + STOP_STEP_TIMEOUT);
+            match tokio::time::timeout_at(hook_deadline, (on_stop.0)()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(instance = %core.instance_id, %err, "the service's #[on_stop] method failed");
+                }
+                Err(_) => {
+                    tracing::warn!(instance = %core.instance_id, "the service's #[on_stop] method did not finish within the drain timeout; abandoned");
+                }
+            }
+        }
+        match tokio::time::timeout(STOP_STEP_TIMEOUT, core.registration.deregister()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(instance = %core.instance_id, %err, "cannot remove the registry entry; it expires after its TTL");
+            }
+            Err(_) => {
+                tracing::warn!(instance = %core.instance_id, timeout = ?STOP_STEP_TIMEOUT, "cannot remove the registry entry in time; it expires after its TTL");
+            }
+        }
+        // A flush waits for the server: without one it would wait for a reconnection, forever.
+        if tokio::time::timeout(STOP_STEP_TIMEOUT, core.nats.flush())
+            .await
+            .is_err()
         {
-            tracing::warn!(instance = %core.instance_id, %err, "the service's #[on_stop] method failed");
+            tracing::warn!(instance = %core.instance_id, timeout = ?STOP_STEP_TIMEOUT, "cannot flush the NATS connection in time; messages still buffered are lost");
         }
-        if let Err(err) = core.registration.deregister().await {
-            tracing::warn!(instance = %core.instance_id, %err, "cannot remove the registry entry; it expires after its TTL");
-        }
-        let _ = core.nats.flush().await;
         core.lifecycle.set(Lifecycle::Stopped);
-        tracing::info!(service = %core.service_name, instance = %core.instance_id, "instance stopped");
+        tracing::info!(service = %core.service_name, instance = %core.instance_id, took = ?began.elapsed(), "instance stopped");
     }
 
-    /// Serves until SIGINT or SIGTERM, then stops gracefully.
+    /// Serves until SIGINT or SIGTERM, then stops gracefully (see [`RunningService::stop`]).
+    ///
+    /// A second SIGINT or SIGTERM during that stop exits the process at once, without
+    /// waiting for calls in flight or removing the registry entry (it expires after its
+    /// TTL), with the shell's exit code for that signal: 130 for SIGINT, 143 for SIGTERM.
+    /// This is what an operator who presses Ctrl-C twice expects.
     pub async fn stop_on_signal(self) {
-        wait_for_signal().await;
-        tracing::info!(instance = %self.core.instance_id, "shutdown signal received");
-        self.stop().await;
+        let mut signals = signal::ShutdownSignals::register();
+        let first = signals.next().await;
+        let instance = self.core.instance_id.clone();
+        tracing::info!(%instance, signal = first.name(), "shutdown signal received: stopping gracefully (a second signal exits at once)");
+        tokio::select! {
+            () = self.stop() => {}
+            second = signals.next() => {
+                tracing::error!(%instance, signal = second.name(), code = second.exit_code(), "second shutdown signal during the stop: exiting at once, calls in flight are abandoned and the registry entry expires after its TTL");
+                std::process::exit(second.exit_code());
+            }
+        }
     }
 }
 
@@ -514,28 +579,5 @@ impl Drop for RunningService {
         if let Some((_, task)) = &self.election {
             task.abort();
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

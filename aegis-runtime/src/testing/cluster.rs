@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::server::{ClusterSettings, free_port};
+use super::server::ClusterSettings;
 use super::{NatsServer, ServerError};
 
 /// How long a new cluster may take to elect a JetStream meta leader with every peer.
@@ -31,6 +31,25 @@ pub struct NatsCluster {
     nodes: Vec<NatsServer>,
 }
 
+/// `count` ports free right now and different from each other. They are held open together
+/// while picked: one at a time, the OS may hand out the same port twice (a client port
+/// equal to a route port made a node fail with "address already in use").
+fn distinct_free_ports(count: usize) -> Result<Vec<u16>, ServerError> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::io("find free ports", e))?;
+    listeners
+        .iter()
+        .map(|listener| {
+            listener
+                .local_addr()
+                .map(|addr| addr.port())
+                .map_err(|e| ServerError::io("find free ports", e))
+        })
+        .collect()
+}
+
 impl NatsCluster {
     /// Starts a three-node cluster and waits until JetStream can place three replicas.
     ///
@@ -46,9 +65,9 @@ impl NatsCluster {
     /// As [`NatsCluster::start`].
     pub async fn start_with(size: usize) -> Result<Self, ServerError> {
         let size = size.max(1);
-        let route_ports = (0..size)
-            .map(|_| free_port())
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ports = distinct_free_ports(2 * size)?;
+        let client_ports = ports.split_off(size);
+        let route_ports = ports;
         let name = format!("aegis-test-{}", route_ports[0]);
         let mut nodes = Vec::with_capacity(size);
         for (index, route_port) in route_ports.iter().enumerate() {
@@ -62,10 +81,9 @@ impl NatsCluster {
                     .filter(|p| p != route_port)
                     .collect(),
             };
-            let port = free_port()?;
             nodes.push(
                 NatsServer::builder()
-                    .port(port)
+                    .port(client_ports[index])
                     .cluster(settings)
                     .start()
                     .await?,

@@ -3,9 +3,11 @@
 //! Run with: `cargo run -p aegis-examples --bin echo_service -- --nats nats://127.0.0.1:4222`
 //!
 //! Start several; `echo_client` spreads its calls over them. Prints `ready {instance id}`
-//! once it serves; stops gracefully on SIGINT or SIGTERM.
+//! once it serves; stops gracefully on SIGINT or SIGTERM (a second signal exits at once).
 
 #![allow(clippy::print_stdout)] // an example: `ready` tells a parent process it serves
+
+use std::time::Duration;
 
 use aegis_examples::echo::Echo;
 use aegis_runtime::ServiceRunner;
@@ -20,13 +22,18 @@ struct Args {
     /// The instance id (default: `echo-{8 hex digits}`).
     #[arg(long)]
     instance: Option<String>,
+    /// Milliseconds a stop waits for calls in flight before it gives up on them.
+    #[arg(long, default_value_t = 30_000)]
+    drain_timeout_ms: u64,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     aegis_examples::init_logging();
     let args = Args::parse();
-    let mut runner = ServiceRunner::new(Echo).url(args.nats);
+    let mut runner = ServiceRunner::new(Echo)
+        .url(args.nats)
+        .drain_timeout(Duration::from_millis(args.drain_timeout_ms));
     if let Some(instance) = args.instance {
         runner = runner.instance_id(instance);
     }

@@ -3,8 +3,9 @@
 //! Run with: `cargo run -p aegis-examples --bin order_service -- --nats nats://127.0.0.1:4222`
 //!
 //! It serves until SIGINT or SIGTERM, then stops gracefully (answers calls in flight,
-//! leaves the registry). Once it serves, it prints `ready {instance id}` on stdout, so a
-//! parent process (the demo, the tests) knows when to go on.
+//! leaves the registry); a second signal exits at once. Once it serves, it prints
+//! `ready {instance id}` on stdout, so a parent process (the demo, the tests) knows when to
+//! go on.
 
 #![allow(clippy::print_stdout)] // an example: `ready` tells the parent process it serves
 
@@ -35,6 +36,9 @@ struct Args {
     /// Append every processed order to this file (`{term} {instance} {order}`).
     #[arg(long)]
     ledger: Option<std::path::PathBuf>,
+    /// Milliseconds a stop waits for calls in flight before it gives up on them.
+    #[arg(long, default_value_t = 30_000)]
+    drain_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -49,7 +53,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .leader_ttl(Duration::from_secs(args.leader_ttl))
         .url(args.nats)
         .registry_ttl(Duration::from_secs(args.registry_ttl))
-        .heartbeat_interval(Duration::from_millis(args.heartbeat_ms));
+        .heartbeat_interval(Duration::from_millis(args.heartbeat_ms))
+        .drain_timeout(Duration::from_millis(args.drain_timeout_ms));
     if let Some(instance) = args.instance {
         runner = runner.instance_id(instance);
     }
