@@ -16,7 +16,6 @@
 //! (a poison message is never redelivered) and counted in `aegis_events_poison_total`.
 
 mod publisher;
-pub(crate) mod subscriber;
 
 use async_nats::jetstream::{self, stream};
 
