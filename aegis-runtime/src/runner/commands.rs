@@ -7,8 +7,10 @@
 //! command's own `max_retries`. A command thus runs at most
 //! `min(max_retries + 1, MAX_DELIVER)` times, and the delivery that may not be retried
 //! reports its failure to the caller and terminates the message itself, so the server never
-//! drops a command silently. A handler that panics or runs past the command's timeout fails
-//! the command at once (terminal: it ran, and running it again may repeat its effects).
+//! drops a command silently. A run that ended without an outcome (its instance crashed)
+//! counts as a failed run: a redelivery past `max_retries` fails without running. A handler
+//! that panics or runs past the command's timeout fails the command at once (terminal: it
+//! ran, and running it again may repeat its effects).
 
 use std::collections::BinaryHeap;
 use std::future::Future;
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use tokio::sync::Semaphore;
 
 use super::invoke::{self, Delivery, HandlerKind, Invoked};
@@ -175,6 +178,8 @@ struct CommandDelivery<S: 'static> {
     /// How many deliveries this one is, and how many the command allows.
     delivered: u64,
     allowed: u64,
+    /// The command's own `max_retries`.
+    max_retries: u64,
 }
 
 impl<S: Send + Sync + 'static> CommandDelivery<S> {
@@ -207,6 +212,7 @@ impl<S: Send + Sync + 'static> CommandDelivery<S> {
             timeout,
             delivered,
             allowed: max_retries.saturating_add(1).min(MAX_DELIVER as u64),
+            max_retries,
         }
     }
 
@@ -245,12 +251,27 @@ impl<S: Send + Sync + 'static> Delivery for CommandDelivery<S> {
         Some(self.timeout)
     }
 
-    /// Runs the handler, telling JetStream meanwhile that the command is in progress.
+    /// Runs the handler, telling JetStream meanwhile that the command is in progress. A
+    /// delivery past what the command allows (an earlier run ended without an outcome: its
+    /// instance stopped or crashed) does not run: the command has failed for good.
     fn start(&mut self) -> impl Future<Output = CommandOutcome> + Send + 'static {
+        // A command whose envelope does not decode runs: its handler reports why, as poison.
+        if self.id.is_some() && self.delivered > self.allowed {
+            let failure = WorkFailure::Failed(format!(
+                "the command was delivered {} times but allows {} run(s) (max_retries {}): an \
+                 earlier run ended without an outcome (its instance stopped or crashed), so it \
+                 is not run again",
+                self.delivered, self.allowed, self.max_retries
+            ));
+            return Either::Left(std::future::ready(CommandOutcome::failure(
+                self.id.clone(),
+                failure,
+            )));
+        }
         let call = CommandCall::new(self.message.payload.clone(), self.nats.clone());
         let run = (self.command.handler)(self.service.clone(), call);
         let message = self.message.clone();
-        async move {
+        Either::Right(async move {
             let mut run = run;
             loop {
                 tokio::select! {
@@ -260,7 +281,7 @@ impl<S: Send + Sync + 'static> Delivery for CommandDelivery<S> {
                     }
                 }
             }
-        }
+        })
     }
 
     /// Acks, retries or terminates the command, and publishes its outcome once it is final.
