@@ -197,6 +197,11 @@ async fn a_panicking_rpc_answers_an_error_naming_the_panic_and_the_instance_serv
         .find(|m| m.name == "boom")
         .expect("boom in the status");
     assert_eq!(boom.errors, 3, "counted as errors in the status: {boom:?}");
+    let last = boom.last_error.as_deref().unwrap_or_default();
+    assert!(
+        last.contains("panicked") && last.contains("rpc boom"),
+        "the status names the panic: {last}"
+    );
     instance.stop().await;
 }
 

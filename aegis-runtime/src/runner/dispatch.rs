@@ -368,20 +368,30 @@ impl<S: Service> Delivery for RpcDelivery<S> {
 
     /// Replies (with the panic named, when the handler panicked) and counts the call.
     async fn settle(self, invoked: Invoked<Reply>) {
-        let reply = match invoked {
-            Invoked::Returned(reply) => reply,
+        let (reply, failure) = match invoked {
+            Invoked::Returned(reply) => (reply, None),
             Invoked::Panicked(message) => {
-                Reply::handler_error(&self.context(), &invoke::panicked(&message))
+                let failure = invoke::panicked(&message);
+                (
+                    Reply::handler_error(&self.context(), &failure),
+                    Some(failure),
+                )
             }
             // RPCs run without a limit: the caller's deadline is checked before they run.
-            Invoked::TimedOut(limit) => Reply::handler_error(
-                &self.context(),
-                &format!("the handler ran longer than {limit:?}"),
-            ),
+            Invoked::TimedOut(limit) => {
+                let failure = format!("the handler ran longer than {limit:?}");
+                (
+                    Reply::handler_error(&self.context(), &failure),
+                    Some(failure),
+                )
+            }
         };
         let error = match reply.outcome() {
             Outcome::Ok | Outcome::NotActive => None,
-            Outcome::HandlerError => Some("the handler failed".to_owned()),
+            // The status RPC's last error names a panic.
+            Outcome::HandlerError => {
+                Some(failure.unwrap_or_else(|| "the handler failed".to_owned()))
+            }
             Outcome::BadRequest => Some("the request could not be decoded".to_owned()),
             Outcome::DeadlineExceeded => Some("the caller's deadline had passed".to_owned()),
         };
