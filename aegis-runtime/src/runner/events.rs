@@ -125,6 +125,11 @@ impl Subscription {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
+            let delivered = message
+                .info()
+                .map(|info| info.delivered)
+                .unwrap_or(1)
+                .max(1);
             invoke::serve(
                 permit,
                 EventDelivery {
@@ -133,7 +138,7 @@ impl Subscription {
                     events: events.clone(),
                     definition,
                     message,
-                    delivered: 1,
+                    delivered,
                 },
             );
         }
@@ -173,12 +178,6 @@ impl<S: Send + Sync + 'static> Delivery for EventDelivery<S> {
     }
 
     fn start(&mut self) -> impl Future<Output = Self::Output> + Send + 'static {
-        self.delivered = self
-            .message
-            .info()
-            .map(|info| info.delivered)
-            .unwrap_or(1)
-            .max(1);
         let context = EventContext::new(
             self.message.subject.to_string(),
             self.instance.clone(),
