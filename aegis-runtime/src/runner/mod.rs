@@ -6,6 +6,7 @@ mod builtins;
 mod commands;
 mod dispatch;
 mod events;
+mod hooks;
 mod invoke;
 mod micro;
 
@@ -23,7 +24,6 @@ use crate::registry::{self, Registration};
 use crate::service::{Service, ServiceDescriptor};
 use crate::stats::EndpointStats;
 use crate::subject::{GroupId, InstanceId, InvalidName, ServiceName};
-use invoke::{HandlerKind, Invoked};
 
 pub use crate::registry::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL, UNHEALTHY_AFTER_FAILURES,
@@ -242,28 +242,11 @@ impl<S: Service> ServiceRunner<S> {
         };
         lifecycle.set(Lifecycle::Starting);
         let service = Arc::new(self.service);
-        if let Some(on_start) = definition.on_start {
-            // The hook runs under the same panic rule as every handler: a panic fails the
-            // start like an error, before anything is registered.
-            let span = tracing::info_span!("on_start", service = definition.name);
-            let failure = match invoke::invoke(
-                HandlerKind::OnStart,
-                "on_start",
-                span,
-                None,
-                on_start(service.clone()),
-            )
-            .await
-            {
-                Invoked::Returned(Ok(())) => None,
-                Invoked::Returned(Err(err)) => Some(err.to_string()),
-                Invoked::Panicked(message) => Some(invoke::panicked(&message)),
-                Invoked::TimedOut(limit) => Some(format!("it ran longer than {limit:?}")),
-            };
-            if let Some(failure) = failure {
-                lifecycle.set(Lifecycle::Failed);
-                return Err(StartError::Hook(failure));
-            }
+        if let Some(on_start) = definition.on_start
+            && let Err(failure) = hooks::on_start(definition.name, on_start, service.clone()).await
+        {
+            lifecycle.set(Lifecycle::Failed);
+            return Err(StartError::Hook(failure));
         }
 
         let exclusive_group = definition.has_exclusive_methods().then(|| group.clone());
@@ -508,17 +491,7 @@ impl RunningService {
                 tracing::warn!(instance = %core.instance_id, timeout = ?core.drain_timeout, "calls still running after the drain timeout")
             }
         }
-        if let Some(on_stop) = &core.on_stop {
-            // A failing or panicking hook is logged (and a panic counted); the stop goes on.
-            let span = tracing::info_span!("on_stop", instance = %core.instance_id);
-            match invoke::invoke(HandlerKind::OnStop, "on_stop", span, None, (on_stop.0)()).await {
-                Invoked::Returned(Ok(())) | Invoked::Panicked(_) => {}
-                Invoked::Returned(Err(err)) => {
-                    tracing::warn!(instance = %core.instance_id, %err, "the service's #[on_stop] method failed");
-                }
-                Invoked::TimedOut(_) => {}
-            }
-        }
+        hooks::on_stop(&core).await;
         if let Err(err) = core.registration.deregister().await {
             tracing::warn!(instance = %core.instance_id, %err, "cannot remove the registry entry; it expires after its TTL");
         }
