@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aegis_runtime::codec::{self, CommandCallback, CommandStatus};
 use aegis_runtime::testing::NatsServer;
@@ -278,5 +278,81 @@ async fn a_command_whose_payload_does_not_decode_fails_at_once_and_is_counted() 
         })
         .sum();
     assert_eq!(poisoned, 1, "counted as poison");
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_redelivered_after_a_run_without_outcome_is_not_run_past_its_retries() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let js = async_nats::jetstream::new(nats.clone());
+    // A first instance took the command and vanished without an outcome: here, the consumer
+    // the instances share hands it to the test, which gives it back.
+    let stream = js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "COMMANDS".into(),
+            subjects: vec!["commands.>".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("ev-svc-reindex".into()),
+            filter_subject: "commands.ev-svc.reindex".into(),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let client = aegis_runtime::ServiceClient::new(nats.clone(), "ev-svc").expect("client");
+    let options = CommandOptions {
+        max_retries: 0,
+        ..CommandOptions::default()
+    };
+    let handle = client
+        .start_command::<_, Done>("reindex", &Job { n: 2 }, options)
+        .await
+        .expect("sent");
+    {
+        use futures_util::StreamExt;
+        let mut taken = consumer
+            .fetch()
+            .max_messages(1)
+            .messages()
+            .await
+            .expect("fetch");
+        let first = taken.next().await.expect("delivered").expect("message");
+        first
+            .ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await
+            .expect("given back");
+    }
+
+    let runs = Arc::default();
+    let instance = start(&server, "worker-1", &runs).await;
+    let err = tokio::time::timeout(Duration::from_secs(10), handle.outcome())
+        .await
+        .expect("the caller hears at once")
+        .expect_err("max_retries 0: the second delivery does not run");
+    let message = err.handler_message().expect("message");
+    assert!(
+        message.contains("delivered 2 times") && message.contains("max_retries 0"),
+        "says why: {message}"
+    );
+    assert!(
+        runs.lock().expect("runs").is_empty(),
+        "the handler did not run again"
+    );
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("ev-svc-reindex", "COMMANDS")
+        .await
+        .expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer.info().await.expect("info").num_ack_pending > 0 {
+        assert!(Instant::now() < deadline, "terminated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     instance.stop().await;
 }

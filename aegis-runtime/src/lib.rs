@@ -53,9 +53,11 @@ pub mod testing;
 pub mod __private;
 
 pub use aegis_macros::{command, exclusive_rpc, on_start, on_stop, rpc, service, subscribe};
-pub use client::{CallError, CallErrorKind, CallOptions, RetryPolicy, ServiceClient};
+pub use client::{
+    CallError, CallErrorKind, CallOptions, CommandHandle, CommandOptions, RetryPolicy,
+    ServiceClient,
+};
 pub use codec::Event;
-pub use commands::{CommandHandle, CommandOptions};
 pub use leadership::Leadership;
 pub use lifecycle::Lifecycle;
 pub use runner::{RunningService, ServiceRunner, StartError};

@@ -16,6 +16,7 @@
 //! | `aegis_discovery_cache_misses_total` | counter | service | lookups that read the registry |
 //! | `aegis_events_poison_total` | counter | method | events dropped because their payload does not decode |
 //! | `aegis_commands_poison_total` | counter | command | commands failed at once because their payload does not decode |
+//! | `aegis_handler_panics_total` | counter | kind (`rpc`/`exclusive_rpc`/`event`/`command`/`on_start`/`on_stop`), method | handlers and hooks that panicked (caught; see docs/runtime.md) |
 
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ pub const POISON_EVENTS: &str = "aegis_events_poison_total";
 
 /// Commands failed at once because their payload does not decode.
 pub const POISON_COMMANDS: &str = "aegis_commands_poison_total";
+
+/// Handlers and lifecycle hooks that panicked (the panic was caught), by kind and method.
+pub const HANDLER_PANICS: &str = "aegis_handler_panics_total";
 
 /// The metric handles of one method of one service, registered once: recording through
 /// them allocates nothing (a call records half a dozen values).

@@ -14,7 +14,7 @@ pub use ::std::string::String;
 pub use ::std::sync::Arc;
 
 pub use crate::client::{CallError, CallOptions, ServiceClient};
-pub use crate::commands::{CommandHandle, CommandOptions};
+pub use crate::client::{CommandHandle, CommandOptions};
 pub use crate::service::{
     BoxFuture, CommandCall, CommandDefinition, CommandOutcome, Completed, DescriptorEntry,
     EventCall, MethodDescriptor, NoParams, Reply, RpcCall, RpcContext, RpcDefinition, Service,

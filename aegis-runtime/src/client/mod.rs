@@ -6,6 +6,7 @@
 
 mod budget;
 mod call;
+mod command;
 mod error;
 mod method;
 mod options;
@@ -19,11 +20,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::commands::{CommandHandle, CommandOptions};
 use crate::discovery::{Discovery, WatchDiscovery};
 use crate::subject::{self, InstanceId, MethodName, ServiceName};
 
 pub use budget::RetryBudget;
+pub use command::{CommandHandle, CommandOptions};
 pub use error::{CallError, CallErrorKind};
 pub use options::CallOptions;
 pub use retry::{RetryPolicy, StickyActiveConfig};

@@ -1,42 +1,23 @@
 //! Commands: units of work sent to a service through the JetStream work-queue stream
 //! `COMMANDS`, taken by exactly one instance, with progress and an outcome sent back.
 //!
-//! The client side is [`CommandHandle`] (from `ServiceClient::start_command`); the service
-//! side runs inside the runner, one durable pull consumer per command.
-
-mod handle;
-pub(crate) mod worker;
+//! This module holds what both sides share, the stream. The client side is
+//! [`CommandHandle`](crate::CommandHandle) (from `ServiceClient::start_command`, in
+//! [`client`](crate::client)); the service side runs inside the runner, one durable pull
+//! consumer per command (see docs/events-and-commands.md for its delivery bound).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-pub use handle::CommandHandle;
-
 /// How long an unconsumed message (such as a progress update, which shares the
 /// `commands.>` subjects) stays in the stream.
 const COMMANDS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Options of one command: priority, retries and timeout (the Python SDK's defaults).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CommandOptions {
-    /// Scheduling priority inside an instance.
-    pub priority: crate::codec::Priority,
-    /// How often a failed command is tried again.
-    pub max_retries: u32,
-    /// How long one run of the handler may take.
-    pub timeout: Duration,
-}
-
-impl Default for CommandOptions {
-    fn default() -> Self {
-        Self {
-            priority: crate::codec::Priority::Normal,
-            max_retries: crate::codec::DEFAULT_COMMAND_MAX_RETRIES,
-            timeout: Duration::from_secs_f64(crate::codec::DEFAULT_COMMAND_TIMEOUT_SECS),
-        }
-    }
-}
+/// The most deliveries of one command, whatever its `max_retries` says: the `max_deliver` of
+/// every command consumer. A command runs at most `min(max_retries + 1, MAX_DELIVER)` times;
+/// the last run it may have reports its failure to the caller.
+pub const MAX_DELIVER: i64 = 10;
 
 /// Gets the `COMMANDS` stream, creating it (work queue on `commands.>`) if missing; an
 /// existing one, such as the Python SDK's, is used as it is.

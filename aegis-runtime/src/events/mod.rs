@@ -1,4 +1,5 @@
-//! Events: publishing them, and serving the `#[subscribe]` methods of an instance.
+//! Events: publishing them, and what the `#[subscribe]` methods of an instance (served by
+//! the runner) rely on.
 //!
 //! Events travel on `events.{domain}.{event_type}` in the Python SDK's Event envelope. The
 //! stream `EVENTS` (on `events.>`, created if missing, an existing one used as it is) keeps
@@ -11,12 +12,11 @@
 //! | `durable = "name"` | named `name` (broadcast: `name-{instance}`), kept while no instance runs | events published while the service was down are delivered when it starts |
 //!
 //! Without `durable`, a consumer is deleted a minute after its last instance stopped.
-//! A handler error is retried with backoff (nak) up to [`MAX_DELIVER`] deliveries, then
-//! given up with an error log; an event whose payload does not decode is terminated at once
-//! (a poison message is never redelivered) and counted in `aegis_events_poison_total`.
+//! A handler error or panic is retried with backoff (nak) up to [`MAX_DELIVER`] deliveries,
+//! then given up with an error log; an event whose payload does not decode is terminated at
+//! once (a poison message is never redelivered) and counted in `aegis_events_poison_total`.
 
 mod publisher;
-pub(crate) mod subscriber;
 
 use async_nats::jetstream::{self, stream};
 

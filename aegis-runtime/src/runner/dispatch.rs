@@ -1,15 +1,17 @@
-//! Receiving calls and running their handlers.
+//! Request/reply deliveries: subscribing the RPC subjects (shared, instance, exclusive)
+//! and handing each call to the serving core ([`super::invoke`]).
 
-use std::panic::AssertUnwindSafe;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
+use futures_util::future::Either;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
+use super::invoke::{self, Delivery, HandlerKind, Invoked};
 use super::{Core, StartError};
 use crate::codec::headers;
 use crate::service::{
@@ -52,7 +54,7 @@ pub(super) async fn subscribe_all<S: Service>(
     for definition in shared.definition.subscriptions {
         // Created before the instance counts as serving, so no event published after
         // `start()` returns is missed.
-        let subscription = crate::events::subscriber::Subscription::open(
+        let subscription = super::events::Subscription::open(
             &core.nats,
             &core.service_name,
             &core.instance_id,
@@ -69,10 +71,10 @@ pub(super) async fn subscribe_all<S: Service>(
         ));
     }
     for command in shared.definition.commands {
-        let commands = crate::commands::worker::open(&core.nats, &core.service_name, command)
+        let commands = super::commands::open(&core.nats, &core.service_name, command)
             .await
             .map_err(StartError::Commands)?;
-        workers.spawn(crate::commands::worker::serve(
+        workers.spawn(super::commands::serve(
             commands,
             core.nats.clone(),
             shared.service.clone(),
@@ -164,22 +166,32 @@ pub(super) async fn stopping(core: &Core) {
     let _ = stopping.wait_for(|stopping| *stopping).await;
 }
 
-/// Runs one received call in its own task, once the concurrency limit allows.
+/// Hands one received call to the serving core, once the concurrency limit allows.
 async fn accept<S: Service>(shared: &Arc<Shared<S>>, index: usize, message: async_nats::Message) {
-    let Some(reply_to) = message.reply.clone() else {
+    let Some(reply_to) = message.reply else {
         tracing::debug!(subject = %message.subject, "ignoring a request without a reply subject");
         return;
     };
     let Ok(permit) = shared.core.permits.clone().acquire_owned().await else {
         return;
     };
-    let shared = shared.clone();
-    let request = Incoming::read(&message);
-    tokio::spawn(async move {
-        let (reply, term) = dispatch(&shared, index, message.payload, request).await;
-        send_reply(&shared.core, reply_to, reply, term).await;
-        drop(permit);
-    });
+    let traceparent = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(headers::name::TRACEPARENT))
+        .map(|value| value.as_str().to_owned());
+    invoke::serve(
+        permit,
+        RpcDelivery {
+            shared: shared.clone(),
+            index,
+            payload: message.payload,
+            traceparent,
+            reply_to,
+            term: None,
+            started: Instant::now(),
+        },
+    );
 }
 
 /// Receives the calls of one subscription until the instance stops.
@@ -263,102 +275,132 @@ async fn serve_while_active<S: Service>(
     }
 }
 
-/// What the headers of a request say.
-struct Incoming {
-    /// The caller's trace context (`traceparent`).
-    traceparent: Option<String>,
-}
-
-impl Incoming {
-    fn read(message: &async_nats::Message) -> Self {
-        let traceparent = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(headers::name::TRACEPARENT))
-            .map(|value| value.as_str().to_owned());
-        Self { traceparent }
-    }
-}
-
-/// Runs one call: the active check, the handler with panics caught (it decodes the
-/// request, and refuses one whose deadline has passed), the counters. Returns the reply
-/// and, for exclusive calls, the term they ran under.
-async fn dispatch<S: Service>(
-    shared: &Shared<S>,
+/// One request/reply delivery: a call on the shared, instance or exclusive subject of an
+/// RPC method.
+struct RpcDelivery<S: 'static> {
+    shared: Arc<Shared<S>>,
+    /// The method's index in the definition's `rpcs`.
     index: usize,
     payload: Bytes,
-    request: Incoming,
-) -> (Reply, Option<u64>) {
-    let core = &shared.core;
-    let rpc: &'static RpcDefinition<S> = &shared.definition.rpcs[index];
-    let stats = &core.endpoints[index].stats;
-    stats.received();
-    let started = Instant::now();
-    let term = if rpc.exclusive {
-        core.leadership.term()
-    } else {
-        None
-    };
-    let context = || {
+    /// The caller's trace context (`traceparent`).
+    traceparent: Option<String>,
+    reply_to: async_nats::Subject,
+    /// For exclusive calls: the term they run under, read when the call starts.
+    term: Option<u64>,
+    started: Instant,
+}
+
+impl<S: Service> RpcDelivery<S> {
+    fn rpc(&self) -> &'static RpcDefinition<S> {
+        &self.shared.definition.rpcs[self.index]
+    }
+
+    fn context(&self) -> RpcContext {
+        let rpc = self.rpc();
         RpcContext::new(
-            shared.definition.name,
+            self.shared.definition.name,
             rpc.name,
-            core.instance_key.clone(),
+            self.shared.core.instance_key.clone(),
             rpc.exclusive,
-            term,
-            started,
+            self.term,
+            self.started,
         )
-    };
-    let (trace_id, parent_span) = request
-        .traceparent
-        .as_deref()
-        .and_then(headers::parse_traceparent)
-        .unzip();
-    let span = tracing::info_span!(
-        "rpc",
-        service = shared.definition.name,
-        method = rpc.name,
-        instance = %core.instance_key,
-        correlation_id = tracing::field::Empty,
-        term = term,
-        trace_id,
-        parent_span,
-    );
-    let reply = async {
-        if rpc.exclusive && term.is_none() {
-            // The method does not run; read only the header, to answer with the request's ids.
-            return match RpcCall::new(payload, context()).decode::<NoParams>() {
-                Ok((context, _)) => Reply::not_active(&context, core.leadership.group()),
-                Err(bad_request) => bad_request,
-            };
-        }
-        let call = RpcCall::new(payload, context().with_publisher(core.events.clone()));
-        match AssertUnwindSafe((rpc.handler)(shared.service.clone(), call))
-            .catch_unwind()
-            .await
-        {
-            Ok(reply) => reply,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                tracing::error!(%message, "handler panicked");
-                Reply::handler_error(&context(), &format!("the handler panicked: {message}"))
-            }
+    }
+}
+
+impl<S: Service> Delivery for RpcDelivery<S> {
+    type Output = Reply;
+
+    fn kind(&self) -> HandlerKind {
+        if self.rpc().exclusive {
+            HandlerKind::ExclusiveRpc
+        } else {
+            HandlerKind::Rpc
         }
     }
-    .instrument(span)
-    .await;
-    let error = match reply.outcome() {
-        Outcome::Ok | Outcome::NotActive => None,
-        Outcome::HandlerError => Some("the handler failed".to_owned()),
-        Outcome::BadRequest => Some("the request could not be decoded".to_owned()),
-        Outcome::DeadlineExceeded => Some("the caller's deadline had passed".to_owned()),
-    };
-    stats.finished(started.elapsed(), error);
-    (reply, term)
+
+    fn method(&self) -> &'static str {
+        self.rpc().name
+    }
+
+    fn span(&self) -> tracing::Span {
+        let (trace_id, parent_span) = self
+            .traceparent
+            .as_deref()
+            .and_then(headers::parse_traceparent)
+            .unzip();
+        tracing::info_span!(
+            "rpc",
+            service = self.shared.definition.name,
+            method = self.rpc().name,
+            instance = %self.shared.core.instance_key,
+            correlation_id = tracing::field::Empty,
+            term = self.term,
+            trace_id,
+            parent_span,
+        )
+    }
+
+    /// Runs the active check, then the handler (which decodes the request, and refuses
+    /// one whose deadline has passed).
+    fn start(&mut self) -> impl Future<Output = Reply> + Send + 'static {
+        let core = &self.shared.core;
+        let rpc = self.rpc();
+        core.endpoints[self.index].stats.received();
+        if rpc.exclusive {
+            self.term = core.leadership.term();
+        }
+        let payload = std::mem::take(&mut self.payload);
+        if rpc.exclusive && self.term.is_none() {
+            // The method does not run; read only the header, to answer with the request's ids.
+            let context = self.context();
+            let group = core.leadership.group().clone();
+            return Either::Left(async move {
+                match RpcCall::new(payload, context).decode::<NoParams>() {
+                    Ok((context, _)) => Reply::not_active(&context, &group),
+                    Err(bad_request) => bad_request,
+                }
+            });
+        }
+        let call = RpcCall::new(payload, self.context().with_publisher(core.events.clone()));
+        Either::Right((rpc.handler)(self.shared.service.clone(), call))
+    }
+
+    /// Replies (with the panic named, when the handler panicked) and counts the call.
+    async fn settle(self, invoked: Invoked<Reply>) {
+        let (reply, failure) = match invoked {
+            Invoked::Returned(reply) => (reply, None),
+            Invoked::Panicked(message) => {
+                let failure = invoke::panicked(&message);
+                (
+                    Reply::handler_error(&self.context(), &failure),
+                    Some(failure),
+                )
+            }
+            // RPCs run without a limit: the caller's deadline is checked before they run.
+            Invoked::TimedOut(limit) => {
+                let failure = format!("the handler ran longer than {limit:?}");
+                (
+                    Reply::handler_error(&self.context(), &failure),
+                    Some(failure),
+                )
+            }
+        };
+        let error = match reply.outcome() {
+            Outcome::Ok | Outcome::NotActive => None,
+            // The status RPC's last error names a panic.
+            Outcome::HandlerError => {
+                Some(failure.unwrap_or_else(|| "the handler failed".to_owned()))
+            }
+            Outcome::BadRequest => Some("the request could not be decoded".to_owned()),
+            Outcome::DeadlineExceeded => Some("the caller's deadline had passed".to_owned()),
+        };
+        let core = &self.shared.core;
+        core.endpoints[self.index]
+            .stats
+            .finished(self.started.elapsed(), error);
+        send_reply(core, self.reply_to, reply, self.term).await;
+    }
 }
 
 /// Sends a message to this connection through the server and waits for it: the server

@@ -3,7 +3,11 @@
 //! graceful stop.
 
 mod builtins;
+mod commands;
 mod dispatch;
+mod events;
+mod hooks;
+mod invoke;
 mod micro;
 mod signal;
 
@@ -255,10 +259,10 @@ impl<S: Service> ServiceRunner<S> {
         lifecycle.set(Lifecycle::Starting);
         let service = Arc::new(self.service);
         if let Some(on_start) = definition.on_start
-            && let Err(err) = on_start(service.clone()).await
+            && let Err(failure) = hooks::on_start(definition.name, on_start, service.clone()).await
         {
             lifecycle.set(Lifecycle::Failed);
-            return Err(StartError::Hook(err.to_string()));
+            return Err(StartError::Hook(failure));
         }
 
         let exclusive_group = definition.has_exclusive_methods().then(|| group.clone());
@@ -518,20 +522,10 @@ impl RunningService {
                 tracing::warn!(instance = %core.instance_id, timeout = ?core.drain_timeout, "calls still running after the drain timeout")
             }
         }
-        if let Some(on_stop) = &core.on_stop {
-            // The hook is part of the drain, but one that the calls left no time gets a
-            // short fixed slot rather than none.
-            let hook_deadline = deadline.max(tokio::time::Instant::now() + STOP_STEP_TIMEOUT);
-            match tokio::time::timeout_at(hook_deadline, (on_stop.0)()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    tracing::warn!(instance = %core.instance_id, %err, "the service's #[on_stop] method failed");
-                }
-                Err(_) => {
-                    tracing::warn!(instance = %core.instance_id, "the service's #[on_stop] method did not finish within the drain timeout; abandoned");
-                }
-            }
-        }
+        // The hook is part of the drain, but one that the calls left no time gets a short
+        // fixed slot rather than none.
+        let hook_deadline = deadline.max(tokio::time::Instant::now() + STOP_STEP_TIMEOUT);
+        hooks::on_stop(&core, hook_deadline - tokio::time::Instant::now()).await;
         match tokio::time::timeout(STOP_STEP_TIMEOUT, core.registration.deregister()).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {

@@ -141,7 +141,8 @@ impl CommandOutcome {
         }
     }
 
-    fn failure(id: Option<String>, failure: WorkFailure) -> Self {
+    /// The outcome of a command that failed with `failure` (reported when `id` is known).
+    pub(crate) fn failure(id: Option<String>, failure: WorkFailure) -> Self {
         match id {
             Some(id) => {
                 let callback = CommandCallback::<()>::failed(id.clone(), failure.to_string());

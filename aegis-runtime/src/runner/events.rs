@@ -1,14 +1,20 @@
-//! Serving the `#[subscribe]` methods of an instance from JetStream consumers.
+//! JetStream deliveries of events: serving the `#[subscribe]` methods of an instance from
+//! their consumers, each event through the serving core ([`super::invoke`]).
+//!
+//! A handler that fails or panics is redelivered with backoff (nak) up to
+//! [`MAX_DELIVER`] deliveries, then terminated; an event whose payload does not decode is
+//! terminated at once and counted as poison.
 
-use std::panic::AssertUnwindSafe;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
-use super::{EventPublisher, MAX_DELIVER};
+use super::invoke::{self, Delivery, HandlerKind, Invoked};
+use crate::events::{EventPublisher, MAX_DELIVER};
 use crate::service::{EventCall, EventContext, SubscribeMode, SubscriptionDefinition, WorkFailure};
 use crate::subject::{InstanceId, ServiceName};
 
@@ -63,7 +69,7 @@ impl Subscription {
         definition: &SubscriptionDefinition<S>,
     ) -> Result<Self, String> {
         let js = jetstream::new(nats.clone());
-        let stream = super::events_stream(&js).await?;
+        let stream = crate::events::events_stream(&js).await?;
         let name = consumer_name(
             service,
             instance,
@@ -119,55 +125,103 @@ impl Subscription {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let (service, instance, events) = (service.clone(), instance.clone(), events.clone());
-            tokio::spawn(async move {
-                handle(service, instance, events, definition, message).await;
-                drop(permit);
-            });
+            let delivered = message
+                .info()
+                .map(|info| info.delivered)
+                .unwrap_or(1)
+                .max(1);
+            invoke::serve(
+                permit,
+                EventDelivery {
+                    service: service.clone(),
+                    instance: instance.clone(),
+                    events: events.clone(),
+                    definition,
+                    message,
+                    delivered,
+                },
+            );
         }
     }
 }
 
-/// Runs the handler on one delivery and acks, naks or terminates it as the outcome says.
-async fn handle<S: Send + Sync + 'static>(
+/// One JetStream delivery of an event to a `#[subscribe]` method.
+struct EventDelivery<S: 'static> {
     service: Arc<S>,
     instance: Arc<str>,
     events: EventPublisher,
     definition: &'static SubscriptionDefinition<S>,
     message: jetstream::Message,
-) {
-    let delivered = message
-        .info()
-        .map(|info| info.delivered)
-        .unwrap_or(1)
-        .max(1);
-    let context = EventContext::new(message.subject.to_string(), instance, delivered as u64)
-        .with_publisher(events);
-    let call = EventCall::new(message.payload.clone(), context);
-    let outcome = AssertUnwindSafe((definition.handler)(service, call))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(WorkFailure::Failed("the handler panicked".into())));
-    let method = definition.method;
-    let ack = match outcome {
-        Ok(()) => AckKind::Ack,
-        Err(WorkFailure::BadPayload(error)) => {
-            tracing::error!(method, subject = %message.subject, %error, "event payload does not decode: dropped");
-            metrics::counter!(crate::metrics::POISON_EVENTS, "method" => method).increment(1);
-            AckKind::Term
+    /// How many times the event has been delivered, this time included.
+    delivered: i64,
+}
+
+impl<S: Send + Sync + 'static> Delivery for EventDelivery<S> {
+    type Output = Result<(), WorkFailure>;
+
+    fn kind(&self) -> HandlerKind {
+        HandlerKind::Event
+    }
+
+    fn method(&self) -> &'static str {
+        self.definition.method
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "event",
+            method = self.definition.method,
+            subject = %self.message.subject,
+            instance = %self.instance,
+            delivery = self.delivered,
+        )
+    }
+
+    fn start(&mut self) -> impl Future<Output = Self::Output> + Send + 'static {
+        let context = EventContext::new(
+            self.message.subject.to_string(),
+            self.instance.clone(),
+            self.delivered as u64,
+        )
+        .with_publisher(self.events.clone());
+        let call = EventCall::new(self.message.payload.clone(), context);
+        (self.definition.handler)(self.service.clone(), call)
+    }
+
+    /// Acks, naks or terminates the event as the outcome says.
+    async fn settle(self, invoked: Invoked<Self::Output>) {
+        let (method, delivered) = (self.definition.method, self.delivered);
+        let subject = &self.message.subject;
+        let failure = match invoked {
+            Invoked::Returned(Ok(())) => None,
+            Invoked::Returned(Err(failure)) => Some(failure),
+            // A panic is a failure of this delivery, like a returned error: retried with the
+            // same bound (the handler may depend on something that recovers).
+            Invoked::Panicked(message) => Some(WorkFailure::Failed(invoke::panicked(&message))),
+            Invoked::TimedOut(limit) => Some(WorkFailure::Failed(format!(
+                "the handler ran longer than {limit:?}"
+            ))),
+        };
+        let ack = match failure {
+            None => AckKind::Ack,
+            Some(WorkFailure::BadPayload(error)) => {
+                tracing::error!(method, %subject, %error, "event payload does not decode: dropped");
+                metrics::counter!(crate::metrics::POISON_EVENTS, "method" => method).increment(1);
+                AckKind::Term
+            }
+            Some(failure) if delivered >= MAX_DELIVER => {
+                tracing::error!(method, %subject, delivered, %failure, "event handler failed on every delivery: giving up");
+                AckKind::Term
+            }
+            Some(failure) => {
+                let backoff = Duration::from_millis(100 << (delivered - 1).clamp(0, 6));
+                tracing::warn!(method, delivered, %failure, ?backoff, "event handler failed; redelivering");
+                AckKind::Nak(Some(backoff))
+            }
+        };
+        if let Err(err) = self.message.ack_with(ack).await {
+            tracing::warn!(method, %err, "cannot acknowledge an event");
         }
-        Err(failure) if delivered >= MAX_DELIVER => {
-            tracing::error!(method, subject = %message.subject, delivered, %failure, "event handler failed on every delivery: giving up");
-            AckKind::Term
-        }
-        Err(failure) => {
-            let backoff = Duration::from_millis(100 << (delivered - 1).clamp(0, 6));
-            tracing::warn!(method, delivered, %failure, ?backoff, "event handler failed; redelivering");
-            AckKind::Nak(Some(backoff))
-        }
-    };
-    if let Err(err) = message.ack_with(ack).await {
-        tracing::warn!(method, %err, "cannot acknowledge an event");
     }
 }
 

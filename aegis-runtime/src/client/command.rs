@@ -1,4 +1,4 @@
-//! The caller's side of one command: its progress and its outcome.
+//! The caller's side of a command: its options, its progress and its outcome.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -8,6 +8,27 @@ use serde::de::DeserializeOwned;
 
 use crate::client::CallErrorKind;
 use crate::codec::{self, CommandCallback, CommandProgress, CommandStatus};
+
+/// Options of one command: priority, retries and timeout (the Python SDK's defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOptions {
+    /// Scheduling priority inside an instance.
+    pub priority: crate::codec::Priority,
+    /// How often a failed command is tried again.
+    pub max_retries: u32,
+    /// How long one run of the handler may take.
+    pub timeout: Duration,
+}
+
+impl Default for CommandOptions {
+    fn default() -> Self {
+        Self {
+            priority: crate::codec::Priority::Normal,
+            max_retries: crate::codec::DEFAULT_COMMAND_MAX_RETRIES,
+            timeout: Duration::from_secs_f64(crate::codec::DEFAULT_COMMAND_TIMEOUT_SECS),
+        }
+    }
+}
 
 /// A command that was accepted by the stream: watch its progress, then await its outcome.
 ///
