@@ -44,6 +44,8 @@ pub(crate) async fn ttl_bucket(js: &jetstream::Context, bucket: &str) -> Result<
 pub(crate) enum TtlWriteError {
     /// The key was not at the expected revision: someone else wrote it first.
     Conflict,
+    /// The bucket does not exist (nothing stores its subjects), even after re-creating it.
+    NoBucket,
     /// Anything else (no server, timeout, …).
     Failed(String),
 }
@@ -52,6 +54,7 @@ impl std::fmt::Display for TtlWriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TtlWriteError::Conflict => f.write_str("the key changed (wrong last sequence)"),
+            TtlWriteError::NoBucket => f.write_str("the KV bucket does not exist"),
             TtlWriteError::Failed(err) => f.write_str(err),
         }
     }
@@ -61,6 +64,10 @@ impl std::fmt::Display for TtlWriteError {
 /// with a `Nats-TTL` header (the KV API has no put with TTL). With `expected`, the write
 /// happens only if the key's last revision is that one (0: the key has never been
 /// written): a create or a compare-and-set. Returns the new revision.
+///
+/// A bucket that no longer exists (an operator deleted it) is re-created with the
+/// settings of [`ttl_bucket`] and the write made once more: running instances repair the
+/// registry and the election bucket by themselves, at their next write.
 pub(crate) async fn put_with_ttl(
     js: &jetstream::Context,
     bucket: &str,
@@ -69,22 +76,44 @@ pub(crate) async fn put_with_ttl(
     ttl: Duration,
     expected: Option<u64>,
 ) -> Result<u64, TtlWriteError> {
+    let value = bytes::Bytes::from(value);
+    match publish_with_ttl(js, bucket, key, value.clone(), ttl, expected).await {
+        Err(TtlWriteError::NoBucket) => {
+            tracing::warn!(bucket, "the KV bucket is gone; re-creating it");
+            ttl_bucket(js, bucket)
+                .await
+                .map_err(TtlWriteError::Failed)?;
+            publish_with_ttl(js, bucket, key, value, ttl, expected).await
+        }
+        written => written,
+    }
+}
+
+async fn publish_with_ttl(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    value: bytes::Bytes,
+    ttl: Duration,
+    expected: Option<u64>,
+) -> Result<u64, TtlWriteError> {
     let mut message = PublishMessage::build()
-        .payload(value.into())
+        .payload(value)
         .ttl(whole_seconds(ttl));
     if let Some(expected) = expected {
         message = message.expected_last_subject_sequence(expected);
     }
-    let failed = |e: &dyn std::fmt::Display| TtlWriteError::Failed(e.to_string());
+    let failed = |e: &jetstream::context::PublishError| match e.kind() {
+        jetstream::context::PublishErrorKind::WrongLastSequence => TtlWriteError::Conflict,
+        jetstream::context::PublishErrorKind::StreamNotFound => TtlWriteError::NoBucket,
+        _ => TtlWriteError::Failed(e.to_string()),
+    };
     let ack = js
         .send_publish(format!("$KV.{bucket}.{key}"), message)
         .await
         .map_err(|e| failed(&e))?
         .await
-        .map_err(|e| match e.kind() {
-            jetstream::context::PublishErrorKind::WrongLastSequence => TtlWriteError::Conflict,
-            _ => failed(&e),
-        })?;
+        .map_err(|e| failed(&e))?;
     Ok(ack.sequence)
 }
 
@@ -120,6 +149,14 @@ impl Health {
             0 => InstanceStatus::Active,
             _ => InstanceStatus::Unhealthy,
         }
+    }
+
+    /// The status an entry must carry: the one that holds once it is written. Only failed
+    /// writes make an instance UNHEALTHY, so a write that lands proves it healthy again;
+    /// writing the status of before (UNHEALTHY after an outage) would make discovery skip
+    /// a serving instance for a whole heartbeat interval.
+    fn status_once_written(&self) -> InstanceStatus {
+        InstanceStatus::Active
     }
 
     fn set(&self, status: InstanceStatus) {
@@ -167,7 +204,8 @@ impl Registration {
         }
     }
 
-    /// Writes the entry now, with a fresh heartbeat time and this instance's status.
+    /// Writes the entry now, with a fresh heartbeat time and the status that holds once it
+    /// is written.
     pub(crate) async fn beat(&self) -> Result<(), String> {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
@@ -177,7 +215,7 @@ impl Registration {
                 return Err("registry entry lock poisoned".into());
             };
             entry.last_heartbeat = Timestamp::now();
-            entry.status = self.health.status();
+            entry.status = self.health.status_once_written();
             entry.to_json()
         };
         put_with_ttl(
@@ -205,7 +243,15 @@ impl Registration {
                 retry_delay(failures, interval)
             };
             tokio::time::sleep(delay).await;
-            match self.beat().await {
+            // A write waits for its acknowledgement half an interval (5 s by default, the
+            // client's own timeout): with the server gone, longer waits would space failures
+            // further apart than heartbeats, and an outage would take many intervals to be
+            // noticed.
+            let patience = interval / 2;
+            let written = tokio::time::timeout(patience, self.beat())
+                .await
+                .unwrap_or_else(|_| Err(format!("no acknowledgement within {patience:?}")));
+            match written {
                 Ok(()) => {
                     if failures > 0 {
                         tracing::info!(key = %self.key, failures, "heartbeat works again");

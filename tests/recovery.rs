@@ -1,0 +1,290 @@
+//! Recovery from faults of the registry: a server outage, a deleted registry or election
+//! bucket, a duplicate instance id, and callers that retry in a tight loop. Real
+//! nats-server (stopped and restarted on the same port and store), real instances.
+
+#![allow(clippy::print_stdout)] // measured times are printed
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aegis_runtime::codec::Timestamp;
+use aegis_runtime::discovery::{Discovery, WatchDiscovery};
+use aegis_runtime::instance::{InstanceStatus, ServiceInstance};
+use aegis_runtime::subject::ServiceName;
+use aegis_runtime::testing::NatsServer;
+use aegis_runtime::{RunningService, ServiceRunner, service};
+use async_nats::jetstream::kv::Operation;
+use futures_util::StreamExt;
+
+const REGISTRY: &str = "service_registry";
+const ELECTION: &str = "sticky_active";
+
+/// A service that says who answers, with a method only its leader runs.
+#[derive(Clone, Default)]
+struct Mender;
+
+#[service(name = "mender", version = "1.0.0")]
+impl Mender {
+    /// Who answers.
+    #[rpc]
+    async fn whoami(&self, ctx: &aegis_runtime::RpcContext) -> String {
+        ctx.instance_id().to_owned()
+    }
+
+    /// Only for the leader.
+    #[exclusive_rpc]
+    async fn lead(&self, ctx: &aegis_runtime::RpcContext) -> String {
+        ctx.instance_id().to_owned()
+    }
+}
+
+fn mender() -> ServiceName {
+    ServiceName::new("mender").expect("name")
+}
+
+/// A connection that retries a lost server every 50 ms (the client's default backs off
+/// up to 4 s, which would measure the client library, not the runtime).
+async fn connect_eagerly(server: &NatsServer) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .reconnect_delay_callback(|_| Duration::from_millis(50))
+        .connect(server.url())
+        .await
+        .expect("connect")
+}
+
+async fn start_mender(
+    server: &NatsServer,
+    id: &str,
+    heartbeat: Duration,
+    ttl: Duration,
+) -> RunningService {
+    ServiceRunner::new(Mender)
+        .nats(connect_eagerly(server).await)
+        .instance_id(id)
+        .heartbeat_interval(heartbeat)
+        .registry_ttl(ttl)
+        .leader_ttl(Duration::from_secs(1))
+        .start()
+        .await
+        .expect("instance starts")
+}
+
+/// Waits for `condition` to hold, polling every 10 ms, up to `within`.
+async fn until<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// The ids `discovery` lists for the mender service (empty when it fails).
+async fn listed(discovery: &WatchDiscovery) -> Vec<String> {
+    discovery
+        .instances(&mender())
+        .await
+        .map(|list| list.iter().map(|i| i.instance_id.to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn after_an_outage_calls_succeed_right_after_the_first_heartbeat() {
+    let heartbeat = Duration::from_secs(2);
+    let mut server = NatsServer::start().await.expect("nats-server");
+    let instance = start_mender(&server, "mender-outage", heartbeat, Duration::from_secs(5)).await;
+    let client = MenderClient::configured(connect_eagerly(&server).await, |c| {
+        c.with_timeout(Duration::from_millis(500))
+    });
+    assert_eq!(client.whoami().await.expect("serves"), "mender-outage");
+
+    // Down for four heartbeat intervals: every heartbeat fails, the instance says UNHEALTHY.
+    server.stop().await;
+    let stopped = SystemTime::now();
+    let unhealthy = until(4 * heartbeat, || async {
+        instance.status() == InstanceStatus::Unhealthy
+    })
+    .await;
+    assert!(
+        unhealthy,
+        "three failed heartbeats make the instance UNHEALTHY"
+    );
+    tokio::time::sleep(4 * heartbeat - stopped.elapsed().unwrap_or_default()).await;
+
+    server.restart().await.expect("restart");
+    let restarted = Instant::now();
+    let succeeded = Arc::new(std::sync::Mutex::new(None::<SystemTime>));
+    let caller = tokio::spawn({
+        let succeeded = succeeded.clone();
+        async move {
+            loop {
+                if client.whoami().await.is_ok() {
+                    *succeeded.lock().expect("lock") = Some(SystemTime::now());
+                    return;
+                }
+                // One attempt per 10 ms is enough to time the recovery to that precision.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+
+    // The first entry the instance wrote after the restart: its server time and status.
+    let js = async_nats::jetstream::new(server.connect().await.expect("connect"));
+    let store = js.get_key_value(REGISTRY).await.expect("registry survives");
+    let mut watch = store
+        .watch_with_history("service-instances.mender.mender-outage")
+        .await
+        .expect("watch");
+    let first = tokio::time::timeout(4 * heartbeat, async {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.expect("watch entry");
+            let written: SystemTime = entry.created.into();
+            if entry.operation == Operation::Put && written > stopped {
+                return Some(entry);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("a heartbeat is written after the restart");
+    let written: SystemTime = first.created.into();
+    let entry = ServiceInstance::from_json(&first.value).expect("entry");
+    println!(
+        "first heartbeat {:?} after the restart, status {:?}",
+        restarted.elapsed(),
+        entry.status
+    );
+    assert_eq!(
+        entry.status,
+        InstanceStatus::Active,
+        "the first write after the outage carries the true status"
+    );
+
+    tokio::time::timeout(Duration::from_secs(10), caller)
+        .await
+        .expect("calls succeed again")
+        .expect("caller");
+    let succeeded = succeeded.lock().expect("lock").expect("success time");
+    let after = succeeded.duration_since(written).unwrap_or(Duration::ZERO);
+    println!("calls succeed {after:?} after the first heartbeat");
+    assert!(
+        after < Duration::from_secs(1),
+        "calls succeed {after:?} after the first heartbeat"
+    );
+    let healthy = until(2 * heartbeat, || async {
+        instance.status() == InstanceStatus::Active
+    })
+    .await;
+    assert!(healthy, "the instance reports itself ACTIVE again");
+    instance.stop().await;
+}
+
+/// Whether `bucket` exists with the settings the runtime creates it with: one value per
+/// key, per-message TTLs, markers for expired and deleted keys.
+async fn assert_ttl_bucket(js: &async_nats::jetstream::Context, bucket: &str) {
+    let mut stream = js
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .unwrap_or_else(|err| panic!("{bucket} exists again: {err}"));
+    let config = stream.info().await.expect("stream info").config.clone();
+    assert_eq!(config.max_messages_per_subject, 1, "{bucket}: history 1");
+    assert!(config.allow_message_ttl, "{bucket}: per-message TTL");
+    assert!(
+        config.subject_delete_marker_ttl.is_some(),
+        "{bucket}: limit markers"
+    );
+}
+
+#[tokio::test]
+async fn deleted_registry_and_election_buckets_are_recreated_and_watched_again() {
+    let heartbeat = Duration::from_secs(1);
+    let ttl = Duration::from_secs(3);
+    let server = NatsServer::start().await.expect("nats-server");
+    let a = start_mender(&server, "mender-a", heartbeat, ttl).await;
+    let b = start_mender(&server, "mender-b", heartbeat, ttl).await;
+    let nats = server.connect().await.expect("connect");
+    let js = async_nats::jetstream::new(nats.clone());
+    let discovery = WatchDiscovery::new(nats.clone());
+    let both = ["mender-a", "mender-b"];
+    let watching = until(Duration::from_secs(10), || async {
+        discovery.is_watching(&mender()) && listed(&discovery).await == both
+    })
+    .await;
+    assert!(watching, "the watch lists both instances");
+    let client = MenderClient::configured(nats.clone(), |c| c.with_timeout(Duration::from_secs(2)));
+    client.lead().await.expect("a leader serves");
+
+    // Note when the watch stops saying it is live: it must not vouch for the entries of a
+    // bucket that is gone.
+    let not_live_after = tokio::spawn({
+        let discovery = discovery.clone();
+        async move {
+            let since = Instant::now();
+            while discovery.is_watching(&mender()) && since.elapsed() < Duration::from_secs(20) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            since.elapsed()
+        }
+    });
+    let deleted = Instant::now();
+    let deleted_at = Timestamp::now();
+    js.delete_key_value(REGISTRY)
+        .await
+        .expect("delete the registry");
+    js.delete_key_value(ELECTION)
+        .await
+        .expect("delete the election bucket");
+
+    // The instances write their entries again (into a bucket they re-create), and the
+    // watch shows the new entries.
+    let seen_again = until(Duration::from_secs(20), || async {
+        discovery.is_watching(&mender())
+            && discovery.instances(&mender()).await.is_ok_and(|list| {
+                list.len() == 2
+                    && list
+                        .iter()
+                        .all(|i| i.last_heartbeat.as_datetime() > deleted_at.as_datetime())
+            })
+    })
+    .await;
+    let after = deleted.elapsed();
+    let not_live_after = not_live_after.await.expect("monitor");
+    println!(
+        "watch not live {not_live_after:?} after the deletion; instances seen again after {after:?}"
+    );
+    assert!(seen_again, "the instances are never watched again");
+    assert!(
+        not_live_after < Duration::from_secs(1),
+        "the watch of a deleted bucket says it is live for {not_live_after:?}"
+    );
+    assert!(
+        after <= 2 * heartbeat,
+        "the instances are seen again {after:?} after the deletion (heartbeat {heartbeat:?})"
+    );
+    assert_ttl_bucket(&js, REGISTRY).await;
+
+    // The election bucket comes back too, and with it a leader.
+    let led = until(Duration::from_secs(20), || async {
+        client.lead().await.is_ok()
+    })
+    .await;
+    println!(
+        "exclusive calls served again {:?} after the deletion",
+        deleted.elapsed()
+    );
+    assert!(led, "no leader after the election bucket was deleted");
+    assert_ttl_bucket(&js, ELECTION).await;
+    assert_eq!(listed(&discovery).await, both);
+    a.stop().await;
+    b.stop().await;
+}
