@@ -9,14 +9,18 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use aegis_examples::failover;
+use aegis_examples::orders::OrderProcessor;
+use aegis_examples::process::run_to_exit;
 use aegis_runtime::codec::Timestamp;
 use aegis_runtime::discovery::{Discovery, WatchDiscovery};
 use aegis_runtime::instance::{InstanceStatus, ServiceInstance};
 use aegis_runtime::subject::ServiceName;
 use aegis_runtime::testing::NatsServer;
-use aegis_runtime::{RunningService, ServiceRunner, service};
+use aegis_runtime::{RunningService, ServiceRunner, StartError, service};
 use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
+use nix::sys::signal::Signal;
 
 const REGISTRY: &str = "service_registry";
 const ELECTION: &str = "sticky_active";
@@ -287,4 +291,116 @@ async fn deleted_registry_and_election_buckets_are_recreated_and_watched_again()
     assert_eq!(listed(&discovery).await, both);
     a.stop().await;
     b.stop().await;
+}
+
+/// The registry value under the key of `id`, an order processor (`None` when absent).
+async fn order_entry(js: &async_nats::jetstream::Context, id: &str) -> Option<ServiceInstance> {
+    let store = js.get_key_value(REGISTRY).await.ok()?;
+    let value = store
+        .get(format!("service-instances.order-processor.{id}"))
+        .await
+        .ok()??;
+    ServiceInstance::from_json(&value).ok()
+}
+
+fn start_time(entry: &ServiceInstance) -> String {
+    entry.metadata["start_time"].to_string()
+}
+
+#[tokio::test]
+async fn an_instance_id_in_use_is_refused_and_the_id_of_a_dead_instance_taken_over() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let url = server.url();
+    let id = "orders-dup";
+    let mut first = failover::spawn_instance(&url, id, Duration::from_secs(1), None);
+    let js = async_nats::jetstream::new(server.connect().await.expect("connect"));
+    let firsts = order_entry(&js, id).await.expect("the first registered");
+
+    // A second process with the same id does not start, and says why.
+    let refused = run_to_exit(
+        "order_service",
+        &[
+            "--nats",
+            &url,
+            "--instance",
+            id,
+            "--registry-ttl",
+            "3",
+            "--heartbeat-ms",
+            "500",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(
+        !refused.success,
+        "a second process with the id of a live one starts"
+    );
+    assert!(
+        refused.stderr.contains("DuplicateInstance") && refused.stderr.contains(id),
+        "{}",
+        refused.stderr
+    );
+    let start_second = || async {
+        ServiceRunner::new(OrderProcessor::default())
+            .nats(server.connect().await.expect("connect"))
+            .instance_id(id)
+            .registry_ttl(Duration::from_secs(3))
+            .heartbeat_interval(Duration::from_millis(500))
+            .start()
+            .await
+    };
+    let err = start_second().await.expect_err("the id is in use");
+    println!("{err}");
+    assert!(
+        matches!(err, StartError::DuplicateInstance { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(id) && message.contains(".instance_id("),
+        "the message names the id and how to pick another: {message}"
+    );
+    let entry = order_entry(&js, id).await.expect("entry");
+    assert_eq!(
+        start_time(&entry),
+        start_time(&firsts),
+        "the entry is the first's"
+    );
+
+    // Frozen, the first no longer answers: its id is taken over although its heartbeat is
+    // fresh. Once it runs again it neither overwrites nor, stopping, deletes the entry of
+    // the instance that took its id over.
+    first.signal(Signal::SIGSTOP);
+    let taking = Instant::now();
+    let second = start_second()
+        .await
+        .expect("the id of a silent instance is taken over");
+    println!("took the id over in {:?}", taking.elapsed());
+    let seconds = order_entry(&js, id).await.expect("entry");
+    assert_ne!(start_time(&seconds), start_time(&firsts));
+    first.signal(Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(1)).await; // two heartbeats of the first
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait_exit(Duration::from_secs(15)), "the first stops");
+    let entry = order_entry(&js, id)
+        .await
+        .expect("the entry of the second is still there");
+    assert_eq!(
+        start_time(&entry),
+        start_time(&seconds),
+        "the entry is the second's"
+    );
+    second.stop().await;
+    assert!(
+        order_entry(&js, id).await.is_none(),
+        "its own stop deletes it"
+    );
+
+    // A crashed instance's id is taken over at once, its entry still fresh.
+    let mut crashed = failover::spawn_instance(&url, id, Duration::from_secs(1), None);
+    crashed.kill();
+    let third = start_second()
+        .await
+        .expect("the id of a crashed instance is taken over");
+    third.stop().await;
 }
