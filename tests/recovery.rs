@@ -7,17 +7,18 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use aegis_examples::failover;
-use aegis_examples::orders::OrderProcessor;
+use aegis_examples::orders::{OrderProcessor, OrderProcessorClient};
 use aegis_examples::process::run_to_exit;
 use aegis_runtime::codec::Timestamp;
 use aegis_runtime::discovery::{Discovery, WatchDiscovery};
 use aegis_runtime::instance::{InstanceStatus, ServiceInstance};
 use aegis_runtime::subject::ServiceName;
 use aegis_runtime::testing::NatsServer;
-use aegis_runtime::{RunningService, ServiceRunner, StartError, service};
+use aegis_runtime::{CallErrorKind, RunningService, ServiceRunner, StartError, service};
 use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
@@ -51,11 +52,45 @@ fn mender() -> ServiceName {
 /// A connection that retries a lost server every 50 ms (the client's default backs off
 /// up to 4 s, which would measure the client library, not the runtime).
 async fn connect_eagerly(server: &NatsServer) -> async_nats::Client {
+    connect_eagerly_to(server.url()).await
+}
+
+async fn connect_eagerly_to(url: String) -> async_nats::Client {
     async_nats::ConnectOptions::new()
         .reconnect_delay_callback(|_| Duration::from_millis(50))
-        .connect(server.url())
+        .connect(url)
         .await
         .expect("connect")
+}
+
+/// An order processor served by a runtime of its own on its own thread, so that it is
+/// not starved by what the test's runtime does; it stops when the returned sender is
+/// dropped.
+fn serve_orders_elsewhere(url: String, id: &'static str) -> std::sync::mpsc::Sender<()> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let (ready, serving) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let running = ServiceRunner::new(OrderProcessor::default())
+                .nats(connect_eagerly_to(url).await)
+                .instance_id(id)
+                .registry_ttl(Duration::from_secs(3))
+                .heartbeat_interval(Duration::from_millis(500))
+                .start()
+                .await
+                .expect("instance starts");
+            let _ = ready.send(());
+            let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
+            running.stop().await;
+        });
+    });
+    serving.recv().expect("the instance serves");
+    stop
 }
 
 async fn start_mender(
@@ -403,4 +438,94 @@ async fn an_instance_id_in_use_is_refused_and_the_id_of_a_dead_instance_taken_ov
         .await
         .expect("the id of a crashed instance is taken over");
     third.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_retrying_unavailable_in_a_tight_loop_do_not_starve_the_recovery() {
+    let mut server = NatsServer::start().await.expect("nats-server");
+    // Only the callers share this runtime.
+    let instance = serve_orders_elsewhere(server.url(), "orders-busy");
+    let client = OrderProcessorClient::configured(connect_eagerly(&server).await, |c| {
+        c.with_timeout(Duration::from_millis(500))
+    });
+    client.health_check().await.expect("serves");
+
+    // With the server gone, the entry's heartbeat ages past its TTL (3 s): calls fail
+    // "Unavailable" at once, without any I/O.
+    server.stop().await;
+    let unavailable = until(Duration::from_secs(15), || async {
+        client
+            .health_check()
+            .await
+            .is_err_and(|err| matches!(err.kind(), CallErrorKind::Unavailable(_)))
+    })
+    .await;
+    assert!(unavailable, "calls never fail Unavailable");
+
+    // Four callers that retry at once, never awaiting anything else. A thread (not a task:
+    // tasks could be starved) tells them to give up after a while.
+    let give_up = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            let give_up = give_up.clone();
+            tokio::spawn(async move {
+                let mut failed = 0u64;
+                while !give_up.load(Ordering::Relaxed) {
+                    if client.health_check().await.is_ok() {
+                        return Some((Instant::now(), failed));
+                    }
+                    failed += 1;
+                }
+                None
+            })
+        })
+        .collect();
+    let watchdog = {
+        let give_up = give_up.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(30));
+            give_up.store(true, Ordering::Relaxed);
+        })
+    };
+    // Restarted from a thread of its own, so that waiting for it to be ready does not
+    // depend on this runtime.
+    let (server, back) = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(server.restart()).expect("restart");
+        (server, Instant::now())
+    })
+    .await
+    .expect("restarted");
+    let mut recovered = Vec::new();
+    for caller in callers {
+        let outcome = caller.await.expect("caller");
+        recovered.push(outcome);
+    }
+    give_up.store(true, Ordering::Relaxed);
+    let _ = watchdog; // it ends by itself; the test does not wait for it
+    drop(instance);
+    drop(server);
+    println!(
+        "callers recovered after {:?} (failed calls before: {:?})",
+        recovered
+            .iter()
+            .map(|r| r.map(|(at, _)| at.saturating_duration_since(back)))
+            .collect::<Vec<_>>(),
+        recovered
+            .iter()
+            .map(|r| r.map(|(_, failed)| failed))
+            .collect::<Vec<_>>()
+    );
+    for outcome in recovered {
+        let (at, _) = outcome.expect("a caller never recovered: starved");
+        let after = at.saturating_duration_since(back);
+        assert!(
+            after < Duration::from_secs(2),
+            "a caller recovered {after:?} after the server came back"
+        );
+    }
 }
