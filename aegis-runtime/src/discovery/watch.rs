@@ -30,7 +30,9 @@ const REOPEN_MAX: Duration = Duration::from_secs(5);
 /// The watch of a service starts on its first lookup. While it is down (server restart,
 /// bucket deleted) it is reopened with backoff, and lookups fall back to a
 /// [`CachedDiscovery`] (TTL caching of 1 s, stale lists served while the registry cannot
-/// be read).
+/// be read). A deleted registry bucket (told by the server's stream advisory) and a
+/// re-established connection end the watch at once, so it never vouches for entries it
+/// can no longer follow; a re-created bucket reopens it at once.
 ///
 /// ```no_run
 /// use aegis_runtime::ServiceClient;
