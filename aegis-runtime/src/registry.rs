@@ -584,6 +584,28 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_ours_at_our_revision_or_with_a_value_we_sent_since() {
+        let mut written = Written::default();
+        written.sending(b"first");
+        written.landed(7, b"first".to_vec());
+        assert!(written.is_ours(7, b"anything"), "our revision");
+        assert!(written.is_ours(9, b"first"), "our value, written again");
+        // Writes that timed out may land later: still ours.
+        written.sending(b"second");
+        written.sending(b"third");
+        assert!(written.is_ours(8, b"second") && written.is_ours(8, b"third"));
+        assert!(!written.is_ours(8, b"another instance's"), "taken over");
+        // Only the last few writes in doubt are remembered.
+        for i in 0..20u8 {
+            written.sending(&[i]);
+        }
+        assert!(!written.is_ours(8, b"second"));
+        assert!(written.is_ours(8, &[19]));
+        written.landed(30, vec![19]);
+        assert!(!written.is_ours(31, &[18]), "a landed write ends the doubt");
+    }
+
+    #[test]
     fn retry_delays_grow_are_capped_and_jittered() {
         let interval = Duration::from_secs(10);
         for failures in 1..20 {
