@@ -247,14 +247,15 @@ pub(crate) const CLAIM_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Returns the revision a first write must expect.
 pub(crate) async fn claim(
     nats: &async_nats::Client,
-    entry: &ServiceInstance,
+    service: &ServiceName,
+    instance: &InstanceId,
 ) -> Result<u64, ClaimError> {
     let js = jetstream::new(nats.clone());
     // No bucket: nothing registered yet (registering creates it).
     let Ok(store) = js.get_key_value(subject::REGISTRY_BUCKET).await else {
         return Ok(0);
     };
-    let key = subject::registry_key(&entry.service_name, &entry.instance_id);
+    let key = subject::registry_key(service, instance);
     let current = store.entry(&key).await.map_err(|source| ClaimError::Read {
         key: key.clone(),
         source,
@@ -270,8 +271,8 @@ pub(crate) async fn claim(
         let ttl = holder.heartbeat_ttl().unwrap_or(DEFAULT_REGISTRY_TTL);
         !holder.is_stale(ttl, Timestamp::now())
     });
-    if fresh && answers_status(nats, entry).await {
-        return Err(ClaimError::InUse(entry.instance_id.to_string()));
+    if fresh && answers_status(nats, service, instance).await {
+        return Err(ClaimError::InUse(instance.to_string()));
     }
     tracing::warn!(
         %key,
@@ -281,8 +282,12 @@ pub(crate) async fn claim(
     Ok(current.revision)
 }
 
-/// Whether an instance answers the status RPC on the instance subject of `entry`.
-async fn answers_status(nats: &async_nats::Client, entry: &ServiceInstance) -> bool {
+/// Whether an instance answers the status RPC on the instance subject of `instance`.
+async fn answers_status(
+    nats: &async_nats::Client,
+    service: &ServiceName,
+    instance: &InstanceId,
+) -> bool {
     let Ok(method) = crate::subject::MethodName::new(crate::runner::STATUS_METHOD) else {
         return false;
     };
@@ -291,7 +296,7 @@ async fn answers_status(nats: &async_nats::Client, entry: &ServiceInstance) -> b
     let Ok(payload) = crate::codec::encode(&request) else {
         return false;
     };
-    let subject = subject::rpc_instance(&entry.service_name, &entry.instance_id, &method);
+    let subject = subject::rpc_instance(service, instance, &method);
     let asked = async_nats::Request::new()
         .payload(payload.into())
         .timeout(Some(CLAIM_STATUS_TIMEOUT));

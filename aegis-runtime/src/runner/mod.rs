@@ -249,16 +249,8 @@ impl<S: Service> ServiceRunner<S> {
             (None, None) => return Err(StartError::NoConnection),
         };
         lifecycle.set(Lifecycle::Starting);
-        let exclusive_group = definition.has_exclusive_methods().then(|| group.clone());
-        let entry = registry::initial_entry(
-            service_name.clone(),
-            instance_id.clone(),
-            definition.version,
-            exclusive_group,
-        )
-        .map_err(StartError::InvalidConfig)?;
         // Before the hook: an id in use fails the start with nothing run.
-        let expected = registry::claim(&nats, &entry)
+        let expected = registry::claim(&nats, &service_name, &instance_id)
             .await
             .map_err(|err| match err {
                 registry::ClaimError::InUse(_) => StartError::DuplicateInstance {
@@ -275,6 +267,14 @@ impl<S: Service> ServiceRunner<S> {
             return Err(StartError::Hook(err.to_string()));
         }
 
+        let exclusive_group = definition.has_exclusive_methods().then(|| group.clone());
+        let entry = registry::initial_entry(
+            service_name.clone(),
+            instance_id.clone(),
+            definition.version,
+            exclusive_group,
+        )
+        .map_err(StartError::InvalidConfig)?;
         let registration = Registration::register(nats.clone(), entry, ttl, expected)
             .await
             .map_err(StartError::Registry)?;
