@@ -107,7 +107,16 @@ impl Election {
             match self.try_acquire().await {
                 Ok(Some(term)) => return term,
                 Ok(None) => {}
-                Err(err) => tracing::warn!(key = %self.key, %err, "cannot campaign for leadership"),
+                Err(err) => {
+                    tracing::warn!(key = %self.key, %err, "cannot campaign for leadership");
+                    // The key cannot be read: the bucket may have been deleted. Re-create it
+                    // (a no-op when it exists), or no instance could ever lead again.
+                    if let Err(err) =
+                        registry::ttl_bucket(&self.js, subject::STICKY_ACTIVE_BUCKET).await
+                    {
+                        tracing::debug!(%err, "cannot re-create the election bucket");
+                    }
+                }
             }
             let recheck = tokio::time::sleep(self.ttl);
             tokio::pin!(recheck);
@@ -161,7 +170,7 @@ impl Election {
                 Ok(Some(term))
             }
             Err(TtlWriteError::Conflict) => Ok(None),
-            Err(TtlWriteError::Failed(err)) => Err(err),
+            Err(err @ (TtlWriteError::Failed(_) | TtlWriteError::NoBucket)) => Err(err.to_string()),
         }
     }
 
@@ -223,7 +232,7 @@ impl Election {
                     tracing::warn!(term, "the leader key changed under us; stepping down");
                     break;
                 }
-                Err(TtlWriteError::Failed(err)) => {
+                Err(err @ (TtlWriteError::Failed(_) | TtlWriteError::NoBucket)) => {
                     tracing::warn!(term, %err, "cannot renew leadership");
                     if !self.leadership.is_active() {
                         tracing::warn!(term, "the local lease ran out; stepping down");

@@ -17,6 +17,8 @@ pub const DEFAULT_REGISTRY_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// Consecutive failed heartbeats after which an instance reports itself UNHEALTHY.
 pub const UNHEALTHY_AFTER_FAILURES: u32 = 3;
+/// The shortest time a heartbeat waits for its write to be acknowledged.
+const MIN_WRITE_PATIENCE: Duration = Duration::from_secs(1);
 /// How long the marker of an expired or deleted entry stays, so watchers see it.
 const LIMIT_MARKER_TTL: Duration = Duration::from_secs(60);
 
@@ -71,14 +73,19 @@ pub(crate) async fn ttl_bucket(js: &jetstream::Context, bucket: &str) -> Result<
 pub(crate) enum TtlWriteError {
     /// The key was not at the expected revision: someone else wrote it first.
     Conflict,
+    /// The bucket does not exist (nothing stores its subjects), even after re-creating it.
+    NoBucket,
     /// Anything else (no server, timeout, …).
     Failed(String),
 }
+
+impl std::error::Error for TtlWriteError {}
 
 impl std::fmt::Display for TtlWriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TtlWriteError::Conflict => f.write_str("the key changed (wrong last sequence)"),
+            TtlWriteError::NoBucket => f.write_str("the KV bucket does not exist"),
             TtlWriteError::Failed(err) => f.write_str(err),
         }
     }
@@ -88,6 +95,10 @@ impl std::fmt::Display for TtlWriteError {
 /// with a `Nats-TTL` header (the KV API has no put with TTL). With `expected`, the write
 /// happens only if the key's last revision is that one (0: the key has never been
 /// written): a create or a compare-and-set. Returns the new revision.
+///
+/// A bucket that no longer exists (an operator deleted it) is re-created with the
+/// settings of [`ttl_bucket`] and the write made once more: running instances repair the
+/// registry and the election bucket by themselves, at their next write.
 pub(crate) async fn put_with_ttl(
     js: &jetstream::Context,
     bucket: &str,
@@ -96,22 +107,44 @@ pub(crate) async fn put_with_ttl(
     ttl: Duration,
     expected: Option<u64>,
 ) -> Result<u64, TtlWriteError> {
+    let value = bytes::Bytes::from(value);
+    match publish_with_ttl(js, bucket, key, value.clone(), ttl, expected).await {
+        Err(TtlWriteError::NoBucket) => {
+            tracing::warn!(bucket, "the KV bucket is gone; re-creating it");
+            ttl_bucket(js, bucket)
+                .await
+                .map_err(TtlWriteError::Failed)?;
+            publish_with_ttl(js, bucket, key, value, ttl, expected).await
+        }
+        written => written,
+    }
+}
+
+async fn publish_with_ttl(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    value: bytes::Bytes,
+    ttl: Duration,
+    expected: Option<u64>,
+) -> Result<u64, TtlWriteError> {
     let mut message = PublishMessage::build()
-        .payload(value.into())
+        .payload(value)
         .ttl(whole_seconds(ttl));
     if let Some(expected) = expected {
         message = message.expected_last_subject_sequence(expected);
     }
-    let failed = |e: &dyn std::fmt::Display| TtlWriteError::Failed(e.to_string());
+    let failed = |e: &jetstream::context::PublishError| match e.kind() {
+        jetstream::context::PublishErrorKind::WrongLastSequence => TtlWriteError::Conflict,
+        jetstream::context::PublishErrorKind::StreamNotFound => TtlWriteError::NoBucket,
+        _ => TtlWriteError::Failed(e.to_string()),
+    };
     let ack = js
         .send_publish(format!("$KV.{bucket}.{key}"), message)
         .await
         .map_err(|e| failed(&e))?
         .await
-        .map_err(|e| match e.kind() {
-            jetstream::context::PublishErrorKind::WrongLastSequence => TtlWriteError::Conflict,
-            _ => failed(&e),
-        })?;
+        .map_err(|e| failed(&e))?;
     Ok(ack.sequence)
 }
 
@@ -123,6 +156,11 @@ pub(crate) fn whole_seconds(ttl: Duration) -> Duration {
 }
 
 /// This instance's entry and how to keep it alive.
+///
+/// Every write is revision-checked: it lands only on the revision this instance wrote
+/// last (or on nothing, or on the marker of an expired or deleted entry). So an instance
+/// that was frozen and whose id another instance took over meanwhile neither overwrites
+/// nor, stopping, deletes the other's entry.
 #[derive(Debug)]
 pub(crate) struct Registration {
     js: jetstream::Context,
@@ -133,6 +171,164 @@ pub(crate) struct Registration {
     health: Arc<Health>,
     /// Set once the entry is deleted: no write may bring it back.
     closed: std::sync::atomic::AtomicBool,
+    /// One write at a time (heartbeats and role changes), so that each knows the revision
+    /// the one before it left.
+    writing: tokio::sync::Mutex<Written>,
+}
+
+/// What this instance wrote last.
+#[derive(Debug, Default)]
+struct Written {
+    /// The revision of its last write that is known to have landed (0: none).
+    revision: u64,
+    /// The bytes of its writes since the last that is known to have landed, that one
+    /// included: a write that timed out may land later, and the entry is still this
+    /// instance's then. (At most [`UNCONFIRMED_KEPT`]; writes are only sent while
+    /// connected, so few are ever in doubt.)
+    values: Vec<Vec<u8>>,
+}
+
+/// How many writes in doubt are remembered.
+const UNCONFIRMED_KEPT: usize = 8;
+
+impl Written {
+    fn is_ours(&self, revision: u64, value: &[u8]) -> bool {
+        revision == self.revision || self.values.iter().any(|ours| ours.as_slice() == value)
+    }
+
+    fn sending(&mut self, value: &[u8]) {
+        if self.values.len() >= UNCONFIRMED_KEPT {
+            self.values.remove(0);
+        }
+        self.values.push(value.to_vec());
+    }
+
+    fn landed(&mut self, revision: u64, value: Vec<u8>) {
+        self.revision = revision;
+        self.values.clear();
+        self.values.push(value);
+    }
+}
+
+/// Why the registry entry of an instance was not written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegistryWriteError {
+    /// Another instance wrote an entry under this instance's id: it took the id over.
+    #[error(
+        "another instance wrote the registry entry {key}: it took this instance's id over; \
+         this instance no longer writes or deletes it (stop it, or give it another id)"
+    )]
+    TakenOver {
+        /// The key.
+        key: String,
+    },
+    /// The write failed (no server, timeout, no bucket, …).
+    #[error("cannot write the registry entry {key}: {source}")]
+    Failed {
+        /// The key.
+        key: String,
+        /// What failed.
+        source: TtlWriteError,
+    },
+    /// The write was not acknowledged in time.
+    #[error("the registry entry {key} was not acknowledged within {after:?}")]
+    TimedOut {
+        /// The key.
+        key: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// The entry could not be read to resolve a conflicting write.
+    #[error("cannot read the registry entry {key}: {source}")]
+    Read {
+        /// The key.
+        key: String,
+        /// What failed.
+        source: kv::EntryError,
+    },
+}
+
+/// Why an instance may not register under its id.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimError {
+    /// A live instance (fresh heartbeat, answers its status RPC) has the id.
+    #[error("a live instance answers as {0}")]
+    InUse(String),
+    /// The registry could not be read.
+    #[error("cannot read the registry entry {key}: {source}")]
+    Read {
+        /// The key.
+        key: String,
+        /// What failed.
+        source: kv::EntryError,
+    },
+}
+
+/// How long a registering instance waits for the holder of its id to answer its status
+/// RPC before it takes the id over: a live instance answers within milliseconds.
+pub(crate) const CLAIM_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks that no live instance has `instance`'s id: its entry is missing, deleted,
+/// expired, stale (heartbeat older than its TTL), or its holder does not answer its status
+/// RPC within [`CLAIM_STATUS_TIMEOUT`] (crashed, frozen, cut off) and is taken over.
+/// Returns the revision a first write must expect.
+pub(crate) async fn claim(
+    nats: &async_nats::Client,
+    service: &ServiceName,
+    instance: &InstanceId,
+) -> Result<u64, ClaimError> {
+    let js = jetstream::new(nats.clone());
+    // No bucket: nothing registered yet (registering creates it).
+    let Ok(store) = js.get_key_value(subject::REGISTRY_BUCKET).await else {
+        return Ok(0);
+    };
+    let key = subject::registry_key(service, instance);
+    let current = store.entry(&key).await.map_err(|source| ClaimError::Read {
+        key: key.clone(),
+        source,
+    })?;
+    let Some(current) = current else {
+        return Ok(0);
+    };
+    if current.operation != kv::Operation::Put {
+        return Ok(current.revision);
+    }
+    let holder = ServiceInstance::from_json(&current.value).ok();
+    let fresh = holder.as_ref().is_some_and(|holder| {
+        let ttl = holder.heartbeat_ttl().unwrap_or(DEFAULT_REGISTRY_TTL);
+        !holder.is_stale(ttl, Timestamp::now())
+    });
+    if fresh && answers_status(nats, service, instance).await {
+        return Err(ClaimError::InUse(instance.to_string()));
+    }
+    tracing::warn!(
+        %key,
+        fresh,
+        "taking over the registry entry of an instance with this id that is gone (it does not answer its status RPC)"
+    );
+    Ok(current.revision)
+}
+
+/// Whether an instance answers the status RPC on the instance subject of `instance`.
+async fn answers_status(
+    nats: &async_nats::Client,
+    service: &ServiceName,
+    instance: &InstanceId,
+) -> bool {
+    let Ok(method) = crate::subject::MethodName::new(crate::runner::STATUS_METHOD) else {
+        return false;
+    };
+    let request = crate::codec::RpcRequest::new(method.as_str(), serde_json::json!({}))
+        .with_timeout(CLAIM_STATUS_TIMEOUT.as_secs_f64());
+    let Ok(payload) = crate::codec::encode(&request) else {
+        return false;
+    };
+    let subject = subject::rpc_instance(service, instance, &method);
+    let asked = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(CLAIM_STATUS_TIMEOUT));
+    // Any reply, even an error, means a process serves the id.
+    nats.send_request(subject, asked).await.is_ok()
 }
 
 /// Whether heartbeats succeed: what the instance reports as its status.
@@ -149,6 +345,14 @@ impl Health {
         }
     }
 
+    /// The status an entry must carry: the one that holds once it is written. Only failed
+    /// writes make an instance UNHEALTHY, so a write that lands proves it healthy again;
+    /// writing the status of before (UNHEALTHY after an outage) would make discovery skip
+    /// a serving instance for a whole heartbeat interval.
+    fn status_once_written(&self) -> InstanceStatus {
+        InstanceStatus::Active
+    }
+
     fn set(&self, status: InstanceStatus) {
         let value = u8::from(status != InstanceStatus::Active);
         if self.status.swap(value, Ordering::AcqRel) != value {
@@ -163,6 +367,7 @@ impl Registration {
         nats: async_nats::Client,
         entry: ServiceInstance,
         ttl: Duration,
+        expected: u64,
     ) -> Result<Self, String> {
         let mut entry = entry;
         entry.set_heartbeat_ttl(whole_seconds(ttl));
@@ -177,8 +382,12 @@ impl Registration {
             entry: std::sync::Mutex::new(entry),
             health: Arc::new(Health::default()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            writing: tokio::sync::Mutex::new(Written {
+                revision: expected,
+                values: Vec::new(),
+            }),
         };
-        registration.beat().await?;
+        registration.beat().await.map_err(|e| e.to_string())?;
         Ok(registration)
     }
 
@@ -194,30 +403,86 @@ impl Registration {
         }
     }
 
-    /// Writes the entry now, with a fresh heartbeat time and this instance's status.
-    pub(crate) async fn beat(&self) -> Result<(), String> {
+    /// Writes the entry now, with a fresh heartbeat time and the status that holds once it
+    /// is written, on the revision this instance wrote last.
+    pub(crate) async fn beat(&self) -> Result<(), RegistryWriteError> {
+        let mut written = self.writing.lock().await;
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
         let value = {
             let Ok(mut entry) = self.entry.lock() else {
-                return Err("registry entry lock poisoned".into());
+                return Ok(()); // a panic while editing the entry: keep the last one
             };
             entry.last_heartbeat = Timestamp::now();
-            entry.status = self.health.status();
+            entry.status = self.health.status_once_written();
             entry.to_json()
         };
-        put_with_ttl(
-            &self.js,
-            subject::REGISTRY_BUCKET,
-            &self.key,
-            value,
-            self.ttl,
-            None,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        // A write sent while disconnected would wait in the client's buffer and land after
+        // the outage, with the heartbeat time of before: fail it now instead.
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(RegistryWriteError::Failed {
+                key: self.key.clone(),
+                source: TtlWriteError::Failed("not connected to NATS".into()),
+            });
+        }
+        written.sending(&value);
+        let mut expected = written.revision;
+        // A conflict is resolved by reading the entry once; a second one is another
+        // writer's race, reported as such.
+        for _ in 0..2 {
+            let put = put_with_ttl(
+                &self.js,
+                subject::REGISTRY_BUCKET,
+                &self.key,
+                value.clone(),
+                self.ttl,
+                Some(expected),
+            )
+            .await;
+            match put {
+                Ok(revision) => {
+                    written.landed(revision, value);
+                    // What the entry now says holds from now on, whoever wrote it.
+                    self.health.set(InstanceStatus::Active);
+                    return Ok(());
+                }
+                Err(TtlWriteError::Conflict) => {
+                    expected = self.own_revision(&written).await?;
+                }
+                Err(source) => {
+                    return Err(RegistryWriteError::Failed {
+                        key: self.key.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Err(RegistryWriteError::TakenOver {
+            key: self.key.clone(),
+        })
+    }
+
+    /// The revision a write may replace after a conflict: the entry's, when it is gone
+    /// (expired, deleted, a re-created bucket) or holds what this instance wrote last (a
+    /// write that timed out and landed after all); else the id was taken over.
+    async fn own_revision(&self, written: &Written) -> Result<u64, RegistryWriteError> {
+        let current =
+            self.store
+                .entry(&self.key)
+                .await
+                .map_err(|source| RegistryWriteError::Read {
+                    key: self.key.clone(),
+                    source,
+                })?;
+        match current {
+            None => Ok(0),
+            Some(entry) if entry.operation != kv::Operation::Put => Ok(entry.revision),
+            Some(entry) if written.is_ours(entry.revision, &entry.value) => Ok(entry.revision),
+            Some(_) => Err(RegistryWriteError::TakenOver {
+                key: self.key.clone(),
+            }),
+        }
     }
 
     /// Refreshes the entry every `interval` until the task is dropped. A failed write is
@@ -232,7 +497,21 @@ impl Registration {
                 retry_delay(failures, interval)
             };
             tokio::time::sleep(delay).await;
-            match self.beat().await {
+            // A write waits for its acknowledgement half an interval (5 s by default, the
+            // client's own timeout), at least a second (a write may take three round trips,
+            // and a server that just restarted is slow): with the server gone, longer waits
+            // would space failures further apart than heartbeats, and an outage would take
+            // many intervals to be noticed.
+            let patience = (interval / 2).max(MIN_WRITE_PATIENCE);
+            let written = tokio::time::timeout(patience, self.beat())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RegistryWriteError::TimedOut {
+                        key: self.key.clone(),
+                        after: patience,
+                    })
+                });
+            match written {
                 Ok(()) => {
                     if failures > 0 {
                         tracing::info!(key = %self.key, failures, "heartbeat works again");
@@ -251,13 +530,39 @@ impl Registration {
         }
     }
 
-    /// Deletes the entry: the instance is gone at once for everyone watching.
-    pub(crate) async fn deregister(&self) -> Result<(), String> {
+    /// Deletes the entry: the instance is gone at once for everyone watching. Only an
+    /// entry this instance wrote is deleted, never one of an instance that took its id
+    /// over.
+    pub(crate) async fn deregister(&self) -> Result<(), RegistryWriteError> {
+        let written = self.writing.lock().await;
         self.closed.store(true, Ordering::Release);
+        let current =
+            self.store
+                .entry(&self.key)
+                .await
+                .map_err(|source| RegistryWriteError::Read {
+                    key: self.key.clone(),
+                    source,
+                })?;
+        let revision = match current {
+            None => return Ok(()),
+            Some(entry) if entry.operation != kv::Operation::Put => return Ok(()),
+            Some(entry) if written.is_ours(entry.revision, &entry.value) => entry.revision,
+            Some(_) => {
+                return Err(RegistryWriteError::TakenOver {
+                    key: self.key.clone(),
+                });
+            }
+        };
+        // Revision-checked: a write of another instance between the read and the delete
+        // is not deleted either.
         self.store
-            .delete(&self.key)
+            .delete_expect_revision(&self.key, Some(revision))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| RegistryWriteError::Failed {
+                key: self.key.clone(),
+                source: TtlWriteError::Failed(e.to_string()),
+            })
     }
 }
 
@@ -308,6 +613,28 @@ mod tests {
             Duration::from_secs(30)
         );
         assert_eq!(whole_seconds(Duration::ZERO), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_entry_is_ours_at_our_revision_or_with_a_value_we_sent_since() {
+        let mut written = Written::default();
+        written.sending(b"first");
+        written.landed(7, b"first".to_vec());
+        assert!(written.is_ours(7, b"anything"), "our revision");
+        assert!(written.is_ours(9, b"first"), "our value, written again");
+        // Writes that timed out may land later: still ours.
+        written.sending(b"second");
+        written.sending(b"third");
+        assert!(written.is_ours(8, b"second") && written.is_ours(8, b"third"));
+        assert!(!written.is_ours(8, b"another instance's"), "taken over");
+        // Only the last few writes in doubt are remembered.
+        for i in 0..20u8 {
+            written.sending(&[i]);
+        }
+        assert!(!written.is_ours(8, b"second"));
+        assert!(written.is_ours(8, &[19]));
+        written.landed(30, vec![19]);
+        assert!(!written.is_ours(31, &[18]), "a landed write ends the doubt");
     }
 
     #[test]

@@ -77,6 +77,13 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
             started.elapsed(),
             outcome.as_ref().err().map(CallErrorKind::name),
         );
+        if outcome.is_err() {
+            // A call can fail without any I/O (discovery knows every instance is
+            // unusable): a caller that retries at once would then never yield, and starve
+            // the very tasks that end the failure (the discovery's watch, the connection).
+            // Spend cooperative budget, so that such a loop yields every so often.
+            tokio::task::consume_budget().await;
+        }
         outcome
             .map_err(|kind| CallError::new(&client.inner.service, method.as_str(), attempts, kind))
     }

@@ -250,14 +250,19 @@ impl ServiceClient {
         params: &P,
         options: CallOptions,
     ) -> Result<R, CallError> {
-        let known = self.known(method).map_err(|e| {
-            CallError::new(
-                &self.inner.service,
-                method,
-                0,
-                CallErrorKind::InvalidName(e),
-            )
-        })?;
+        let known = match self.known(method) {
+            Ok(known) => known,
+            Err(e) => {
+                // Failing without I/O: yield now and then, as a failed call does.
+                tokio::task::consume_budget().await;
+                return Err(CallError::new(
+                    &self.inner.service,
+                    method,
+                    0,
+                    CallErrorKind::InvalidName(e),
+                ));
+            }
+        };
         call::run(self, &known, params, options).await
     }
 

@@ -30,7 +30,9 @@ const REOPEN_MAX: Duration = Duration::from_secs(5);
 /// The watch of a service starts on its first lookup. While it is down (server restart,
 /// bucket deleted) it is reopened with backoff, and lookups fall back to a
 /// [`CachedDiscovery`] (TTL caching of 1 s, stale lists served while the registry cannot
-/// be read).
+/// be read). A deleted registry bucket (told by the server's stream advisory) and a
+/// re-established connection end the watch at once, so it never vouches for entries it
+/// can no longer follow; a re-created bucket reopens it at once.
 ///
 /// ```no_run
 /// use aegis_runtime::ServiceClient;
@@ -204,12 +206,33 @@ impl Discovery for WatchDiscovery {
     }
 }
 
+/// How often a feed checks that its connection was not re-established meanwhile.
+const RECONNECT_CHECK: Duration = Duration::from_millis(250);
+
 /// Follows the registry entries of `service` into `view` until the discovery is dropped,
 /// reopening the watch with backoff whenever it fails.
+///
+/// A feed is dropped, and the view not live until a new one has caught up, when the
+/// registry bucket is deleted (the server's advisory says so at once; the feed's own
+/// consumer would only notice after missing heartbeats, about 10 s during which it would
+/// vouch for entries that no longer exist) and when the connection was re-established
+/// (changes made meanwhile may be missed, and the consumer may be gone with a restarted
+/// server). A bucket created again, or a connection back, ends the wait before a reopen.
 async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: watch::Sender<View>) {
     let mut backoff = REOPEN_MIN;
+    // Without advisories (no permission, say) deletions are noticed as before: late.
+    let mut advisories = match nats.subscribe(bucket_advisories()).await {
+        Ok(advisories) => Some(advisories),
+        Err(err) => {
+            tracing::debug!(%err, "cannot follow the registry bucket's advisories");
+            None
+        }
+    };
+    let mut check = tokio::time::interval(RECONNECT_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let opened = Instant::now();
+        let connected = connects(&nats);
         match RegistryFeed::open(&nats, &service).await {
             Ok(Some(mut feed)) => {
                 let mut entries = BTreeMap::new();
@@ -217,9 +240,23 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
                     publish(&view, &entries);
                 }
                 let err = loop {
-                    let change = match feed.next().await {
-                        Ok(change) => change,
-                        Err(err) => break err,
+                    let change = tokio::select! {
+                        change = feed.next() => match change {
+                            Ok(change) => change,
+                            Err(err) => break err,
+                        },
+                        Some(advisory) = next_advisory(&mut advisories) => {
+                            if advisory == "DELETED" {
+                                break "the registry bucket was deleted".to_owned();
+                            }
+                            continue;
+                        }
+                        _ = check.tick() => {
+                            if connects(&nats) != connected {
+                                break "the connection to NATS was re-established".to_owned();
+                            }
+                            continue;
+                        }
                     };
                     match change {
                         Change::Put(entry) => {
@@ -233,7 +270,7 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
                         publish(&view, &entries);
                     }
                 };
-                tracing::warn!(%service, %err, "registry watch lost; falling back to cached lookups");
+                tracing::warn!(%service, %err, "registry watch lost; falling back to cached lookups until it is back");
             }
             Ok(None) => {
                 tracing::debug!(%service, "no registry bucket yet; will watch once it exists");
@@ -247,9 +284,60 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
         if opened.elapsed() > REOPEN_MAX {
             backoff = REOPEN_MIN; // it ran for a while: start over with short waits
         }
-        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+        let wait = tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0));
+        tokio::pin!(wait);
+        let connected = connects(&nats);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                Some(advisory) = next_advisory(&mut advisories) => {
+                    if advisory == "CREATED" {
+                        backoff = REOPEN_MIN;
+                        break;
+                    }
+                }
+                _ = check.tick() => {
+                    if connects(&nats) != connected {
+                        backoff = REOPEN_MIN;
+                        break;
+                    }
+                }
+            }
+        }
         backoff = (backoff * 2).min(REOPEN_MAX);
     }
+}
+
+/// The subject of the server's advisories about the registry bucket's stream:
+/// `$JS.EVENT.ADVISORY.STREAM.{CREATED,DELETED,UPDATED}.KV_service_registry`.
+fn bucket_advisories() -> String {
+    format!(
+        "$JS.EVENT.ADVISORY.STREAM.*.KV_{}",
+        crate::subject::REGISTRY_BUCKET
+    )
+}
+
+/// What happened to the stream, as the advisory's subject says (`CREATED`, `DELETED`,
+/// `UPDATED`); never resolves without a subscription.
+async fn next_advisory(advisories: &mut Option<async_nats::Subscriber>) -> Option<String> {
+    use futures_util::StreamExt;
+    match advisories {
+        Some(subscriber) => match subscriber.next().await {
+            Some(message) => Some(message.subject.split('.').nth(4).unwrap_or("").to_owned()),
+            None => {
+                *advisories = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// How many times the connection was established so far.
+fn connects(nats: &async_nats::Client) -> u64 {
+    nats.statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn publish(view: &watch::Sender<View>, entries: &BTreeMap<String, ServiceInstance>) {

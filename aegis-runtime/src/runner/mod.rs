@@ -137,6 +137,18 @@ pub enum StartError {
     /// An event subscription could not be set up.
     #[error("cannot subscribe to events: {0} (is JetStream enabled on the server?)")]
     Events(String),
+    /// A live instance (fresh heartbeat, answers its status RPC) already has this id.
+    #[error(
+        "the instance id {instance} is in use by a live instance of {service} (its registry \
+         heartbeat is fresh and it answers its status RPC): give this instance another id \
+         with `.instance_id(..)`, or omit it for a generated one"
+    )]
+    DuplicateInstance {
+        /// The service.
+        service: ServiceName,
+        /// The id in use.
+        instance: InstanceId,
+    },
     /// The service's `#[on_start]` method failed.
     #[error("the service's #[on_start] method failed: {0}")]
     Hook(String),
@@ -257,6 +269,16 @@ impl<S: Service> ServiceRunner<S> {
             (None, None) => return Err(StartError::NoConnection),
         };
         lifecycle.set(Lifecycle::Starting);
+        // Before the hook: an id in use fails the start with nothing run.
+        let expected = registry::claim(&nats, &service_name, &instance_id)
+            .await
+            .map_err(|err| match err {
+                registry::ClaimError::InUse(_) => StartError::DuplicateInstance {
+                    service: service_name.clone(),
+                    instance: instance_id.clone(),
+                },
+                read => StartError::Registry(read.to_string()),
+            })?;
         let service = Arc::new(self.service);
         if let Some(on_start) = definition.on_start
             && let Err(failure) = hooks::on_start(definition.name, on_start, service.clone()).await
@@ -273,7 +295,7 @@ impl<S: Service> ServiceRunner<S> {
             exclusive_group,
         )
         .map_err(StartError::InvalidConfig)?;
-        let registration = Registration::register(nats.clone(), entry, ttl)
+        let registration = Registration::register(nats.clone(), entry, ttl, expected)
             .await
             .map_err(StartError::Registry)?;
 
