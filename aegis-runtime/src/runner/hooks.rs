@@ -29,7 +29,15 @@ pub(super) async fn on_start<S>(
 pub(super) async fn on_stop(core: &Core, limit: std::time::Duration) {
     let Some(hook) = &core.on_stop else { return };
     let span = tracing::info_span!("on_stop", instance = %core.instance_id);
-    match invoke::invoke(HandlerKind::OnStop, "on_stop", span, Some(limit), (hook.0)()).await {
+    match invoke::invoke(
+        HandlerKind::OnStop,
+        "on_stop",
+        span,
+        Some(limit),
+        (hook.0)(),
+    )
+    .await
+    {
         Invoked::Returned(Ok(())) | Invoked::Panicked(_) => {}
         Invoked::Returned(Err(err)) => {
             tracing::warn!(instance = %core.instance_id, %err, "the service's #[on_stop] method failed");
