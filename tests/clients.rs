@@ -21,7 +21,7 @@ use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{
     CallErrorKind, RetryPolicy, RpcContext, RunningService, ServiceClient, ServiceRunner, service,
 };
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebugValue;
 use support::{ChildProcess, hold_leader_key};
 
 /// A service whose handlers count their runs, sleep or fail on request.
@@ -114,17 +114,9 @@ async fn wait_until_nobody_serves(nats: &async_nats::Client, subject: String) {
 /// The metrics recorded by this test binary: one global recorder for all its tests.
 /// Snapshots drain the recorder, so every snapshot is kept here and tests read from it.
 fn all_recorded() -> std::sync::MutexGuard<'static, Vec<(String, String, Vec<f64>)>> {
-    static SNAPSHOTTER: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
     static RECORDED: std::sync::Mutex<Vec<(String, String, Vec<f64>)>> =
         std::sync::Mutex::new(Vec::new());
-    let snapshotter = SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder
-            .install()
-            .expect("the only recorder of this binary");
-        snapshotter
-    });
+    let snapshotter = support::metrics_recorder();
     let mut recorded = RECORDED.lock().unwrap_or_else(|e| e.into_inner());
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         let service = key

@@ -4,6 +4,8 @@
 
 #![allow(clippy::print_stdout)] // measured figures are printed
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -13,25 +15,12 @@ use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{
     CallErrorKind, CommandOptions, Event, EventContext, ServiceClient, ServiceRunner, service,
 };
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebugValue;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The registry bucket.
 const REGISTRY: &str = "service_registry";
-
-/// The recorder of this test binary, installed by the first test that asks.
-fn recorder() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder
-            .install()
-            .expect("the only recorder of this binary");
-        snapshotter
-    })
-}
 
 /// How many panics of `kind` in `method` were counted so far. A snapshot of the debugging
 /// recorder resets its counters, and the tests of this binary run at once: every snapshot
@@ -39,7 +28,7 @@ fn recorder() -> &'static Snapshotter {
 fn panics_counted(kind: &str, method: &str) -> u64 {
     static TOTALS: OnceLock<Mutex<HashMap<(String, String), u64>>> = OnceLock::new();
     let mut totals = TOTALS.get_or_init(Mutex::default).lock().expect("totals");
-    for (key, _, _, value) in recorder().snapshot().into_vec() {
+    for (key, _, _, value) in support::metrics_recorder().snapshot().into_vec() {
         let key = key.key();
         if key.name() != aegis_runtime::metrics::HANDLER_PANICS {
             continue;
@@ -165,7 +154,7 @@ async fn still_serving(client: &ServiceClient) {
 
 #[tokio::test]
 async fn a_panicking_rpc_answers_an_error_naming_the_panic_and_the_instance_serves_on() {
-    recorder();
+    support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let fragile = Fragile::default();
     let instance = start_fragile(&server, "fragile-rpc", &fragile).await;
@@ -207,7 +196,7 @@ async fn a_panicking_rpc_answers_an_error_naming_the_panic_and_the_instance_serv
 
 #[tokio::test]
 async fn a_panicking_exclusive_rpc_answers_an_error_naming_the_panic_and_stays_leader() {
-    recorder();
+    support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let fragile = Fragile::default();
     let instance = start_fragile(&server, "fragile-exclusive", &fragile).await;
@@ -237,7 +226,7 @@ async fn a_panicking_exclusive_rpc_answers_an_error_naming_the_panic_and_stays_l
 
 #[tokio::test]
 async fn a_panicking_event_handler_is_redelivered_a_bounded_number_of_times_then_terminated() {
-    recorder();
+    support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let fragile = Fragile::default();
     let instance = start_fragile(&server, "fragile-events", &fragile).await;
@@ -298,7 +287,7 @@ async fn a_panicking_event_handler_is_redelivered_a_bounded_number_of_times_then
 
 #[tokio::test]
 async fn a_panicking_command_fails_its_caller_at_once_and_is_terminated() {
-    recorder();
+    support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let fragile = Fragile::default();
     let instance = start_fragile(&server, "fragile-commands", &fragile).await;
@@ -374,7 +363,7 @@ impl PanicsOnStart {
 
 #[tokio::test]
 async fn a_panicking_on_start_fails_the_start_and_leaves_nothing_behind() {
-    recorder();
+    support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let err = ServiceRunner::new(PanicsOnStart)
         .nats(server.connect().await.expect("connect"))
@@ -429,7 +418,7 @@ impl PanicsOnStop {
 
 #[tokio::test]
 async fn a_panicking_on_stop_still_stops_cleanly_and_removes_the_entry() {
-    recorder();
+    support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let nats = server.connect().await.expect("connect");
     let instance = ServiceRunner::new(PanicsOnStop)

@@ -22,6 +22,7 @@ use aegis_runtime::{CallErrorKind, RunningService, ServiceRunner, StartError, se
 use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
+use support::until;
 
 const REGISTRY: &str = "service_registry";
 const ELECTION: &str = "sticky_active";
@@ -108,22 +109,6 @@ async fn start_mender(
         .start()
         .await
         .expect("instance starts")
-}
-
-/// Waits for `condition` to hold, polling every 10 ms, up to `within`.
-async fn until<F, Fut>(within: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }
 
 /// The ids `discovery` lists for the mender service (empty when it fails).

@@ -17,7 +17,7 @@ use async_nats::jetstream::kv::{Operation, Store};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use support::ChildProcess;
+use support::{ChildProcess, until};
 
 const REGISTRY: &str = "service_registry";
 
@@ -37,22 +37,6 @@ async fn start(server: &NatsServer, id: &str, heartbeat: Duration) -> RunningSer
         .start()
         .await
         .expect("instance starts")
-}
-
-/// Waits for `condition` to hold, polling every 20 ms, up to `within`.
-async fn until<F, Fut>(within: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test]

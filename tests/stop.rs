@@ -14,28 +14,12 @@ use aegis_runtime::runner::StatusReport;
 use aegis_runtime::testing::NatsServer;
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::ChildProcess;
+use support::{ChildProcess, until};
 
 /// What the stop bound promises on top of the drain timeout, as the issue states it; the
 /// runtime's own bound ([`aegis_runtime::runner::STOP_GRACE`]) is smaller, the rest is
 /// process start-up and exit.
 const STOP_SLACK: Duration = Duration::from_secs(3);
-
-/// Waits for `condition` to hold, polling every 20 ms, up to `within`.
-async fn until<F, Fut>(within: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_nats_gone_exits_within_the_drain_timeout() {

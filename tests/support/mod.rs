@@ -10,6 +10,38 @@ use aegis_examples::orders::OrderProcessor;
 use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{RunningService, ServiceRunner};
 
+/// The metrics recorder of this test binary, installed by the first test that asks (one
+/// global recorder per process). A snapshot drains its counters.
+pub fn metrics_recorder() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder of this binary");
+        snapshotter
+    })
+}
+
+/// Waits for `condition` to hold, polling every 10 ms, up to `within`; returns whether it
+/// held.
+pub async fn until<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// Starts an order processor in this process, as instance `id`.
 pub async fn start_orders(server: &NatsServer, id: impl Into<String>) -> RunningService {
     ServiceRunner::new(OrderProcessor::default())
