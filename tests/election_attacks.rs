@@ -72,9 +72,24 @@ struct Group {
 
 impl Group {
     async fn start(server: &NatsServer, leader_ttl: Duration) -> Self {
+        Self::start_staggered(server, leader_ttl, 2, Duration::ZERO).await
+    }
+
+    /// `count` instances, each started `stagger` after the previous one (so that the
+    /// standbys' periodic looks at the key are spread over time).
+    async fn start_staggered(
+        server: &NatsServer,
+        leader_ttl: Duration,
+        count: usize,
+        stagger: Duration,
+    ) -> Self {
         let service = Ledgered::default();
         let mut instances = Vec::new();
-        for id in ["ledgered-1", "ledgered-2"] {
+        for n in 1..=count {
+            let id = format!("ledgered-{n}");
+            if n > 1 {
+                tokio::time::sleep(stagger).await;
+            }
             instances.push(
                 ServiceRunner::new(service.clone())
                     .nats(server.connect().await.expect("connect"))
@@ -335,5 +350,68 @@ async fn a_forged_leader_key_without_ttl_does_not_stall_the_group() {
     assert!(
         took <= bound,
         "a real leader served again only {took:?} after the forgery (bound {bound:?})"
+    );
+}
+
+#[tokio::test]
+async fn purging_the_election_stream_never_gives_two_leaders() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let ttl = Duration::from_secs(2);
+    // Standbys look at a held key about once per TTL: six of them, started a sixth of a
+    // TTL apart, spread their looks over time, so that one may well find the key gone
+    // before the old leader's next renewal tells it. Whoever wins, the ledger must show
+    // no call of the old leader after the first one of the new.
+    let group = Group::start_staggered(&server, ttl, 7, ttl / 6).await;
+    let (leader, term) = group
+        .leader(0, Duration::from_secs(10))
+        .await
+        .expect("a leader serves");
+    assert!(
+        group
+            .calls_after(Instant::now(), 50, Duration::from_secs(10))
+            .await,
+        "calls flow"
+    );
+
+    // No KV operation: the whole stream is emptied, no marker is written, no watcher hears
+    // of it.
+    jetstream::new(server.connect().await.expect("connect"))
+        .get_stream("KV_sticky_active")
+        .await
+        .expect("election stream")
+        .purge()
+        .await
+        .expect("purge the stream");
+    let attacked = Instant::now();
+    let recovered = group.leader(term, 2 * ttl + Duration::from_secs(1)).await;
+    assert!(
+        group
+            .calls_after(attacked, 200, Duration::from_secs(10))
+            .await
+    );
+    let starts = group.service.starts();
+    group.stop().await;
+    let (new_leader, new_term) = recovered.expect("a leader serves again");
+    let old_last = starts
+        .iter()
+        .filter(|s| s.instance == leader && s.term == term)
+        .map(|s| s.at)
+        .max()
+        .expect("the old leader served");
+    let new_first = starts
+        .iter()
+        .filter(|s| s.term > term)
+        .map(|s| s.at)
+        .min()
+        .expect("the new leader served");
+    println!(
+        "stream purge: term {term} ({leader}) → {new_term} ({new_leader}); old leader's last call {:.1} ms after the purge, new leader's first {:.1} ms after",
+        old_last.saturating_duration_since(attacked).as_secs_f64() * 1000.0,
+        new_first.saturating_duration_since(attacked).as_secs_f64() * 1000.0,
+    );
+    assert!(
+        old_last < new_first,
+        "two leaders at once: the old one started a call {:?} after the new one's first",
+        old_last - new_first
     );
 }

@@ -61,6 +61,9 @@ enum Look {
     Held(Duration),
     /// The key was stale and this instance removed it: look again at once.
     Removed,
+    /// The key, seen held before, is gone without a delete or expiry marker: the stream
+    /// was purged (or the bucket deleted) under a leader that has not noticed yet.
+    Vanished,
 }
 
 /// The shortest wait before looking at a held key again.
@@ -125,13 +128,28 @@ impl Election {
 
     /// Waits for the key to be free (or stale) and takes it; returns the term.
     async fn campaign(&self) -> u64 {
+        // Whether a holder was seen since the last wait: a key that then disappears without
+        // a marker may still have a leader serving under it.
+        let mut seen_held = false;
         loop {
             // Watch before looking, so a release between the look and the watch is seen.
             let watch = self.store.watch(&self.key).await;
-            let recheck = match self.try_acquire().await {
+            let recheck = match self.try_acquire(seen_held).await {
                 Ok(Look::Won(term)) => return term,
-                Ok(Look::Held(recheck)) => recheck,
+                Ok(Look::Held(recheck)) => {
+                    seen_held = true;
+                    recheck
+                }
                 Ok(Look::Removed) => continue,
+                Ok(Look::Vanished) => {
+                    // A purge of the stream writes no marker and reaches no watcher: the
+                    // old leader notices only at its next renewal, and stops serving at the
+                    // latest when its lease ends. Wait that out before taking the key.
+                    let lease = self.ttl - self.lease_margin();
+                    tracing::warn!(key = %self.key, ?lease, "the leader key vanished without a delete or expiry marker (the election stream was purged?); waiting out the old leader's lease");
+                    seen_held = false;
+                    lease
+                }
                 Err(err) => {
                     tracing::warn!(key = %self.key, %err, "cannot campaign for leadership");
                     // The key cannot be read: the bucket may have been deleted. Re-create it
@@ -169,13 +187,16 @@ impl Election {
     /// Takes the key if it is free: a create at the revision of whatever marker it holds.
     /// A key that holds a value (even one naming this very instance, left by a previous
     /// run of it) is not taken over: it expires first, or is removed once stale.
-    async fn try_acquire(&self) -> Result<Look, String> {
+    ///
+    /// A key with no entry at all after `seen_held` counts as [`Look::Vanished`].
+    async fn try_acquire(&self, seen_held: bool) -> Result<Look, String> {
         let expected = match self
             .store
             .entry(&self.key)
             .await
             .map_err(|e| e.to_string())?
         {
+            None if seen_held => return Ok(Look::Vanished),
             None => 0,
             Some(entry) if entry.operation != kv::Operation::Put => entry.revision,
             Some(entry) => return Ok(self.judge_held(&entry).await),
