@@ -415,3 +415,46 @@ async fn purging_the_election_stream_never_gives_two_leaders() {
         old_last - new_first
     );
 }
+
+#[tokio::test]
+async fn a_live_leader_is_never_judged_stale() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let ttl = Duration::from_secs(1);
+    let group = Group::start(&server, ttl).await;
+    let (leader, term) = group
+        .leader(0, Duration::from_secs(10))
+        .await
+        .expect("a leader serves");
+    // Observe the group for four times the staleness bound (leader_ttl + margin = 1.5 s)
+    // while the standby looks at the key every time it could turn stale.
+    let watched = Instant::now();
+    let observe = 4 * (ttl + ttl / 2);
+    let changed = until(observe, || {
+        let moved = group.instances.iter().any(|i| {
+            let term_now = i.leadership().term();
+            (i.instance_id().as_str() == leader) != (term_now == Some(term))
+        });
+        async move { moved }
+    })
+    .await;
+    let starts = group.service.starts();
+    group.stop().await;
+    let calls: Vec<&Start> = starts.iter().filter(|s| s.at > watched).collect();
+    println!(
+        "live leader over {observe:?} (leader_ttl {ttl:?}): {} calls, terms {:?}",
+        calls.len(),
+        calls
+            .iter()
+            .map(|s| s.term)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        !changed,
+        "the leadership moved although its leader was live"
+    );
+    assert!(!calls.is_empty(), "calls were served");
+    assert!(
+        calls.iter().all(|s| s.term == term && s.instance == leader),
+        "every call ran under the live leader's term"
+    );
+}
