@@ -4,8 +4,8 @@
 //!
 //! Against another writer of the key (an operator's tool, a client with too many rights):
 //! the leader watches its key and steps down at once when it is deleted, purged or names
-//! someone else ([`guard`]); a standby removes a key that has not been rewritten for
-//! longer than `leader_ttl` + a margin by the server's clock ([`staleness`]), so a forged
+//! someone else (module `guard`); a standby removes a key that has not been rewritten for
+//! longer than `leader_ttl` + a margin by the server's clock (module `staleness`), so a forged
 //! key cannot stall the group.
 
 mod guard;
