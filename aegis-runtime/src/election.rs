@@ -256,9 +256,11 @@ impl Election {
                 Look::Removed
             }
             Err(err) => {
-                // Someone else wrote or removed it first: look again.
-                tracing::debug!(key = %self.key, %err, "stale leader key not removed");
-                Look::Held(MIN_RECHECK)
+                // Someone else wrote it first (then it is fresh: look again when it could
+                // be stale), removed it first (the watch sees the marker at once), or this
+                // user may not delete it: never retry in a tight loop.
+                tracing::warn!(key = %self.key, %err, "stale leader key not removed");
+                Look::Held(self.ttl)
             }
         }
     }
