@@ -1,6 +1,15 @@
 //! Leader election per (service, group): one key in the KV bucket `sticky_active`, taken
 //! with a create, kept with compare-and-set renewals under a per-message TTL, released with
 //! a revision-checked delete. The revision at acquisition is the fencing term.
+//!
+//! Against another writer of the key (an operator's tool, a client with too many rights):
+//! the leader watches its key and steps down at once when it is deleted, purged or names
+//! someone else (module `guard`); a standby removes a key that has not been rewritten for
+//! longer than `leader_ttl` + a margin by the server's clock (module `staleness`), so a forged
+//! key cannot stall the group.
+
+mod guard;
+mod staleness;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +50,24 @@ struct Held {
     revision: u64,
     elected_at: f64,
 }
+
+/// What a look at the leader key found.
+#[derive(Debug)]
+enum Look {
+    /// The key was free and this instance took it: the term.
+    Won(u64),
+    /// Another holder has the key (or won the race): look again after this long, when
+    /// the key would turn stale, unless the watch sees it go first.
+    Held(Duration),
+    /// The key was stale and this instance removed it: look again at once.
+    Removed,
+    /// The key, seen held before, is gone without a delete or expiry marker: the stream
+    /// was purged (or the bucket deleted) under a leader that has not noticed yet.
+    Vanished,
+}
+
+/// The shortest wait before looking at a held key again.
+const MIN_RECHECK: Duration = Duration::from_millis(20);
 
 /// One instance's part in the election of its group.
 #[derive(Debug)]
@@ -86,7 +113,7 @@ impl Election {
     }
 
     /// How long before the key could expire the leader stops serving by itself.
-    fn margin(&self) -> Duration {
+    fn lease_margin(&self) -> Duration {
         self.ttl / 4
     }
 
@@ -99,14 +126,30 @@ impl Election {
         }
     }
 
-    /// Waits for the key to be free and takes it; returns the term.
+    /// Waits for the key to be free (or stale) and takes it; returns the term.
     async fn campaign(&self) -> u64 {
+        // Whether a holder was seen since the last wait: a key that then disappears without
+        // a marker may still have a leader serving under it.
+        let mut seen_held = false;
         loop {
             // Watch before looking, so a release between the look and the watch is seen.
             let watch = self.store.watch(&self.key).await;
-            match self.try_acquire().await {
-                Ok(Some(term)) => return term,
-                Ok(None) => {}
+            let recheck = match self.try_acquire(seen_held).await {
+                Ok(Look::Won(term)) => return term,
+                Ok(Look::Held(recheck)) => {
+                    seen_held = true;
+                    recheck
+                }
+                Ok(Look::Removed) => continue,
+                Ok(Look::Vanished) => {
+                    // A purge of the stream writes no marker and reaches no watcher: the
+                    // old leader notices only at its next renewal, and stops serving at the
+                    // latest when its lease ends. Wait that out before taking the key.
+                    let lease = self.ttl - self.lease_margin();
+                    tracing::warn!(key = %self.key, ?lease, "the leader key vanished without a delete or expiry marker (the election stream was purged?); waiting out the old leader's lease");
+                    seen_held = false;
+                    lease
+                }
                 Err(err) => {
                     tracing::warn!(key = %self.key, %err, "cannot campaign for leadership");
                     // The key cannot be read: the bucket may have been deleted. Re-create it
@@ -116,9 +159,10 @@ impl Election {
                     {
                         tracing::debug!(%err, "cannot re-create the election bucket");
                     }
+                    self.ttl
                 }
-            }
-            let recheck = tokio::time::sleep(self.ttl);
+            };
+            let recheck = tokio::time::sleep(recheck);
             tokio::pin!(recheck);
             match watch {
                 Ok(mut watch) => loop {
@@ -128,6 +172,7 @@ impl Election {
                             // Deleted or expired: try at once. A broken watch: look again.
                             _ => break,
                         },
+                        // The key may have turned stale (or the watch missed something).
                         () = &mut recheck => break,
                     }
                 },
@@ -140,18 +185,21 @@ impl Election {
     }
 
     /// Takes the key if it is free: a create at the revision of whatever marker it holds.
-    /// `Ok(None)` when another instance holds it (or won the race). A key that names this
-    /// very instance, left by a previous run of it, is not taken over: it expires first.
-    async fn try_acquire(&self) -> Result<Option<u64>, String> {
+    /// A key that holds a value (even one naming this very instance, left by a previous
+    /// run of it) is not taken over: it expires first, or is removed once stale.
+    ///
+    /// A key with no entry at all after `seen_held` counts as [`Look::Vanished`].
+    async fn try_acquire(&self, seen_held: bool) -> Result<Look, String> {
         let expected = match self
             .store
             .entry(&self.key)
             .await
             .map_err(|e| e.to_string())?
         {
+            None if seen_held => return Ok(Look::Vanished),
             None => 0,
             Some(entry) if entry.operation != kv::Operation::Put => entry.revision,
-            Some(_) => return Ok(None),
+            Some(entry) => return Ok(self.judge_held(&entry).await),
         };
         self.leadership.set_electing(true);
         let now = Timestamp::now().as_epoch_seconds();
@@ -166,11 +214,54 @@ impl Election {
                     elected_at: now,
                 });
                 self.leadership
-                    .become_active_until(term, sent + self.ttl - self.margin());
-                Ok(Some(term))
+                    .become_active_until(term, sent + self.ttl - self.lease_margin());
+                Ok(Look::Won(term))
             }
-            Err(TtlWriteError::Conflict) => Ok(None),
+            Err(TtlWriteError::Conflict) => Ok(Look::Held(MIN_RECHECK)),
             Err(err @ (TtlWriteError::Failed(_) | TtlWriteError::NoBucket)) => Err(err.to_string()),
+        }
+    }
+
+    /// Applies the staleness rule to a held key: removes it (revision-checked, so a
+    /// renewal that lands first wins) when the server says it is older than
+    /// [`staleness::stale_after`], else says when to look again.
+    async fn judge_held(&self, entry: &kv::Entry) -> Look {
+        let stale_after = staleness::stale_after(self.ttl);
+        let age = match staleness::age(&self.js, subject::STICKY_ACTIVE_BUCKET, entry).await {
+            Ok(age) => age,
+            Err(err) => {
+                // Without the server's time nothing can be judged: wait for an expiry.
+                tracing::warn!(key = %self.key, %err, "cannot judge whether the leader key is stale");
+                return Look::Held(self.ttl);
+            }
+        };
+        if age <= stale_after {
+            return Look::Held((stale_after - age).min(self.ttl).max(MIN_RECHECK));
+        }
+        let holder = codec::decode::<LeaderRecord>(&entry.value)
+            .map(|record| record.instance_id)
+            .unwrap_or_else(|_| "an undecodable value".to_owned());
+        match self
+            .store
+            .delete_expect_revision(&self.key, Some(entry.revision))
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(
+                    key = %self.key, %holder, ?age, ?stale_after, revision = entry.revision,
+                    "removed a stale leader key: not rewritten for longer than leader_ttl + margin (written without a TTL, or by a writer that stopped)"
+                );
+                metrics::counter!(crate::metrics::STALE_LEADER_KEYS, "service" => self.service.to_string())
+                    .increment(1);
+                Look::Removed
+            }
+            Err(err) => {
+                // Someone else wrote it first (then it is fresh: look again when it could
+                // be stale), removed it first (the watch sees the marker at once), or this
+                // user may not delete it: never retry in a tight loop.
+                tracing::warn!(key = %self.key, %err, "stale leader key not removed");
+                Look::Held(self.ttl)
+            }
         }
     }
 
@@ -207,8 +298,9 @@ impl Election {
         self.held.lock().ok().and_then(|slot| *slot)
     }
 
-    /// Serves as leader: renews every third of the TTL, extending the local lease after
-    /// each success; returns when the key is lost or the lease runs out.
+    /// Serves as leader until the key is lost: renews it every third of the TTL and
+    /// watches it. Another writer's change stops the serving at once (before anything
+    /// else is done), not at the next renewal.
     async fn lead(&self, term: u64) {
         tracing::info!(service = %self.service, group = %self.group, term, "elected leader");
         self.announce(
@@ -217,31 +309,52 @@ impl Election {
         )
         .await;
         self.show_role();
+        let reason = tokio::select! {
+            reason = self.renew(term) => reason,
+            lost = guard::lost(&self.store, &self.key, &self.instance) => {
+                self.leadership.step_down();
+                tracing::warn!(term, key = %self.key, %lost, "another writer changed the leader key; stepped down");
+                lost.reason()
+            }
+        };
+        metrics::counter!(
+            crate::metrics::LEADER_STEP_DOWNS,
+            "service" => self.service.to_string(),
+            "reason" => reason
+        )
+        .increment(1);
+        self.lose(reason).await;
+    }
+
+    /// Renews every third of the TTL, extending the local lease after each success;
+    /// returns (the reason) when the key changed or the lease ran out.
+    async fn renew(&self, term: u64) -> &'static str {
         loop {
             tokio::time::sleep(self.ttl / 3).await;
-            let Some(held) = self.held() else { break };
+            let Some(held) = self.held() else {
+                return "released";
+            };
             let sent = Instant::now();
             let now = Timestamp::now().as_epoch_seconds();
             match self.write(held.elected_at, now, held.revision).await {
                 Ok(revision) => {
                     self.hold(Held { revision, ..held });
                     self.leadership
-                        .extend_lease(sent + self.ttl - self.margin());
+                        .extend_lease(sent + self.ttl - self.lease_margin());
                 }
                 Err(TtlWriteError::Conflict) => {
                     tracing::warn!(term, "the leader key changed under us; stepping down");
-                    break;
+                    return "renewal_conflict";
                 }
                 Err(err @ (TtlWriteError::Failed(_) | TtlWriteError::NoBucket)) => {
                     tracing::warn!(term, %err, "cannot renew leadership");
                     if !self.leadership.is_active() {
                         tracing::warn!(term, "the local lease ran out; stepping down");
-                        break;
+                        return "lease_expired";
                     }
                 }
             }
         }
-        self.lose("lost").await;
     }
 
     async fn lose(&self, reason: &str) {

@@ -16,6 +16,8 @@
 //! | `aegis_discovery_cache_misses_total` | counter | service | lookups that read the registry |
 //! | `aegis_events_poison_total` | counter | method | events dropped because their payload does not decode |
 //! | `aegis_commands_poison_total` | counter | command | commands failed at once because their payload does not decode |
+//! | `aegis_election_step_downs_total` | counter | service, reason (`key_deleted`/`key_purged`/`foreign_value`/`renewal_conflict`/`lease_expired`) | leaders that lost their leadership other than by a graceful stop |
+//! | `aegis_election_stale_keys_removed_total` | counter | service | leader keys a standby removed because no live leader rewrote them (see docs/single-active.md) |
 //! | `aegis_handler_panics_total` | counter | kind (`rpc`/`exclusive_rpc`/`event`/`command`/`on_start`/`on_stop`), method | handlers and hooks that panicked (caught; see docs/runtime.md) |
 
 use std::time::Duration;
@@ -46,6 +48,12 @@ pub const POISON_EVENTS: &str = "aegis_events_poison_total";
 
 /// Commands failed at once because their payload does not decode.
 pub const POISON_COMMANDS: &str = "aegis_commands_poison_total";
+
+/// Leaders that lost their leadership other than by a graceful stop, by reason.
+pub const LEADER_STEP_DOWNS: &str = "aegis_election_step_downs_total";
+
+/// Leader keys a standby removed because no live leader had rewritten them in time.
+pub const STALE_LEADER_KEYS: &str = "aegis_election_stale_keys_removed_total";
 
 /// Handlers and lifecycle hooks that panicked (the panic was caught), by kind and method.
 pub const HANDLER_PANICS: &str = "aegis_handler_panics_total";

@@ -52,8 +52,10 @@ pub async fn start_orders(server: &NatsServer, id: impl Into<String>) -> Running
         .expect("start")
 }
 
-/// Puts the leader key of another instance (`elsewhere-1`, never expiring) into the
-/// election bucket: instances of `service` then stay standby.
+/// Makes another instance (`elsewhere-1`) the live leader of `service`: writes its leader
+/// key and rewrites it every 250 ms, as a leader renews, until the test's runtime ends.
+/// Instances of `service` then stay standby (a key nobody rewrites would be removed as
+/// stale after `leader_ttl` + margin).
 pub async fn hold_leader_key(nats: &async_nats::Client, service: &str) {
     let store = async_nats::jetstream::new(nats.clone())
         .create_key_value(async_nats::jetstream::kv::Config {
@@ -64,15 +66,20 @@ pub async fn hold_leader_key(nats: &async_nats::Client, service: &str) {
         })
         .await
         .expect("bucket");
+    let key = format!("sticky-active.{service}.default.leader");
     let foreign =
         br#"{"instance_id":"elsewhere-1","elected_at":1.0,"last_heartbeat":1.0,"metadata":{}}"#;
     store
-        .put(
-            format!("sticky-active.{service}.default.leader"),
-            foreign.to_vec().into(),
-        )
+        .put(key.clone(), foreign.to_vec().into())
         .await
         .expect("put");
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Fails once the test has stopped its server: nothing to hold any more.
+            let _ = store.put(key.clone(), foreign.to_vec().into()).await;
+        }
+    });
 }
 
 /// A message captured from the Python SDK (`python-sdk-wire-examples.json`): its subject,
