@@ -144,7 +144,30 @@ impl ConnectError {
                 url: servers,
                 reason: source.to_string(),
             },
+            // async-nats reports a failed handshake as I/O: the rustls error inside says
+            // it was TLS (an untrusted certificate, a refused client certificate).
+            Kind::Io if caused_by_tls(&source) => Self::Tls { servers, source },
             Kind::Dns | Kind::Io | Kind::MaxReconnects => Self::Unreachable { servers, source },
         }
     }
+}
+
+/// Whether a rustls error is somewhere in the chain of `error`, also inside an I/O error.
+fn caused_by_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::rustls;
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if current.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the wrapped error itself: look at it directly.
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && caused_by_tls(inner)
+        {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
