@@ -431,6 +431,59 @@ async fn tls_with_a_test_ca_and_a_client_certificate() {
         .await
         .expect_err("an untrusted server certificate");
     assert!(matches!(untrusted, ConnectError::Tls { .. }), "{untrusted}");
+
+    // A server that wants the TLS handshake first. It falls back to the plain greeting
+    // after 400 ms (which lets the test harness, waiting 500 ms for it, see it is up): a
+    // client that starts with TLS does not wait for that, one that does not waits.
+    let first = start_server(format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  handshake_first: \"400ms\"\n}}\n",
+        path_str(&file("server.pem")),
+        path_str(&file("server.key")),
+        path_str(&file("ca.pem")),
+    ))
+    .await;
+    let url = format!("tls://127.0.0.1:{}", first.port());
+    let config = ConnectConfig::new(url.clone())
+        .tls_ca(file("ca.pem"))
+        .tls_client_cert(file("client.pem"), file("client.key"))
+        .tls_first(true);
+    let started = Instant::now();
+    config.connect().await.expect("connect with TLS first");
+    let took = started.elapsed();
+    let started = Instant::now();
+    ConnectConfig::new(format!("tls://127.0.0.1:{}", first.port()))
+        .tls_ca(file("ca.pem"))
+        .tls_client_cert(file("client.pem"), file("client.key"))
+        .connect()
+        .await
+        .expect("connect through the fallback");
+    let fallback = started.elapsed();
+    println!("TLS-first connection in {took:?}, through the fallback in {fallback:?}");
+    assert!(
+        fallback >= Duration::from_millis(400),
+        "no fallback wait: {fallback:?}"
+    );
+    assert!(
+        took < Duration::from_millis(400),
+        "waited for the fallback: {took:?}"
+    );
+    let running = ServiceRunner::new(OrderProcessor::default())
+        .connect_with(config.clone())
+        .instance_id("orders-tls-first")
+        .start()
+        .await
+        .expect("start with TLS first");
+    let mut args = vec!["--server".to_owned(), url, "--tls-first".to_owned()];
+    args.extend(secured.flags.iter().cloned());
+    args.push("services".to_owned());
+    let services = aegis(args).await;
+    assert!(services.success, "{}", services.stderr);
+    assert!(
+        services.stdout.contains("order-processor"),
+        "{}",
+        services.stdout
+    );
+    running.stop().await;
     drop(dir);
 }
 

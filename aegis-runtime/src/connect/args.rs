@@ -18,6 +18,8 @@ pub struct NatsArgs {
         short = 's',
         visible_alias = "nats",
         env = "NATS_URL",
+        // A URL may hold credentials: `--help` must not print the variable's value.
+        hide_env_values = true,
         value_name = "URL",
         default_value = super::DEFAULT_SERVER,
         global = true
