@@ -202,6 +202,15 @@ impl ConnectConfig {
         self
     }
 
+    /// Names the connection `name` unless a name was set (the runner names its connection
+    /// after the instance, so the server's monitoring shows which instance it is).
+    pub(crate) fn name_if_unset(mut self, name: &str) -> Self {
+        if self.name.is_none() {
+            self.name = Some(name.to_owned());
+        }
+        self
+    }
+
     /// The servers as shown in messages: comma-separated, without userinfo.
     pub fn servers_shown(&self) -> String {
         if self.servers.is_empty() {
@@ -224,7 +233,21 @@ impl ConnectConfig {
     /// or invalid file, the server rejecting the credentials, a TLS failure, or no server
     /// reachable.
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
+        self.connect_with_options(|options| options).await
+    }
+
+    /// As [`connect`](Self::connect), with async-nats options of your own added to the ones
+    /// this config makes (an event callback, a custom inbox prefix, ...). Authentication and
+    /// TLS set by `adjust` replace the config's.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_options(
+        &self,
+        adjust: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client, ConnectError> {
         let (options, servers) = self.options().await?;
+        let options = adjust(options);
         let shown = servers.shown.join(",");
         tracing::debug!(servers = %shown, auth = self.auth_method(&servers).unwrap_or("none"), "connecting to NATS");
         options

@@ -269,7 +269,7 @@ impl<S: Service> ServiceRunner<S> {
         };
         let nats = match (self.nats, self.connect) {
             (Some(nats), _) => nats,
-            (None, Some(config)) => config.connect().await?,
+            (None, Some(config)) => config.name_if_unset(instance_id.as_str()).connect().await?,
             (None, None) => return Err(StartError::NoConnection),
         };
         lifecycle.set(Lifecycle::Starting);
