@@ -9,7 +9,7 @@ use super::{ConnectConfig, Nkey, Secret};
 ///
 /// Every flag falls back to its environment variable; secret variables are never shown in
 /// `--help`, and `Debug` redacts the secrets.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL(s): repeat the flag or separate with commas (nats://, tls://).
     /// Credentials inside a URL are used, and never shown.
@@ -63,6 +63,13 @@ pub struct NatsArgs {
     tls_first: bool,
 }
 
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Through the config's `Debug`: a server URL may hold credentials.
+        f.debug_tuple("NatsArgs").field(&self.config()).finish()
+    }
+}
+
 impl NatsArgs {
     /// The connection config these flags describe.
     pub fn config(&self) -> ConnectConfig {
@@ -108,7 +115,7 @@ mod tests {
         let cli = Cli::try_parse_from([
             "x",
             "--server",
-            "nats://a:1",
+            "nats://u:urlpass@a:1",
             "--nats",
             "nats://b:2,nats://c:3",
             "--user",
@@ -119,7 +126,11 @@ mod tests {
         .expect("parse");
         let config = cli.nats.config();
         assert_eq!(config.servers_shown(), "nats://a:1,nats://b:2,nats://c:3");
-        assert!(!format!("{cli:?}").contains("hunter2"));
-        assert!(!format!("{config:?}").contains("hunter2"));
+        for shown in [format!("{cli:?}"), format!("{config:?}")] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("urlpass"),
+                "{shown}"
+            );
+        }
     }
 }

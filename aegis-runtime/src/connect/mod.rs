@@ -486,6 +486,21 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn half_a_credential_is_refused() {
+        let mut config = ConnectConfig::new("h:1");
+        config.user = Some("svc".into());
+        let err = config.connect().await.expect_err("no password");
+        assert!(matches!(err, ConnectError::IncompleteUserPassword), "{err}");
+        let mut config = ConnectConfig::new("h:1");
+        config.tls_cert = Some("/c.pem".into());
+        let err = config.connect().await.expect_err("no key");
+        assert!(
+            matches!(err, ConnectError::IncompleteClientCertificate),
+            "{err}"
+        );
+    }
+
     #[test]
     fn an_nkey_value_is_a_seed_or_a_path() {
         let seed = format!("SU{}", "A".repeat(56));

@@ -48,8 +48,18 @@ pub(super) fn parse<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Serv
                     url: shown.clone(),
                     reason: source.to_string(),
                 })?;
-        if servers.credentials.is_none() {
-            servers.credentials = userinfo.map(|info| credentials(&info));
+        if let Some(found) = userinfo.map(|info| credentials(&info)) {
+            match &servers.credentials {
+                None => servers.credentials = Some(found),
+                // One connection authenticates one way, whichever server it reaches.
+                Some(first) if *first != found => {
+                    return Err(ConnectError::ConflictingAuth {
+                        first: "credentials inside one server URL",
+                        second: "other credentials inside another",
+                    });
+                }
+                Some(_) => {}
+            }
         }
         servers.addrs.push(addr);
         servers.shown.push(shown);
@@ -162,6 +172,13 @@ mod tests {
         assert!(message.contains("nats://127.0.0.1:notaport"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
         assert!(matches!(parse([" , "]), Err(ConnectError::NoServer)));
+        let differing = parse(["nats://a:pw1@h1,nats://a:pw2@h2"]).expect_err("two passwords");
+        assert!(
+            matches!(differing, ConnectError::ConflictingAuth { .. }),
+            "{differing}"
+        );
+        assert!(!differing.to_string().contains("pw1"), "{differing}");
+        parse(["nats://a:pw@h1,nats://a:pw@h2"]).expect("the same credentials twice");
     }
 
     #[test]
