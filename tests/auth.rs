@@ -615,3 +615,41 @@ async fn a_comma_separated_server_list_reaches_the_cluster() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_permission_is_counted() {
+    let snapshotter = support::metrics_recorder();
+    let server = start_server(format!(
+        "authorization {{ users: [ {{ user: limited, password: \"{PASSWORD}\", \
+         permissions: {{ publish: {{ deny: [\"forbidden.>\"] }} }} }} ] }}"
+    ))
+    .await;
+    let nats = ConnectConfig::new(server.url())
+        .user_and_password("limited", PASSWORD)
+        .connect()
+        .await
+        .expect("connect");
+    nats.publish("forbidden.x", "no".into())
+        .await
+        .expect("queued");
+    nats.flush().await.expect("flush");
+    let mut violations = 0;
+    let counted = until(Duration::from_secs(10), || {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let permission = key
+                .key()
+                .labels()
+                .any(|l| l.value() == "permissions_violation");
+            if key.key().name() == "aegis_nats_connection_events_total"
+                && permission
+                && let metrics_util::debugging::DebugValue::Counter(n) = value
+            {
+                violations += n;
+            }
+        }
+        let seen = violations > 0;
+        async move { seen }
+    })
+    .await;
+    assert!(counted, "the refused publish was not counted");
+}

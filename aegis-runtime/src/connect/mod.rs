@@ -27,6 +27,7 @@
 mod args;
 mod env;
 mod error;
+mod events;
 mod secret;
 mod servers;
 
@@ -267,8 +268,9 @@ impl ConnectConfig {
         };
         let servers = servers::parse(specs)?;
         self.check_one_auth(&servers)?;
-        let mut options =
-            async_nats::ConnectOptions::new().connection_timeout(self.connection_timeout);
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(self.connection_timeout)
+            .event_callback(events::record);
         if let Some(name) = &self.name {
             options = options.name(name);
         }
