@@ -10,6 +10,7 @@ use super::{ConnectConfig, Nkey, Secret};
 /// Every flag falls back to its environment variable; secret variables are never shown in
 /// `--help`, and `Debug` redacts the secrets.
 #[derive(Clone, clap::Args)]
+#[command(next_help_heading = "NATS connection")]
 pub struct NatsArgs {
     /// NATS server URL(s): repeat the flag or separate with commas (nats://, tls://).
     /// Credentials inside a URL are used, and never shown.
