@@ -11,20 +11,16 @@ mod registry;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aegis_runtime::connect::NatsArgs;
 use clap::{Parser, Subcommand};
 
 /// Aegis services on NATS: run the failover demo, or look into running services.
 #[derive(Debug, Parser)]
 #[command(name = "aegis", version)]
 struct Cli {
-    /// The NATS server (not used by `demo`, which starts its own).
-    #[arg(
-        long,
-        global = true,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    server: String,
+    /// How to connect to NATS (not used by `demo`, which starts its own server).
+    #[command(flatten)]
+    nats: NatsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,7 +74,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args).await,
-        command => match connect(&cli.server).await {
+        command => match cli.nats.connect().await.map_err(|err| err.to_string()) {
             Ok(nats) => match command {
                 Command::Services => registry::services(&nats).await,
                 Command::Instances { service } => registry::instances(&nats, &service).await,
@@ -102,32 +98,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Connects to `url`, failing fast with a clear message when nothing answers there.
-async fn connect(url: &str) -> Result<async_nats::Client, String> {
-    let options = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .retry_on_initial_connect();
-    let connecting = async_nats::connect_with_options(url, options);
-    match tokio::time::timeout(Duration::from_secs(3), connecting).await {
-        Ok(Ok(nats)) => {
-            // `retry_on_initial_connect` returns at once: wait until it is really connected.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            while nats.connection_state() != async_nats::connection::State::Connected {
-                if tokio::time::Instant::now() > deadline {
-                    return Err(unreachable_server(url));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(nats)
-        }
-        _ => Err(unreachable_server(url)),
-    }
-}
-
-fn unreachable_server(url: &str) -> String {
-    format!(
-        "cannot reach a NATS server at {url}; start one, or point to yours with --server or NATS_URL"
-    )
 }

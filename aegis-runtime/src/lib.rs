@@ -12,6 +12,7 @@
 //! - [`codec`]: the envelopes (RPC request and response, event, command, exclusive reply),
 //!   MessagePack or JSON, byte-compatible with the Python SDK.
 //! - [`instance`]: the registry entry of a live instance.
+//! - [`connect`]: one way to connect to NATS (servers, auth, TLS), from code, env or flags.
 //! - `testing` (feature `testing`): a real nats-server for tests, examples and the demo.
 //!
 //! ```
@@ -33,6 +34,7 @@
 pub mod client;
 pub mod codec;
 pub mod commands;
+pub mod connect;
 pub mod discovery;
 pub mod election;
 pub mod events;
@@ -58,6 +60,7 @@ pub use client::{
     ServiceClient,
 };
 pub use codec::Event;
+pub use connect::{ConnectConfig, ConnectError};
 pub use leadership::Leadership;
 pub use lifecycle::Lifecycle;
 pub use runner::{RunningService, ServiceRunner, StartError};

@@ -14,6 +14,7 @@
 //! | `aegis_client_failover_seconds` | histogram | service, method | for calls that succeeded after retries: first attempt to success |
 //! | `aegis_discovery_cache_hits_total` | counter | service | lookups answered from a discovery cache |
 //! | `aegis_discovery_cache_misses_total` | counter | service | lookups that read the registry |
+//! | `aegis_nats_connection_events_total` | counter | event (`connected`/`disconnected`/`permissions_violation`/`server_error`/...) | events of connections made by [`ConnectConfig`](crate::connect::ConnectConfig) |
 //! | `aegis_events_poison_total` | counter | method | events dropped because their payload does not decode |
 //! | `aegis_commands_poison_total` | counter | command | commands failed at once because their payload does not decode |
 //! | `aegis_election_step_downs_total` | counter | service, reason (`key_deleted`/`key_purged`/`foreign_value`/`renewal_conflict`/`lease_expired`) | leaders that lost their leadership other than by a graceful stop |
@@ -42,6 +43,9 @@ pub const FAILOVER_SECONDS: &str = "aegis_client_failover_seconds";
 pub const DISCOVERY_HITS: &str = "aegis_discovery_cache_hits_total";
 /// Discovery lookups that read the registry.
 pub const DISCOVERY_MISSES: &str = "aegis_discovery_cache_misses_total";
+/// Events of the connections made by [`ConnectConfig`](crate::connect::ConnectConfig), by
+/// event; `permissions_violation` counts operations the server refused.
+pub const CONNECTION_EVENTS: &str = "aegis_nats_connection_events_total";
 
 /// Events dropped because their payload does not decode into the handler's type.
 pub const POISON_EVENTS: &str = "aegis_events_poison_total";

@@ -69,7 +69,10 @@ impl Group {
     /// # Errors
     /// The NATS server cannot be reached.
     pub async fn start(url: &str, size: usize, leader_ttl: Duration) -> Result<Self, String> {
-        let nats = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+        let nats = aegis_runtime::ConnectConfig::new(url)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
         let mut group = Self {
             url: url.to_owned(),
             nats,

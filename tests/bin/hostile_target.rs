@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some("--nats"), Some(url)) => url,
         _ => return Err("usage: aegis-hostile-target --nats nats://HOST:PORT".into()),
     };
-    let nats = async_nats::connect(&url).await?;
+    let nats = aegis_runtime::ConnectConfig::new(url).connect().await?;
     let runner = |id: &str| {
         ServiceRunner::new(Target)
             .nats(nats.clone())

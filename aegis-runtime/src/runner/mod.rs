@@ -86,7 +86,7 @@ const _: () = assert!(STOP_STEP_TIMEOUT.as_millis() * 4 == STOP_GRACE.as_millis(
 pub struct ServiceRunner<S> {
     service: S,
     nats: Option<async_nats::Client>,
-    url: Option<String>,
+    connect: Option<crate::connect::ConnectConfig>,
     instance_id: Option<String>,
     group: Option<String>,
     concurrency: usize,
@@ -103,14 +103,10 @@ pub enum StartError {
     /// Neither a NATS connection nor a URL was given.
     #[error("no NATS connection: call `.nats(client)` or `.url(\"nats://…\")` on the runner")]
     NoConnection,
-    /// The NATS server could not be reached.
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        /// The URL.
-        url: String,
-        /// The client's error.
-        source: async_nats::ConnectError,
-    },
+    /// The connection to NATS failed: what failed (authentication rejected, TLS,
+    /// unreachable, a bad URL or file) is in the [`ConnectError`](crate::connect::ConnectError).
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     /// A name in the service definition or the configuration breaks its rule.
     #[error("{0}")]
     InvalidName(#[from] InvalidName),
@@ -160,7 +156,7 @@ impl<S: Service> ServiceRunner<S> {
         Self {
             service,
             nats: None,
-            url: None,
+            connect: None,
             instance_id: None,
             group: None,
             concurrency: DEFAULT_CONCURRENCY,
@@ -177,9 +173,19 @@ impl<S: Service> ServiceRunner<S> {
         self
     }
 
-    /// Connect to this NATS URL at start (when no connection is given).
+    /// Connect to this NATS URL at start (when no connection is given): one URL or a
+    /// comma-separated list; credentials inside it (`nats://user:password@host`,
+    /// `nats://token@host`) are used and never shown. For creds files, nkeys or TLS use
+    /// [`connect_with`](Self::connect_with).
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
+        self.connect = Some(crate::connect::ConnectConfig::new(url));
+        self
+    }
+
+    /// Connect at start with this config (servers, authentication, TLS), when no
+    /// connection is given.
+    pub fn connect_with(mut self, config: crate::connect::ConnectConfig) -> Self {
+        self.connect = Some(config);
         self
     }
 
@@ -261,11 +267,9 @@ impl<S: Service> ServiceRunner<S> {
             Some(group) => GroupId::new(group)?,
             None => GroupId::default(),
         };
-        let nats = match (self.nats, self.url) {
+        let nats = match (self.nats, self.connect) {
             (Some(nats), _) => nats,
-            (None, Some(url)) => async_nats::connect(&url)
-                .await
-                .map_err(|source| StartError::Connect { url, source })?,
+            (None, Some(config)) => config.name_if_unset(instance_id.as_str()).connect().await?,
             (None, None) => return Err(StartError::NoConnection),
         };
         lifecycle.set(Lifecycle::Starting);

@@ -42,13 +42,14 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
-/// Options of a [`NatsServer`]: the binary and the port.
+/// Options of a [`NatsServer`]: the binary, the port and extra config (auth, TLS).
 #[derive(Debug, Default)]
 #[must_use = "a builder does nothing until `.start().await`"]
 pub struct NatsServerBuilder {
     binary: Option<PathBuf>,
     port: Option<u16>,
     cluster: Option<ClusterSettings>,
+    extra_config: Vec<String>,
 }
 
 /// Where a server sits in a cluster: its route port and the route ports of its peers.
@@ -70,6 +71,15 @@ impl NatsServerBuilder {
     /// Listens on this port instead of a free one.
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Appends this text to the generated nats-server config file, e.g. an `authorization`
+    /// or `tls` block, so tests can run against a server that demands credentials.
+    ///
+    /// The text is written verbatim; several calls append several blocks in order.
+    pub fn config(mut self, text: impl Into<String>) -> Self {
+        self.extra_config.push(text.into());
         self
     }
 
@@ -112,6 +122,10 @@ impl NatsServerBuilder {
                 None => free_port()?,
             };
             server.config = render_config(server.port, server.dir.path(), self.cluster.as_ref());
+            for extra in &self.extra_config {
+                server.config.push_str(extra);
+                server.config.push('\n');
+            }
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
                 Err(err) if attempt >= attempts => return Err(err),

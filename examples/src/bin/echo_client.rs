@@ -13,15 +13,17 @@ use std::time::Duration;
 
 use aegis_examples::echo::{EchoClient, Say};
 use aegis_runtime::client::Selection;
+use aegis_runtime::connect::NatsArgs;
 use aegis_runtime::subject::InstanceId;
 use clap::Parser;
 
 /// Calls the echo service.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The NATS server.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    /// How to connect to NATS: `--nats`/`--server`, `--user`, `--creds`, `--tls-ca`, ... (or
+    /// the NATS_* environment variables).
+    #[command(flatten)]
+    nats: NatsArgs,
     /// How many calls to make.
     #[arg(long, default_value_t = 12)]
     calls: u32,
@@ -48,7 +50,7 @@ fn parse_selection(text: &str) -> Result<Selection, String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let nats = async_nats::connect(&args.nats).await?;
+    let nats = args.nats.connect().await?;
     let selection = args.selection.clone();
     let client = EchoClient::configured(nats, |c| {
         c.with_selection(selection)

@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use aegis_examples::echo::Echo;
 use aegis_runtime::ServiceRunner;
+use aegis_runtime::connect::NatsArgs;
 use clap::Parser;
 
 /// One instance of the echo service.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The NATS server.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    /// How to connect to NATS: `--nats`/`--server`, `--user`, `--creds`, `--tls-ca`, ... (or
+    /// the NATS_* environment variables).
+    #[command(flatten)]
+    nats: NatsArgs,
     /// The instance id (default: `echo-{8 hex digits}`).
     #[arg(long)]
     instance: Option<String>,
@@ -32,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     aegis_examples::init_logging();
     let args = Args::parse();
     let mut runner = ServiceRunner::new(Echo)
-        .url(args.nats)
+        .connect_with(args.nats.config())
         .drain_timeout(Duration::from_millis(args.drain_timeout_ms));
     if let Some(instance) = args.instance {
         runner = runner.instance_id(instance);

@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 
 use aegis_examples::orders::{OrderProcessorClient, OrderRequest};
 use aegis_runtime::RetryPolicy;
+use aegis_runtime::connect::NatsArgs;
 use clap::Parser;
 
 /// Calls `process_order` in a loop.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The NATS server.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    /// How to connect to NATS: `--nats`/`--server`, `--user`, `--creds`, `--tls-ca`, ... (or
+    /// the NATS_* environment variables).
+    #[command(flatten)]
+    nats: NatsArgs,
     /// How many calls to make.
     #[arg(long, default_value_t = 20)]
     calls: u32,
@@ -32,7 +34,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let nats = async_nats::connect(&args.nats).await?;
+    let nats = args.nats.connect().await?;
     // Exclusive calls retry NOT_ACTIVE and "no responders" until the deadline; the method
     // is idempotent, so a reply lost with a crashed leader is retried after 500 ms.
     let retry = RetryPolicy {

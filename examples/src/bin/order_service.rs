@@ -13,14 +13,16 @@ use std::time::Duration;
 
 use aegis_examples::orders::OrderProcessor;
 use aegis_runtime::ServiceRunner;
+use aegis_runtime::connect::NatsArgs;
 use clap::Parser;
 
 /// One instance of the order processor.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The NATS server.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    /// How to connect to NATS: `--nats`/`--server`, `--user`, `--creds`, `--tls-ca`, ... (or
+    /// the NATS_* environment variables).
+    #[command(flatten)]
+    nats: NatsArgs,
     /// The instance id (default: `order-processor-{8 hex digits}`).
     #[arg(long)]
     instance: Option<String>,
@@ -51,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut runner = ServiceRunner::new(service)
         .leader_ttl(Duration::from_secs(args.leader_ttl))
-        .url(args.nats)
+        .connect_with(args.nats.config())
         .registry_ttl(Duration::from_secs(args.registry_ttl))
         .heartbeat_interval(Duration::from_millis(args.heartbeat_ms))
         .drain_timeout(Duration::from_millis(args.drain_timeout_ms));
