@@ -1,0 +1,339 @@
+//! The least-privilege permission sets of docs/security.md, on a real nats-server with an
+//! `authorization` block: a service user serves, a client user calls and discovers, and
+//! what the client user may not do (delete the leader key, purge the election or registry
+//! stream, write a registry entry) the server refuses.
+
+#![allow(clippy::print_stdout)] // what the server refused is printed
+
+mod support;
+
+use std::time::Duration;
+
+use aegis_examples::orders::{
+    OrderProcessor, OrderProcessorClient, OrderRequest, QuoteRequest, Reindex,
+};
+use aegis_examples::process::run_to_exit;
+use aegis_runtime::testing::NatsServer;
+use aegis_runtime::{CommandOptions, RunningService, ServiceRunner};
+use async_nats::jetstream;
+use tokio::sync::mpsc;
+
+const LEADER_KEY: &str = "sticky-active.order-processor.default.leader";
+
+/// The permission sets, as docs/security.md gives them (the test reads them from there, so
+/// the document cannot drift from what is tested).
+fn authorization_block() -> String {
+    let doc = include_str!("../docs/security.md");
+    let start = doc
+        .find("```conf\nauthorization {")
+        .expect("docs/security.md has the authorization block")
+        + "```conf\n".len();
+    let end = start + doc[start..].find("```").expect("the block ends");
+    doc[start..end].to_owned()
+}
+
+/// A connection as `user`, with its own inbox prefix, that reports every error the server
+/// sends (permission violations arrive that way, not as results).
+async fn connect_as(
+    server: &NatsServer,
+    user: &str,
+    password: &str,
+    inbox: &str,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (errors, received) = mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(inbox)
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    let _ = errors.send(err.to_string());
+                }
+            }
+        })
+        .connect(server.url())
+        .await
+        .expect("connect");
+    (client, received)
+}
+
+fn drain(errors: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut all = Vec::new();
+    while let Ok(error) = errors.try_recv() {
+        all.push(error);
+    }
+    all
+}
+
+/// A server with the documented block, plus an unrestricted `admin` user the test uses to
+/// look at what the others could or could not change.
+async fn server() -> NatsServer {
+    let block = authorization_block().replacen(
+        "users: [",
+        "users: [\n    { user: \"admin\", password: \"admin-secret\" }",
+        1,
+    );
+    NatsServer::builder()
+        .config(block)
+        .start()
+        .await
+        .expect("nats-server with the documented permissions")
+}
+
+/// An instance of order-processor running as its service user; it leads its group.
+async fn service(server: &NatsServer) -> (RunningService, mpsc::UnboundedReceiver<String>) {
+    let (nats, errors) = connect_as(
+        server,
+        "order-processor",
+        "service-secret",
+        "_INBOX_order-processor",
+    )
+    .await;
+    let running = tokio::time::timeout(
+        Duration::from_secs(20),
+        ServiceRunner::new(OrderProcessor::default())
+            .nats(nats)
+            .leader_ttl(Duration::from_secs(1))
+            .start(),
+    )
+    .await
+    .expect("the service starts in time")
+    .expect("the service starts with its permission set");
+    assert!(
+        support::until(Duration::from_secs(10), || async {
+            running.leadership().is_active()
+        })
+        .await,
+        "the instance is elected"
+    );
+    (running, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_and_a_client_work_with_least_privilege() {
+    let server = server().await;
+    let (running, mut service_errors) = service(&server).await;
+    let (client_nats, mut client_errors) = connect_as(
+        &server,
+        "orders-client",
+        "client-secret",
+        "_INBOX_orders-client",
+    )
+    .await;
+    let client = OrderProcessorClient::new(client_nats);
+    let quote = client
+        .quote(QuoteRequest { items: 2 })
+        .await
+        .expect("a plain call");
+    assert!(quote > 0.0);
+    let processed = client
+        .process_order(OrderRequest {
+            order_id: "ORD-1".into(),
+            amount: 5.0,
+        })
+        .await
+        .expect("an exclusive call");
+    assert_eq!(processed.instance_id, running.instance_id().as_str());
+    let done = client
+        .start_reindex(Reindex { orders: 3 }, CommandOptions::default())
+        .await
+        .expect("command sent")
+        .outcome()
+        .await
+        .expect("the command completes");
+    assert_eq!(done.reindexed, 3);
+    // Nothing either user did was refused: the sets are complete for what they do.
+    assert_eq!(drain(&mut service_errors), Vec::<String>::new());
+    assert_eq!(drain(&mut client_errors), Vec::<String>::new());
+    let log = server.log();
+    let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_user_cannot_touch_the_election_or_the_registry() {
+    let server = server().await;
+    let (running, _) = service(&server).await;
+    let (admin, _) = connect_as(&server, "admin", "admin-secret", "_INBOX_admin").await;
+    let admin = jetstream::new(admin);
+    let election = admin
+        .get_key_value("sticky_active")
+        .await
+        .expect("election bucket");
+    let leader_before = election
+        .entry(LEADER_KEY)
+        .await
+        .expect("read")
+        .expect("a leader key");
+
+    let (client, mut errors) = connect_as(
+        &server,
+        "orders-client",
+        "client-secret",
+        "_INBOX_orders-client",
+    )
+    .await;
+    let mut js = jetstream::new(client);
+    // A refused request is never answered: wait for the server's refusal, not the timeout.
+    js.set_timeout(Duration::from_millis(500));
+    let attempts: [(&str, &str); 4] = [
+        (
+            "delete the leader key",
+            "$KV.sticky_active.sticky-active.order-processor.default.leader",
+        ),
+        (
+            "purge the election stream",
+            "$JS.API.STREAM.PURGE.KV_sticky_active",
+        ),
+        (
+            "write a registry entry",
+            "$KV.service_registry.service-instances.order-processor.forged",
+        ),
+        (
+            "purge the registry stream",
+            "$JS.API.STREAM.PURGE.KV_service_registry",
+        ),
+    ];
+    for (what, subject) in attempts {
+        let attempt = async {
+            match what {
+                "delete the leader key" => {
+                    let store = js
+                        .get_key_value("sticky_active")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    store.delete(LEADER_KEY).await.map_err(|e| e.to_string())
+                }
+                "purge the election stream" => {
+                    let mut stream = js
+                        .get_stream("KV_sticky_active")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    stream.purge().await.map(|_| ()).map_err(|e| e.to_string())
+                }
+                "write a registry entry" => {
+                    let store = js
+                        .get_key_value("service_registry")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .put("service-instances.order-processor.forged", "{}".into())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                _ => {
+                    let mut stream = js
+                        .get_stream("KV_service_registry")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    stream.purge().await.map(|_| ()).map_err(|e| e.to_string())
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(10), attempt).await;
+        assert!(
+            !matches!(outcome, Ok(Ok(()))),
+            "the client user could {what}"
+        );
+        // The refusal comes from the server, naming the subject.
+        let refused = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match errors.recv().await {
+                    Some(error)
+                        if error.contains("Permissions Violation") && error.contains(subject) =>
+                    {
+                        return error;
+                    }
+                    Some(_) => {}
+                    None => panic!("the connection closed"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the server did not refuse the client user's attempt to {what}")
+        });
+        println!("{what}: {refused}");
+    }
+    // Nothing changed: the same leader key at the same revision, no forged entry, the leader
+    // still leading.
+    let leader_after = election
+        .entry(LEADER_KEY)
+        .await
+        .expect("read")
+        .expect("a leader key");
+    let record = |value: &[u8]| {
+        let record: aegis_runtime::election::LeaderRecord =
+            aegis_runtime::codec::decode(value).expect("a leader record");
+        (record.instance_id, record.elected_at)
+    };
+    assert_eq!(record(&leader_after.value), record(&leader_before.value));
+    assert!(
+        leader_after.revision >= leader_before.revision,
+        "renewals only"
+    );
+    let registry = admin
+        .get_key_value("service_registry")
+        .await
+        .expect("registry");
+    assert!(
+        registry
+            .entry("service-instances.order-processor.forged")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(running.leadership().is_active());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_as_the_operator_user() {
+    let server = server().await;
+    let (running, _) = service(&server).await;
+    let url = server.url();
+    let connection = [
+        "--server",
+        url.as_str(),
+        "--user",
+        "operator",
+        "--password",
+        "operator-secret",
+    ];
+    for (args, expect) in [
+        (&["services"][..], "order-processor"),
+        (
+            &["instances", "order-processor"][..],
+            running.instance_id().as_str(),
+        ),
+        (
+            &["leader", "order-processor"][..],
+            running.instance_id().as_str(),
+        ),
+        (
+            &["call", "order-processor", "get_quote", "{\"items\": 2}"][..],
+            "19",
+        ),
+    ] {
+        let all: Vec<&str> = args.iter().copied().chain(connection).collect();
+        let finished = tokio::task::spawn_blocking({
+            let all: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
+            move || {
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                run_to_exit("aegis", &all, Duration::from_secs(30))
+            }
+        })
+        .await
+        .expect("join");
+        assert!(
+            finished.success && finished.stdout.contains(expect),
+            "aegis {args:?} as the operator: {finished:?}"
+        );
+    }
+    let log = server.log();
+    let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+    running.stop().await;
+}
