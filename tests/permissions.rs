@@ -206,7 +206,7 @@ async fn the_client_user_cannot_touch_the_election_or_the_registry() {
                     store.delete(LEADER_KEY).await.map_err(|e| e.to_string())
                 }
                 "purge the election stream" => {
-                    let mut stream = js
+                    let stream = js
                         .get_stream("KV_sticky_active")
                         .await
                         .map_err(|e| e.to_string())?;
@@ -224,7 +224,7 @@ async fn the_client_user_cannot_touch_the_election_or_the_registry() {
                         .map_err(|e| e.to_string())
                 }
                 _ => {
-                    let mut stream = js
+                    let stream = js
                         .get_stream("KV_service_registry")
                         .await
                         .map_err(|e| e.to_string())?;
