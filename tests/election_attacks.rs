@@ -75,6 +75,22 @@ impl Group {
         Self::start_staggered(server, leader_ttl, 2, Duration::ZERO).await
     }
 
+    /// A group whose leader serves calls: the group, the leader and its term.
+    async fn serving(server: &NatsServer, leader_ttl: Duration) -> (Self, String, u64) {
+        let group = Self::start(server, leader_ttl).await;
+        let (leader, term) = group
+            .leader(0, Duration::from_secs(10))
+            .await
+            .expect("a leader serves");
+        assert!(
+            group
+                .calls_after(Instant::now(), 50, Duration::from_secs(10))
+                .await,
+            "calls flow"
+        );
+        (group, leader, term)
+    }
+
     /// `count` instances, each started `stagger` after the previous one (so that the
     /// standbys' periodic looks at the key are spread over time).
     async fn start_staggered(
@@ -220,17 +236,7 @@ async fn remove_the_leader_key(purge: bool) {
     let attack = if purge { "KV purge" } else { "KV delete" };
     let server = NatsServer::start().await.expect("nats-server");
     let ttl = Duration::from_secs(2);
-    let group = Group::start(&server, ttl).await;
-    let (leader, term) = group
-        .leader(0, Duration::from_secs(10))
-        .await
-        .expect("a leader serves");
-    assert!(
-        group
-            .calls_after(Instant::now(), 50, Duration::from_secs(10))
-            .await,
-        "calls flow"
-    );
+    let (group, leader, term) = Group::serving(&server, ttl).await;
 
     if purge {
         group.store.purge(KEY).await.expect("purge");
@@ -280,17 +286,7 @@ fn forged(instance_id: &str) -> bytes::Bytes {
 async fn a_value_naming_another_instance_stops_the_leader_at_once() {
     let server = NatsServer::start().await.expect("nats-server");
     let ttl = Duration::from_secs(2);
-    let group = Group::start(&server, ttl).await;
-    let (leader, term) = group
-        .leader(0, Duration::from_secs(10))
-        .await
-        .expect("a leader serves");
-    assert!(
-        group
-            .calls_after(Instant::now(), 50, Duration::from_secs(10))
-            .await,
-        "calls flow"
-    );
+    let (group, leader, term) = Group::serving(&server, ttl).await;
 
     group
         .store

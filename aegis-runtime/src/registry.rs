@@ -463,18 +463,22 @@ impl Registration {
         })
     }
 
+    /// The entry under this instance's key as the bucket holds it now.
+    async fn current_entry(&self) -> Result<Option<kv::Entry>, RegistryWriteError> {
+        self.store
+            .entry(&self.key)
+            .await
+            .map_err(|source| RegistryWriteError::Read {
+                key: self.key.clone(),
+                source,
+            })
+    }
+
     /// The revision a write may replace after a conflict: the entry's, when it is gone
     /// (expired, deleted, a re-created bucket) or holds what this instance wrote last (a
     /// write that timed out and landed after all); else the id was taken over.
     async fn own_revision(&self, written: &Written) -> Result<u64, RegistryWriteError> {
-        let current =
-            self.store
-                .entry(&self.key)
-                .await
-                .map_err(|source| RegistryWriteError::Read {
-                    key: self.key.clone(),
-                    source,
-                })?;
+        let current = self.current_entry().await?;
         match current {
             None => Ok(0),
             Some(entry) if entry.operation != kv::Operation::Put => Ok(entry.revision),
@@ -536,14 +540,7 @@ impl Registration {
     pub(crate) async fn deregister(&self) -> Result<(), RegistryWriteError> {
         let written = self.writing.lock().await;
         self.closed.store(true, Ordering::Release);
-        let current =
-            self.store
-                .entry(&self.key)
-                .await
-                .map_err(|source| RegistryWriteError::Read {
-                    key: self.key.clone(),
-                    source,
-                })?;
+        let current = self.current_entry().await?;
         let revision = match current {
             None => return Ok(()),
             Some(entry) if entry.operation != kv::Operation::Put => return Ok(()),
