@@ -337,3 +337,64 @@ async fn the_cli_works_as_the_operator_user() {
     assert!(violations.is_empty(), "{violations:#?}");
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_fails_the_start_at_once_and_names_it() {
+    // The service's own set, under another name, without the right to write its registry
+    // entries (and with the default inbox prefix, which the runner's connection uses).
+    let block = authorization_block();
+    let service_user_start = block
+        .find("{ user: \"order-processor\"")
+        .expect("the service user");
+    let service_user_end = service_user_start
+        + block[service_user_start..].find("} }").expect("its end")
+        + "} }".len();
+    let narrow = block[service_user_start..service_user_end]
+        .replace("user: \"order-processor\"", "user: \"narrow\"")
+        .replace(
+            "\"$KV.service_registry.service-instances.order-processor.>\",",
+            "",
+        )
+        .replace(
+            "\"_INBOX_order-processor.>\"",
+            "\"_INBOX_order-processor.>\", \"_INBOX.>\"",
+        );
+    assert!(
+        !narrow.contains("\"$KV.service_registry.service-instances"),
+        "{narrow}"
+    );
+    let config = block.replacen("users: [", &format!("users: [\n    {narrow}"), 1);
+    let server = NatsServer::builder()
+        .config(config)
+        .start()
+        .await
+        .expect("nats-server");
+    let began = std::time::Instant::now();
+    let started = tokio::time::timeout(
+        Duration::from_secs(30),
+        ServiceRunner::new(OrderProcessor::default())
+            .connect_with(
+                aegis_runtime::connect::ConnectConfig::new(server.url())
+                    .user_and_password("narrow", "service-secret"),
+            )
+            .start(),
+    )
+    .await
+    .expect("the start ends");
+    let took = began.elapsed();
+    let err = started.expect_err("the start fails");
+    println!("refused start after {took:?}: {err}");
+    assert!(
+        matches!(err, aegis_runtime::StartError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("$KV.service_registry.service-instances.order-processor."),
+        "the error names the refused subject: {message}"
+    );
+    assert!(message.contains("docs/security.md"), "{message}");
+    assert!(!message.contains("service-secret"), "{message}");
+    // At once: not after the JetStream timeouts (5 s each) it used to wait out.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

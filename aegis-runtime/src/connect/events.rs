@@ -43,6 +43,14 @@ pub(super) async fn record(event: Event) {
     }
 }
 
+/// The server's words when `event` is a refused permission.
+pub(super) fn permission_violation(event: &Event) -> Option<String> {
+    match event {
+        Event::ServerError(error) if is_permission_violation(error) => Some(error.to_string()),
+        _ => None,
+    }
+}
+
 /// Whether the server's error is a refused permission (`Permissions Violation for Publish
 /// to "…"`, `… for Subscription to "…"`).
 fn is_permission_violation(error: &ServerError) -> bool {

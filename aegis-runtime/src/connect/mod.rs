@@ -28,6 +28,7 @@ mod args;
 mod env;
 mod error;
 mod events;
+mod refused;
 mod secret;
 mod servers;
 
@@ -38,6 +39,7 @@ use std::time::Duration;
 #[cfg(feature = "cli")]
 pub use args::NatsArgs;
 pub use error::ConnectError;
+pub use refused::RefusedOperations;
 pub use secret::Secret;
 
 /// The server used when none is given.
@@ -235,6 +237,33 @@ impl ConnectConfig {
     /// reachable.
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
         self.connect_with_options(|options| options).await
+    }
+
+    /// As [`connect`](Self::connect), and the operations the server refuses on the
+    /// connection, to react to at once: async-nats reports a refused permission only to the
+    /// event callback, and the refused operation itself just goes unanswered. The runner
+    /// connects this way, so a missing permission fails its start at once.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_observed(
+        &self,
+    ) -> Result<(async_nats::Client, RefusedOperations), ConnectError> {
+        let (sender, refused) = refused::channel();
+        let client = self
+            .connect_with_options(|options| {
+                options.event_callback(move |event| {
+                    let sender = sender.clone();
+                    async move {
+                        if let Some(violation) = events::permission_violation(&event) {
+                            sender.refused(violation);
+                        }
+                        events::record(event).await;
+                    }
+                })
+            })
+            .await?;
+        Ok((client, refused))
     }
 
     /// As [`connect`](Self::connect), with async-nats options of your own added to the ones

@@ -148,6 +148,17 @@ pub enum StartError {
     /// The service's `#[on_start]` method failed.
     #[error("the service's #[on_start] method failed: {0}")]
     Hook(String),
+    /// The server refused an operation the instance needs (reported when the runner made
+    /// the connection itself, with [`url`](ServiceRunner::url) or
+    /// [`connect_with`](ServiceRunner::connect_with)).
+    #[error(
+        "the NATS server refused an operation this instance needs ({violation}); give the \
+         service's user that permission (docs/security.md, \"Permissions\")"
+    )]
+    PermissionDenied {
+        /// The server's words: which operation, on which subject.
+        violation: String,
+    },
 }
 
 impl<S: Service> ServiceRunner<S> {
@@ -267,22 +278,31 @@ impl<S: Service> ServiceRunner<S> {
             Some(group) => GroupId::new(group)?,
             None => GroupId::default(),
         };
-        let nats = match (self.nats, self.connect) {
-            (Some(nats), _) => nats,
-            (None, Some(config)) => config.name_if_unset(instance_id.as_str()).connect().await?,
+        let (nats, mut refused) = match (self.nats, self.connect) {
+            (Some(nats), _) => (nats, None),
+            (None, Some(config)) => {
+                let (nats, refused) = config
+                    .name_if_unset(instance_id.as_str())
+                    .connect_observed()
+                    .await?;
+                (nats, Some(refused))
+            }
             (None, None) => return Err(StartError::NoConnection),
         };
         lifecycle.set(Lifecycle::Starting);
         // Before the hook: an id in use fails the start with nothing run.
-        let expected = registry::claim(&nats, &service_name, &instance_id)
-            .await
-            .map_err(|err| match err {
-                registry::ClaimError::InUse(_) => StartError::DuplicateInstance {
-                    service: service_name.clone(),
-                    instance: instance_id.clone(),
-                },
-                read => StartError::Registry(read.to_string()),
-            })?;
+        let claimed = async {
+            registry::claim(&nats, &service_name, &instance_id)
+                .await
+                .map_err(|err| match err {
+                    registry::ClaimError::InUse(_) => StartError::DuplicateInstance {
+                        service: service_name.clone(),
+                        instance: instance_id.clone(),
+                    },
+                    read => StartError::Registry(read.to_string()),
+                })
+        };
+        let expected = unless_refused(&mut refused, claimed).await?;
         let service = Arc::new(self.service);
         if let Some(on_start) = definition.on_start
             && let Err(failure) = hooks::on_start(definition.name, on_start, service.clone()).await
@@ -299,9 +319,12 @@ impl<S: Service> ServiceRunner<S> {
             exclusive_group,
         )
         .map_err(StartError::InvalidConfig)?;
-        let registration = Registration::register(nats.clone(), entry, ttl, expected)
-            .await
-            .map_err(StartError::Registry)?;
+        let registered = async {
+            Registration::register(nats.clone(), entry, ttl, expected)
+                .await
+                .map_err(StartError::Registry)
+        };
+        let registration = unless_refused(&mut refused, registered).await?;
 
         let core = Arc::new(Core {
             name: definition.name,
@@ -348,6 +371,13 @@ impl<S: Service> ServiceRunner<S> {
             builtins::subscribe(&core, &mut listeners).await?;
             micro::subscribe(&core, &mut listeners).await
         };
+        let subscribed = unless_refused(&mut refused, async {
+            subscribed.await?;
+            // The server answers a connection in order: its refusal of a subscription comes
+            // before the round trip's message.
+            dispatch::round_trip(&nats).await;
+            Ok(())
+        });
         if let Err(err) = subscribed.await {
             core.lifecycle.set(Lifecycle::Failed);
             listeners.shutdown().await;
@@ -355,7 +385,6 @@ impl<S: Service> ServiceRunner<S> {
             let _ = core.registration.deregister().await;
             return Err(err);
         }
-        dispatch::round_trip(&nats).await;
         // Only now may this instance become leader: its exclusive subscriptions follow.
         let election = if definition.has_exclusive_methods() {
             let opened = crate::election::Election::open(
@@ -365,7 +394,10 @@ impl<S: Service> ServiceRunner<S> {
                 core.leadership.clone(),
                 core.registration.clone(),
                 self.leader_ttl,
-            )
+            );
+            let opened = unless_refused(&mut refused, async {
+                opened.await.map_err(StartError::Election)
+            })
             .await;
             match opened {
                 Ok(election) => {
@@ -376,7 +408,7 @@ impl<S: Service> ServiceRunner<S> {
                     core.lifecycle.set(Lifecycle::Failed);
                     listeners.shutdown().await;
                     let _ = core.registration.deregister().await;
-                    return Err(StartError::Election(err));
+                    return Err(err);
                 }
             }
         } else {
@@ -396,6 +428,22 @@ impl<S: Service> ServiceRunner<S> {
             heartbeat,
             election,
         })
+    }
+}
+
+/// Runs one step of a start, failing it at once when the server refuses an operation on the
+/// connection: a refused operation is otherwise only unanswered, and the step would wait out
+/// its timeouts before failing with a misleading error.
+async fn unless_refused<T>(
+    refused: &mut Option<crate::connect::RefusedOperations>,
+    step: impl std::future::Future<Output = Result<T, StartError>>,
+) -> Result<T, StartError> {
+    let Some(refused) = refused else {
+        return step.await;
+    };
+    tokio::select! {
+        result = step => result,
+        violation = refused.next() => Err(StartError::PermissionDenied { violation }),
     }
 }
 
