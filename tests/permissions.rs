@@ -398,3 +398,44 @@ async fn a_missing_permission_fails_the_start_at_once_and_names_it() {
     // At once: not after the JetStream timeouts (5 s each) it used to wait out.
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_jetstream_rights_fails_by_its_deadline_saying_nothing_ran() {
+    // A user that may call the service but not read the registry: discovery waits out its
+    // JetStream timeouts. The call must end by its deadline and say that it did not run
+    // (it used to answer "the method may have run" after 12 s, with nothing sent).
+    let block = authorization_block().replacen(
+        "users: [",
+        "users: [\n    { user: \"bare\", password: \"bare-secret\", permissions: { \
+         publish: { allow: [\"rpc.order-processor.>\"] }, \
+         subscribe: { allow: [\"_INBOX_bare.>\"] } } }",
+        1,
+    );
+    let server = NatsServer::builder()
+        .config(block)
+        .start()
+        .await
+        .expect("nats-server");
+    let (running, _) = service(&server).await;
+    let (nats, _) = connect_as(&server, "bare", "bare-secret", "_INBOX_bare").await;
+    let deadline = Duration::from_secs(2);
+    let client = aegis_runtime::ServiceClient::for_service(
+        nats,
+        aegis_runtime::subject::ServiceName::new("order-processor").expect("name"),
+    )
+    .with_timeout(deadline);
+    let began = std::time::Instant::now();
+    let err = client
+        .call::<_, f64>("get_quote", &QuoteRequest { items: 2 })
+        .await
+        .expect_err("discovery cannot answer");
+    let took = began.elapsed();
+    println!("failed after {took:?}: {err}");
+    assert!(
+        matches!(err.kind(), aegis_runtime::CallErrorKind::Unavailable(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("did not run"), "{err}");
+    assert!(took < deadline + Duration::from_secs(1), "took {took:?}");
+    running.stop().await;
+}

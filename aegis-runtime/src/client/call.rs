@@ -125,7 +125,7 @@ impl Call<'_> {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let target = match self.route(&excluded).await {
+            let target = match self.route(&excluded, deadline).await {
                 Ok(target) => target,
                 Err(kind) => return (attempt, Err(kind)),
             };
@@ -218,7 +218,15 @@ impl Call<'_> {
     /// as active (while discovery still lists it), else the shared subject only the active
     /// instance serves; for plain methods the instance selection picks, avoiding those
     /// that failed this call. The shared subject when discovery has nothing to offer.
-    async fn route(&self, excluded: &[InstanceId]) -> Result<Arc<Target>, CallErrorKind> {
+    ///
+    /// A discovery that has not answered by the call's deadline (a user without the
+    /// JetStream rights to read the registry waits out its timeouts) fails the call as not
+    /// run: no request was sent.
+    async fn route(
+        &self,
+        excluded: &[InstanceId],
+        deadline: Instant,
+    ) -> Result<Arc<Target>, CallErrorKind> {
         let client = self.client;
         let shared = || self.known.shared();
         let Some(discovery) = &client.inner.discovery else {
@@ -227,7 +235,19 @@ impl Call<'_> {
         let service = &client.inner.service;
         let lookup = match discovery.instances_now(service) {
             Some(known) => known,
-            None => discovery.instances(service).await,
+            None => {
+                match tokio::time::timeout_at(deadline.into(), discovery.instances(service)).await {
+                    Ok(lookup) => lookup,
+                    Err(_) => {
+                        return Err(CallErrorKind::Unavailable(format!(
+                            "the discovery of {service} did not answer within the call's deadline \
+                         of {:?}, so no request was sent and the method did not run (can this \
+                         user read the registry? see docs/security.md, \"Permissions\")",
+                            self.deadline
+                        )));
+                    }
+                }
+            }
         };
         let instances = match lookup {
             Ok(instances) => instances,
