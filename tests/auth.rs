@@ -15,10 +15,7 @@ use aegis_examples::process::{Finished, run_to_exit, workspace_binary};
 use aegis_runtime::ServiceRunner;
 use aegis_runtime::connect::{ConnectConfig, ConnectError};
 use aegis_runtime::testing::{NatsCluster, NatsServer};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
-use serde_json::json;
 use support::until;
 
 const PASSWORD: &str = "s3cret-Pa55";
@@ -198,84 +195,17 @@ async fn nkey() {
     serve_call_and_inspect(&secured, "orders-nkey").await;
 }
 
-/// A JWT of `claims` for `subject`, signed by `issuer`, as `nsc` would write it.
-fn jwt(issuer: &KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let claims = json!({
-        "jti": format!("{name}-{now}"),
-        "iat": now,
-        "iss": issuer.public_key(),
-        "name": name,
-        "sub": subject,
-        "nats": nats,
-    });
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signed = format!("{header}.{body}");
-    let signature = issuer.sign(signed.as_bytes()).expect("sign");
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
-
 #[tokio::test]
 async fn creds_file() {
-    // A test operator, account and user made here, offline: no real secret anywhere.
-    let operator = KeyPair::new_operator();
-    let account = KeyPair::new_account();
-    let user = KeyPair::new_user();
-    let operator_jwt = jwt(
-        &operator,
-        &operator.public_key(),
-        "aegis-test-operator",
-        json!({"type": "operator", "version": 2}),
-    );
-    let unlimited = json!({
-        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-        "wildcards": true, "conn": -1, "leaf": -1,
-        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
-    });
-    let account_jwt = jwt(
-        &operator,
-        &account.public_key(),
-        "aegis-test-account",
-        json!({"type": "account", "version": 2, "limits": unlimited}),
-    );
-    let user_jwt = jwt(
-        &account,
-        &user.public_key(),
-        "aegis-test-user",
-        json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
-    );
-    // JetStream in operator mode needs a system account.
-    let system = KeyPair::new_account();
-    let system_jwt = jwt(
-        &operator,
-        &system.public_key(),
-        "SYS",
-        json!({"type": "account", "version": 2}),
-    );
-    let dir = files();
-    let operator_file = dir.path().join("operator.jwt");
-    std::fs::write(&operator_file, &operator_jwt).expect("write operator");
-    let creds = dir.path().join("svc.creds");
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-            user.seed().expect("seed")
-        ),
-    )
-    .expect("write creds");
+    // A committed test operator, its account and system account (operator.jwt,
+    // resolver.conf) and a user of that account (aegis-test-user.creds): keys made for
+    // these tests alone, offline, protecting nothing else.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/creds");
+    let resolver = std::fs::read_to_string(fixtures.join("resolver.conf")).expect("resolver");
+    let creds = fixtures.join("aegis-test-user.creds");
     let server = start_server(format!(
-        "operator: {:?}\nsystem_account: {}\nresolver: MEMORY\n\
-         resolver_preload: {{\n  {}: \"{account_jwt}\"\n  {}: \"{system_jwt}\"\n}}\n",
-        path_str(&operator_file),
-        system.public_key(),
-        account.public_key(),
-        system.public_key(),
+        "operator: {:?}\n{resolver}",
+        path_str(&fixtures.join("operator.jwt")),
     ))
     .await;
     let url = server.url();
@@ -284,7 +214,7 @@ async fn creds_file() {
         flags: vec!["--creds".into(), path_str(&creds)],
         url,
         server,
-        _files: dir,
+        _files: files(),
     };
     serve_call_and_inspect(&secured, "orders-creds").await;
 }
