@@ -345,14 +345,6 @@ impl Health {
         }
     }
 
-    /// The status an entry must carry: the one that holds once it is written. Only failed
-    /// writes make an instance UNHEALTHY, so a write that lands proves it healthy again;
-    /// writing the status of before (UNHEALTHY after an outage) would make discovery skip
-    /// a serving instance for a whole heartbeat interval.
-    fn status_once_written(&self) -> InstanceStatus {
-        InstanceStatus::Active
-    }
-
     fn set(&self, status: InstanceStatus) {
         let value = u8::from(status != InstanceStatus::Active);
         if self.status.swap(value, Ordering::AcqRel) != value {
@@ -415,7 +407,10 @@ impl Registration {
                 return Ok(()); // a panic while editing the entry: keep the last one
             };
             entry.last_heartbeat = Timestamp::now();
-            entry.status = self.health.status_once_written();
+            // Only failed writes make an instance UNHEALTHY, so a write that lands proves it
+            // healthy: writing the status of before (UNHEALTHY after an outage) would make
+            // discovery skip a serving instance for a whole heartbeat interval.
+            entry.status = InstanceStatus::Active;
             entry.to_json()
         };
         // A write sent while disconnected would wait in the client's buffer and land after
