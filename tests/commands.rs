@@ -317,9 +317,12 @@ async fn a_command_redelivered_after_a_run_without_outcome_is_not_run_past_its_r
         .expect("sent");
     {
         use futures_util::StreamExt;
+        // A waiting pull, not `fetch()`: a no-wait pull can run before the server has
+        // signalled the consumer about the message it just acknowledged to the publisher.
         let mut taken = consumer
-            .fetch()
+            .batch()
             .max_messages(1)
+            .expires(Duration::from_secs(10))
             .messages()
             .await
             .expect("fetch");
