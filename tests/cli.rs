@@ -78,11 +78,17 @@ async fn inspection_commands_show_the_running_service() {
         .unwrap_or_else(|| panic!("{}", instances.stdout));
     assert!(row.contains("1.0.0") && row.contains("ACTIVE"), "{row}");
 
+    // After renewals (every third of the 2 s TTL) the key's revision has moved on from
+    // the term: `leader` shows the term handlers see, not the revision.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let term = instance.leadership().term().expect("still the leader");
     let leader = aegis_at(&url, &["leader", "order-processor"]).await;
     assert!(leader.success, "{}", leader.stderr);
     assert!(
-        leader.stdout.contains("orders-cli") && leader.stdout.contains("term"),
-        "{}",
+        leader
+            .stdout
+            .contains(&format!("orders-cli  term {term} ")),
+        "handlers see term {term}: {}",
         leader.stdout
     );
 
@@ -211,7 +217,29 @@ async fn watch_prints_instances_and_leaders_as_they_change() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("leader: orders-"), "{}", run.stdout);
+    // Leader changes only, not the renewals (several per second): orders-1 leads once,
+    // then none, then orders-2, each line timestamped.
+    let leader_lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" leader of group default: "))
+        .collect();
+    let first_leader = leader_lines
+        .iter()
+        .filter(|l| l.contains(": orders-1 (term "))
+        .count();
+    assert_eq!(first_leader, 1, "{}", run.stdout);
+    assert!(
+        leader_lines.iter().any(|l| l.contains(": orders-2 (term ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        leader_lines
+            .iter()
+            .all(|l| l.starts_with("20") && l.contains('T')),
+        "timestamped: {leader_lines:?}"
+    );
     second.stop().await;
 }
 

@@ -115,10 +115,12 @@ pub(crate) async fn leader(
             let record: LeaderRecord = codec::decode(&entry.value)
                 .map_err(|e| format!("the leader key {key} does not decode: {e}"))?;
             let now = Timestamp::now().as_epoch_seconds();
+            let term = record
+                .term(entry.revision)
+                .map_or_else(|| "unknown".to_owned(), |term| term.to_string());
             println!(
-                "leader of {service} (group {group}): {}  term {}  elected {:.1}s ago  renewed {:.1}s ago",
+                "leader of {service} (group {group}): {}  term {term}  elected {:.1}s ago  renewed {:.1}s ago",
                 record.instance_id,
-                entry.revision,
                 now - record.elected_at,
                 now - record.last_heartbeat
             );
@@ -152,6 +154,9 @@ pub(crate) async fn watch(
         None => None,
     };
     println!("watching {service} (Ctrl-C to stop)");
+    // The leader last shown per group: (instance, term), or `None` for no leader.
+    let mut shown: std::collections::HashMap<String, Option<(String, Option<u64>)>> =
+        std::collections::HashMap::new();
     let until = async {
         match duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -185,14 +190,26 @@ pub(crate) async fn watch(
                     None => std::future::pending().await,
                 }
             } => {
-                match entry.operation {
-                    kv::Operation::Put => {
-                        let leader = codec::decode::<LeaderRecord>(&entry.value)
-                            .map(|r| r.instance_id)
-                            .unwrap_or_else(|_| "?".into());
-                        println!("leader: {leader} (term {})", entry.revision);
+                // Renewals rewrite the key every third of the TTL: show changes only.
+                let now = match entry.operation {
+                    kv::Operation::Put => match codec::decode::<LeaderRecord>(&entry.value) {
+                        Ok(record) => {
+                            let term = record.term(entry.revision);
+                            Some((record.instance_id, term))
+                        }
+                        Err(_) => Some(("an undecodable record".to_owned(), None)),
+                    },
+                    _ => None,
+                };
+                let group = entry.key.split('.').nth(2).unwrap_or_default().to_owned();
+                let before = shown.insert(group.clone(), now.clone());
+                if before.as_ref() != Some(&now) {
+                    let at = Timestamp::now();
+                    match now {
+                        Some((leader, Some(term))) => println!("{at} leader of group {group}: {leader} (term {term})"),
+                        Some((leader, None)) => println!("{at} leader of group {group}: {leader} (term unknown)"),
+                        None => println!("{at} leader of group {group}: none (released or expired)"),
                     }
-                    _ => println!("leader: none (released or expired)"),
                 }
             }
         }

@@ -30,6 +30,20 @@ pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(2);
 pub const MIN_LEADER_TTL: Duration = Duration::from_secs(1);
 
 /// The value of the leader key, as the Python SDK writes it (times in epoch seconds).
+///
+/// Aegis adds the fencing term to `metadata` (`{"term": 7}`) from the first renewal on, so
+/// every reader shows the number handlers see; the four fields stay as the Python SDK
+/// reads them. [`LeaderRecord::term`] finds the term of any record.
+///
+/// ```
+/// use aegis_runtime::election::LeaderRecord;
+///
+/// let created = LeaderRecord::new("orders-1", 100.0, 100.0, None);
+/// // A fresh create: the term is the key's revision.
+/// assert_eq!(created.term(7), Some(7));
+/// let renewed = LeaderRecord::new("orders-1", 100.0, 100.7, Some(7));
+/// assert_eq!(renewed.term(9), Some(7));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaderRecord {
     /// The leader's instance id.
@@ -41,6 +55,44 @@ pub struct LeaderRecord {
     /// Free-form data.
     #[serde(default)]
     pub metadata: Map<String, Value>,
+}
+
+impl LeaderRecord {
+    /// The key of `metadata` that holds the fencing term.
+    pub const TERM: &'static str = "term";
+
+    /// A record of `instance_id`, elected at `elected_at`, renewed at `last_heartbeat`
+    /// (epoch seconds), with its `term` once known.
+    pub fn new(
+        instance_id: impl Into<String>,
+        elected_at: f64,
+        last_heartbeat: f64,
+        term: Option<u64>,
+    ) -> Self {
+        let mut metadata = Map::new();
+        if let Some(term) = term {
+            metadata.insert(Self::TERM.to_owned(), term.into());
+        }
+        Self {
+            instance_id: instance_id.into(),
+            elected_at,
+            last_heartbeat,
+            metadata,
+        }
+    }
+
+    /// The fencing term of the leader this record names, read at KV `revision`: the term
+    /// it carries, else `revision` when the record is the one written at election (a
+    /// create writes `elected_at` = `last_heartbeat`; the term is the create's revision).
+    /// `None` for a renewed record without a term (written by another SDK).
+    pub fn term(&self, revision: u64) -> Option<u64> {
+        match self.metadata.get(Self::TERM).and_then(Value::as_u64) {
+            Some(term) => Some(term),
+            #[allow(clippy::float_cmp)] // both are the one `now` the creator wrote
+            None if self.elected_at == self.last_heartbeat => Some(revision),
+            None => None,
+        }
+    }
 }
 
 /// What the leader holds: its term and the key's current revision.
@@ -204,7 +256,7 @@ impl Election {
         self.leadership.set_electing(true);
         let now = Timestamp::now().as_epoch_seconds();
         let sent = Instant::now();
-        let written = self.write(now, now, expected).await;
+        let written = self.write(now, now, expected, None).await;
         self.leadership.set_electing(false);
         match written {
             Ok(term) => {
@@ -265,18 +317,16 @@ impl Election {
         }
     }
 
+    /// Writes the record at `expected`: at election (`term` unknown: it is the revision
+    /// this create gets) or at a renewal of `term`.
     fn write(
         &self,
         elected_at: f64,
         now: f64,
         expected: u64,
+        term: Option<u64>,
     ) -> impl Future<Output = Result<u64, TtlWriteError>> + '_ {
-        let record = LeaderRecord {
-            instance_id: self.instance.to_string(),
-            elected_at,
-            last_heartbeat: now,
-            metadata: Map::new(),
-        };
+        let record = LeaderRecord::new(self.instance.as_str(), elected_at, now, term);
         let value = serde_json::to_vec(&record).unwrap_or_default();
         registry::put_with_ttl(
             &self.js,
@@ -305,7 +355,7 @@ impl Election {
         tracing::info!(service = %self.service, group = %self.group, term, "elected leader");
         self.announce(
             "LeaderElected",
-            json!({"previous_leader_id": null, "elected_at": Timestamp::now().to_string()}),
+            json!({"previous_leader_id": null, "elected_at": Timestamp::now().to_string(), "term": term}),
         )
         .await;
         self.show_role();
@@ -336,7 +386,10 @@ impl Election {
             };
             let sent = Instant::now();
             let now = Timestamp::now().as_epoch_seconds();
-            match self.write(held.elected_at, now, held.revision).await {
+            match self
+                .write(held.elected_at, now, held.revision, Some(held.term))
+                .await
+            {
                 Ok(revision) => {
                     self.hold(Held { revision, ..held });
                     self.leadership
