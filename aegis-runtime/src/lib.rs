@@ -39,6 +39,7 @@ pub mod discovery;
 pub mod election;
 pub mod events;
 pub mod instance;
+pub mod leader;
 mod leadership;
 mod lifecycle;
 pub mod metrics;

@@ -19,6 +19,8 @@
 //! | `aegis_commands_poison_total` | counter | command | commands failed at once because their payload does not decode |
 //! | `aegis_election_step_downs_total` | counter | service, reason (`key_deleted`/`key_purged`/`foreign_value`/`renewal_conflict`/`lease_expired`) | leaders that lost their leadership other than by a graceful stop |
 //! | `aegis_election_stale_keys_removed_total` | counter | service | leader keys a standby removed because no live leader rewrote them (see docs/single-active.md) |
+//! | `aegis_client_ejections_total` | counter | service | instances ejected from a client's selection after a timeout or no responders (see docs/clients.md) |
+//! | `aegis_exclusive_calls_forwarded_total` | counter | service, method | exclusive calls a non-leader forwarded to the leader (see docs/single-active.md) |
 //! | `aegis_handler_panics_total` | counter | kind (`rpc`/`exclusive_rpc`/`event`/`command`/`on_start`/`on_stop`), method | handlers and hooks that panicked (caught; see docs/runtime.md) |
 
 use std::time::Duration;
@@ -61,6 +63,14 @@ pub const STALE_LEADER_KEYS: &str = "aegis_election_stale_keys_removed_total";
 
 /// Handlers and lifecycle hooks that panicked (the panic was caught), by kind and method.
 pub const HANDLER_PANICS: &str = "aegis_handler_panics_total";
+
+/// Instances a client stopped sending plain calls to after one did not answer (timed out
+/// or had no responders), until the registry shows a fresh heartbeat of theirs.
+pub const EJECTIONS: &str = "aegis_client_ejections_total";
+
+/// Exclusive calls an instance that is not the leader forwarded to the leader instead of
+/// answering NOT_ACTIVE.
+pub const FORWARDED_CALLS: &str = "aegis_exclusive_calls_forwarded_total";
 
 /// The metric handles of one method of one service, registered once: recording through
 /// them allocates nothing (a call records half a dozen values).

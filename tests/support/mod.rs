@@ -25,6 +25,38 @@ pub fn metrics_recorder() -> &'static metrics_util::debugging::Snapshotter {
     })
 }
 
+/// The total of the counter `name` over the label sets that have every label of `labels`,
+/// since the recorder was installed. A snapshot of the debugging recorder drains its
+/// counters, so every read goes through here and adds what it drained to running totals:
+/// tests running side by side in one binary do not take each other's counts.
+#[allow(dead_code)] // not every test binary reads counters
+pub fn counter_total(name: &str, labels: &[(&str, &str)]) -> u64 {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static TOTALS: Mutex<Option<HashMap<metrics_util::CompositeKey, u64>>> = Mutex::new(None);
+    let mut totals = TOTALS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let totals = totals.get_or_insert_with(HashMap::new);
+    for (key, _, _, value) in metrics_recorder().snapshot().into_vec() {
+        if let metrics_util::debugging::DebugValue::Counter(n) = value {
+            *totals.entry(key).or_default() += n;
+        }
+    }
+    totals
+        .iter()
+        .filter(|(key, _)| {
+            key.key().name() == name
+                && labels.iter().all(|(k, v)| {
+                    key.key()
+                        .labels()
+                        .any(|label| label.key() == *k && label.value() == *v)
+                })
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// Waits for `condition` to hold, polling every 10 ms, up to `within`; returns whether it
 /// held.
 pub async fn until<F, Fut>(within: Duration, mut condition: F) -> bool

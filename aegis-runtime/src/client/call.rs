@@ -12,12 +12,32 @@ use tracing::Instrument;
 
 use super::method::{KnownMethod, Target};
 use super::{CallError, CallErrorKind, CallOptions, RetryPolicy, ServiceClient};
-use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, headers};
+use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, Timestamp, headers};
 use crate::discovery::DiscoveryError;
+use crate::leader::{LeaderState, LeaderView};
 use crate::subject::InstanceId;
 
 /// At most this many instances are avoided by the retries of one call.
 const MAX_EXCLUDED: usize = 3;
+
+/// Where an attempt goes, and what the choice was based on.
+struct Route {
+    target: Arc<Target>,
+    /// Routed by the leader watch: the revision of the key it saw.
+    leader_revision: Option<u64>,
+    /// A plain call to an instance: the heartbeat its registry entry showed.
+    heartbeat: Option<Timestamp>,
+}
+
+impl Route {
+    fn to(target: Arc<Target>) -> Self {
+        Self {
+            target,
+            leader_revision: None,
+            heartbeat: None,
+        }
+    }
+}
 
 /// A successful attempt: the result and who answered.
 struct Answer<R> {
@@ -125,10 +145,11 @@ impl Call<'_> {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let target = match self.route(&excluded, deadline).await {
-                Ok(target) => target,
+            let route = match self.route(&excluded, deadline).await {
+                Ok(route) => route,
                 Err(kind) => return (attempt, Err(kind)),
             };
+            let target = &route.target;
             let remaining = deadline.saturating_duration_since(Instant::now());
             // Only an idempotent call may be retried after a timeout, so only its attempts
             // stop waiting before the deadline.
@@ -141,31 +162,46 @@ impl Call<'_> {
                 remaining
             };
             let outcome = self
-                .attempt::<R>(&target, wait)
+                .attempt::<R>(target, wait)
                 .instrument(
                     tracing::debug_span!("aegis.attempt", attempt, subject = %target.subject),
                 )
                 .await;
-            let kind = match outcome {
+            let (kind, silent) = match outcome {
                 Ok(answer) => {
                     if self.options.is_exclusive() {
                         self.pin(answer.responder);
                     }
                     return (attempt, Ok(answer.value));
                 }
-                Err(CallErrorKind::Timeout(_)) if wait >= remaining => {
+                Err(CallErrorKind::Timeout(_)) if wait >= remaining => (
                     CallErrorKind::DeadlineExceeded(format!(
                         "no reply within the call's deadline of {:?}; the method may have run",
                         self.deadline
-                    ))
-                }
-                Err(kind) => kind,
+                    )),
+                    true,
+                ),
+                Err(kind @ CallErrorKind::Timeout(_)) => (kind, true),
+                Err(kind) => (kind, false),
             };
-            self.learn_from(&kind, &target);
+            self.learn_from(&kind, silent, &route);
             let retryable = kind.did_not_run()
                 || (self.options.is_idempotent() && matches!(kind, CallErrorKind::Timeout(_)));
             if !retryable || attempt >= policy.max_attempts {
                 return (attempt, Err(kind));
+            }
+            if let Some(revision) = route.leader_revision {
+                // Routed by the leader watch: retry when the key has changed since this
+                // attempt was routed (a new leader, a renewal that proves the old one
+                // alive, a release), not after a backoff.
+                if !client.inner.budget.try_withdraw() {
+                    return (attempt, Err(CallErrorKind::BudgetExhausted(Box::new(kind))));
+                }
+                if !self.leader_changed_since(revision, deadline).await {
+                    return (attempt, Err(kind));
+                }
+                tracing::debug!(attempt, error = %kind, "retrying a call that did not run, on the leader's move");
+                continue;
             }
             let delay = policy.delay_before_retry(attempt);
             if Instant::now() + delay >= deadline {
@@ -187,24 +223,46 @@ impl Call<'_> {
         }
     }
 
+    /// Whether the leader key changed after `revision` before `deadline` (waiting for it
+    /// if it has not yet).
+    async fn leader_changed_since(&self, revision: u64, deadline: Instant) -> bool {
+        let Some(watch) = self.client.leader_watch() else {
+            return false;
+        };
+        let seen = watch.changed_since(revision, deadline).await;
+        seen.revision > revision || !seen.is_followed()
+    }
+
     /// What a failed attempt tells about the service: a standby is not the leader, an
-    /// instance that does not answer its own subject is gone.
-    fn learn_from(&self, kind: &CallErrorKind, target: &Target) {
+    /// instance that does not answer its own subject (`silent`: it timed out) is gone or
+    /// frozen, and plain calls skip it until it shows a fresh heartbeat.
+    fn learn_from(&self, kind: &CallErrorKind, silent: bool, route: &Route) {
+        let exclusive = self.options.is_exclusive();
         if matches!(kind, CallErrorKind::NotActive(_)) {
             self.known.metrics.not_active();
-            if self.options.is_exclusive() {
+            if exclusive {
                 self.pin(None);
             }
         }
-        if matches!(kind, CallErrorKind::NoResponders) && target.instance.is_some() {
+        let Some(instance) = &route.target.instance else {
+            return;
+        };
+        let gone = matches!(kind, CallErrorKind::NoResponders);
+        if !(gone || silent) {
+            return;
+        }
+        if exclusive {
+            self.pin(None);
+        } else if let Some(heartbeat) = route.heartbeat {
+            self.client
+                .inner
+                .ejections
+                .eject(&self.client.inner.service, instance, heartbeat);
+        }
+        if gone && let Some(discovery) = &self.client.inner.discovery {
             // Nobody serves the instance's own subject: it is gone, whatever the registry
             // says until its entry expires.
-            if self.options.is_exclusive() {
-                self.pin(None);
-            }
-            if let Some(discovery) = &self.client.inner.discovery {
-                discovery.invalidate(&self.client.inner.service);
-            }
+            discovery.invalidate(&self.client.inner.service);
         }
     }
 
@@ -214,10 +272,15 @@ impl Call<'_> {
         }
     }
 
-    /// Where the next attempt goes: for exclusive methods the instance that last answered
-    /// as active (while discovery still lists it), else the shared subject only the active
-    /// instance serves; for plain methods the instance selection picks, avoiding those
-    /// that failed this call. The shared subject when discovery has nothing to offer.
+    /// Where the next attempt goes.
+    ///
+    /// Exclusive methods go to the leader the election key names; with no leader, the
+    /// call waits for the next leader event, until its deadline. While the key cannot be
+    /// watched: the instance that last answered as active (while discovery still lists
+    /// it), else the shared subject only the active instance serves.
+    ///
+    /// Plain methods go to the instance selection picks, avoiding those that failed this
+    /// call and those ejected; the shared subject when discovery has nothing to offer.
     ///
     /// A discovery that has not answered by the call's deadline (a user without the
     /// JetStream rights to read the registry waits out its timeouts) fails the call as not
@@ -226,9 +289,14 @@ impl Call<'_> {
         &self,
         excluded: &[InstanceId],
         deadline: Instant,
-    ) -> Result<Arc<Target>, CallErrorKind> {
+    ) -> Result<Route, CallErrorKind> {
         let client = self.client;
-        let shared = || self.known.shared();
+        if self.options.is_exclusive()
+            && let Some(route) = self.route_to_leader(deadline).await?
+        {
+            return Ok(route);
+        }
+        let shared = || Route::to(self.known.shared());
         let Some(discovery) = &client.inner.discovery else {
             return Ok(shared());
         };
@@ -259,7 +327,7 @@ impl Call<'_> {
                 return Ok(shared());
             }
         };
-        let to = |instance: &InstanceId| self.known.on_instance(instance);
+        let to = |instance: &InstanceId| Route::to(self.known.on_instance(instance));
         if self.options.is_exclusive() {
             let pinned = client.active_instance();
             return Ok(match pinned {
@@ -271,10 +339,60 @@ impl Call<'_> {
                 None => shared(),
             });
         }
-        Ok(match client.inner.selector.pick(&instances, excluded) {
-            Some(instance) => to(&instance.instance_id),
+        let selector = &client.inner.selector;
+        let ejections = &client.inner.ejections;
+        let picked = if ejections.is_empty() {
+            selector.pick(&instances, excluded)
+        } else {
+            let mut avoid = excluded.to_vec();
+            ejections.still_ejected(&instances, &mut avoid);
+            // Never skip a whole service: with every instance ejected, none is.
+            selector
+                .pick(&instances, &avoid)
+                .or_else(|| selector.pick(&instances, excluded))
+        };
+        Ok(match picked {
+            Some(instance) => Route {
+                heartbeat: Some(instance.last_heartbeat),
+                ..to(&instance.instance_id)
+            },
             None => shared(),
         })
+    }
+
+    /// The route of an exclusive call to the leader the watch shows, waiting (until the
+    /// deadline) while there is none; `None` when the key cannot be watched.
+    async fn route_to_leader(&self, deadline: Instant) -> Result<Option<Route>, CallErrorKind> {
+        let Some(watch) = self.client.leader_watch() else {
+            return Ok(None);
+        };
+        // Looked at in place: the common case (a known leader) copies nothing.
+        let look = |view: &LeaderView| match &view.state {
+            LeaderState::Leader(leader) => Ok(Some(Route {
+                leader_revision: Some(view.revision),
+                ..Route::to(self.known.on_instance(&leader.instance_id))
+            })),
+            LeaderState::Unknown => Ok(None),
+            LeaderState::NoLeader => Err(view.revision),
+        };
+        let mut waited_from = match watch.inspect(look) {
+            Ok(route) => return Ok(route),
+            Err(revision) => revision,
+        };
+        loop {
+            let seen = watch.changed_since(waited_from, deadline).await;
+            if seen.revision == waited_from && seen.is_followed() {
+                return Err(CallErrorKind::NotActive(format!(
+                    "no instance of {} became the leader of group {} within the call's \
+                     deadline of {:?}; the method did not run",
+                    self.client.inner.service, self.client.inner.group, self.deadline
+                )));
+            }
+            match look(&seen) {
+                Ok(route) => return Ok(route),
+                Err(revision) => waited_from = revision,
+            }
+        }
     }
 
     /// Sends the request once and classifies the reply.

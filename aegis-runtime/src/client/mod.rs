@@ -7,13 +7,14 @@
 mod budget;
 mod call;
 mod command;
+mod ejection;
 mod error;
 mod method;
 mod options;
 mod retry;
 mod selection;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -21,7 +22,8 @@ use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::discovery::{Discovery, WatchDiscovery};
-use crate::subject::{self, InstanceId, MethodName, ServiceName};
+use crate::leader::{Leader, LeaderWatch};
+use crate::subject::{self, GroupId, InstanceId, MethodName, ServiceName};
 
 pub use budget::RetryBudget;
 pub use command::{CommandHandle, CommandOptions};
@@ -30,6 +32,7 @@ pub use options::CallOptions;
 pub use retry::{RetryPolicy, StickyActiveConfig};
 pub use selection::Selection;
 
+use ejection::Ejections;
 use method::KnownMethod;
 use selection::Selector;
 
@@ -78,8 +81,17 @@ struct Inner {
     retry: Option<RetryPolicy>,
     discovery: Option<Arc<dyn Discovery>>,
     selector: Arc<Selector>,
-    /// The instance that last answered an exclusive call as the active one.
+    /// The sticky-active group whose leader exclusive calls go to.
+    group: GroupId,
+    /// The watch of that leader, shared on the connection; started by the first exclusive
+    /// call (or [`ServiceClient::leader`]).
+    leader: Arc<OnceLock<Arc<LeaderWatch>>>,
+    /// The instance that last answered an exclusive call as the active one: where
+    /// exclusive calls go while the leader watch cannot be followed.
     active_pin: Arc<Mutex<Option<InstanceId>>>,
+    /// Instances that did not answer a plain call, skipped until they show a fresh
+    /// heartbeat.
+    ejections: Arc<Ejections>,
     budget: RetryBudget,
     /// Each method called so far. A service has a handful of methods: a scan compares
     /// fewer bytes than hashing the name would.
@@ -109,7 +121,10 @@ impl ServiceClient {
             timeout: DEFAULT_CALL_TIMEOUT,
             retry: None,
             selector: Arc::default(),
+            group: GroupId::default(),
+            leader: Arc::default(),
             active_pin: Arc::default(),
+            ejections: Arc::default(),
             budget: RetryBudget::default(),
             methods: Arc::default(),
         };
@@ -148,8 +163,9 @@ impl ServiceClient {
         self
     }
 
-    /// Does not look instances up: every call goes to the service's shared subject and
-    /// NATS picks an instance of the queue group. Retries cannot avoid an instance then.
+    /// Does not look instances up nor follow the leader: every call goes to the service's
+    /// shared subject and NATS picks an instance of the queue group (for exclusive methods,
+    /// the leader's). Retries cannot avoid an instance then.
     #[must_use]
     pub fn without_discovery(mut self) -> Self {
         Arc::make_mut(&mut self.inner).discovery = None;
@@ -161,6 +177,16 @@ impl ServiceClient {
     #[must_use]
     pub fn with_selection(mut self, selection: Selection) -> Self {
         Arc::make_mut(&mut self.inner).selector = Arc::new(Selector::new(selection));
+        self
+    }
+
+    /// Sets the sticky-active group whose leader runs this client's exclusive calls
+    /// (default `default`; the runner's [`group`](crate::ServiceRunner::group)).
+    #[must_use]
+    pub fn with_group(mut self, group: GroupId) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.group = group;
+        inner.leader = Arc::default();
         self
     }
 
@@ -202,13 +228,54 @@ impl ServiceClient {
         }))
     }
 
-    /// The instance exclusive calls currently go to: the one that last answered as active.
+    /// The instance exclusive calls currently go to: the leader the election key names
+    /// while it can be watched, else the one that last answered as active.
     pub fn active_instance(&self) -> Option<InstanceId> {
+        if let Some(view) = self.inner.leader.get().map(|watch| watch.current())
+            && view.is_followed()
+        {
+            return view.leader().map(|leader| leader.instance_id.clone());
+        }
         self.inner
             .active_pin
             .lock()
             .ok()
             .and_then(|pin| pin.clone())
+    }
+
+    /// The watch of the group's leader (shared on the connection), started on first use;
+    /// `None` for a client without discovery, whose calls all go to the shared subject.
+    fn leader_watch(&self) -> Option<&Arc<LeaderWatch>> {
+        self.inner.discovery.as_ref()?;
+        Some(self.inner.leader.get_or_init(|| {
+            LeaderWatch::shared(&self.inner.nats, &self.inner.service, &self.inner.group)
+        }))
+    }
+
+    /// The current leader of the service's group and its fencing term, as the election
+    /// key shows it (renewals do not change the term; a new leader always has a higher
+    /// one): for callers that route or fence by themselves. `Ok(None)`: no instance leads
+    /// right now. Waits up to the client's timeout for the watch to catch up.
+    ///
+    /// ```no_run
+    /// # async fn run(orders: aegis_runtime::ServiceClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// if let Some(leader) = orders.leader().await? {
+    ///     println!("{} leads, term {:?}", leader.instance_id, leader.term);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`LeaderUnknown`](crate::leader::LeaderUnknown) when the election key cannot be
+    /// watched within the timeout (no election bucket, no rights to read it).
+    pub async fn leader(&self) -> Result<Option<Leader>, crate::leader::LeaderUnknown> {
+        let watch = match self.leader_watch() {
+            Some(watch) => watch.clone(),
+            // Asked explicitly: follow the key even without discovery.
+            None => LeaderWatch::shared(&self.inner.nats, &self.inner.service, &self.inner.group),
+        };
+        watch.leader(self.inner.timeout).await
     }
 
     /// Calls `method` with `params` and decodes its result.

@@ -7,6 +7,9 @@
 pub const INSTANCE_ID: &str = "Aegis-Instance";
 /// On a reply of an exclusive method: the fencing term it ran under.
 pub const TERM: &str = "Aegis-Term";
+/// On a request an instance forwarded to the leader (it reached an instance that is not
+/// the leader): the forwarding instance. A forwarded call is never forwarded again.
+pub const FORWARDED_BY: &str = "Aegis-Forwarded-By";
 /// On a request: the W3C trace context (`00-{trace id}-{span id}-01`) of the calling span,
 /// so the server's span joins the caller's trace.
 pub const TRACEPARENT: &str = "traceparent";
@@ -18,6 +21,7 @@ pub(crate) mod name {
 
     pub(crate) const INSTANCE_ID: HeaderName = HeaderName::from_static(super::INSTANCE_ID);
     pub(crate) const TERM: HeaderName = HeaderName::from_static(super::TERM);
+    pub(crate) const FORWARDED_BY: HeaderName = HeaderName::from_static(super::FORWARDED_BY);
     pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
 }
 

@@ -166,13 +166,42 @@ pub(super) async fn stopping(core: &Core) {
     let _ = stopping.wait_for(|stopping| *stopping).await;
 }
 
-/// Hands one received call to the serving core, once the concurrency limit allows.
+/// Hands one received call to the serving core, once the concurrency limit allows; an
+/// exclusive call that reached this instance while it is not the leader goes on to the
+/// leader instead ([`forward`](super::forward)).
 async fn accept<S: Service>(shared: &Arc<Shared<S>>, index: usize, message: async_nats::Message) {
-    let Some(reply_to) = message.reply else {
+    if message.reply.is_none() {
         tracing::debug!(subject = %message.subject, "ignoring a request without a reply subject");
         return;
-    };
+    }
+    // The permit is held while forwarding too, so a stop drains forwarded calls as well.
     let Ok(permit) = shared.core.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let rpc = &shared.definition.rpcs[index];
+    if rpc.exclusive
+        && super::forward::wanted(&shared.core, &message)
+        && let Ok(method) = MethodName::new(rpc.name)
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Some(message) = super::forward::forward(&shared.core, &method, message).await {
+                serve_call(&shared, index, message, permit);
+            }
+        });
+        return;
+    }
+    serve_call(shared, index, message, permit);
+}
+
+/// Runs one call (with a reply subject) in the serving core.
+fn serve_call<S: Service>(
+    shared: &Arc<Shared<S>>,
+    index: usize,
+    message: async_nats::Message,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let Some(reply_to) = message.reply else {
         return;
     };
     let traceparent = message

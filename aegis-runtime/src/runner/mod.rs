@@ -6,6 +6,7 @@ mod builtins;
 mod commands;
 mod dispatch;
 mod events;
+mod forward;
 mod hooks;
 mod invoke;
 mod micro;
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::codec::Timestamp;
 use crate::instance::InstanceStatus;
+use crate::leader::LeaderWatch;
 use crate::leadership::Leadership;
 use crate::lifecycle::{Lifecycle, LifecycleCell};
 use crate::registry::{self, Registration};
@@ -326,6 +328,9 @@ impl<S: Service> ServiceRunner<S> {
         };
         let registration = unless_refused(&mut refused, registered).await?;
 
+        let leader_watch = definition
+            .has_exclusive_methods()
+            .then(|| LeaderWatch::shared(&nats, &service_name, &group));
         let core = Arc::new(Core {
             name: definition.name,
             nats: nats.clone(),
@@ -334,6 +339,7 @@ impl<S: Service> ServiceRunner<S> {
             instance_id: instance_id.clone(),
             instance_key: instance_id.as_str().into(),
             events: crate::events::EventPublisher::new(nats.clone()).with_source(definition.name),
+            leader_watch,
             leadership: Leadership::new(group),
             permits: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
@@ -468,6 +474,10 @@ pub(crate) struct Core {
     /// Publishes the events of the service's handlers.
     pub(crate) events: crate::events::EventPublisher,
     pub(crate) leadership: Leadership,
+    /// The group's leader as its key shows it: where exclusive calls that reach this
+    /// instance while it is not the leader are forwarded. For services with exclusive
+    /// methods only.
+    pub(crate) leader_watch: Option<Arc<LeaderWatch>>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) concurrency: usize,
     pub(crate) lifecycle: LifecycleCell,
