@@ -389,6 +389,11 @@ fn keys(value: &Value) -> BTreeSet<&str> {
 async fn srv_answers_have_the_shapes_of_adr_32() {
     let server = NatsServer::start().await.expect("nats-server");
     let instance = start(&server, "orders-micro", Duration::from_millis(500)).await;
+    let elected = Instant::now() + Duration::from_secs(10);
+    while !instance.leadership().is_active() {
+        assert!(Instant::now() < elected, "never elected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let nats = server.connect().await.expect("connect");
     OrderProcessorClient::new(nats.clone())
         .health_check()
@@ -414,6 +419,14 @@ async fn srv_answers_have_the_shapes_of_adr_32() {
             "order-processor",
             "orders-micro"
         )
+    );
+    // The only instance leads: its metadata shows the term its handlers see.
+    let term = instance.leadership().term().expect("the leader");
+    assert_eq!(
+        ping.metadata.get("leader_term"),
+        Some(&term.to_string()),
+        "{:?}",
+        ping.metadata
     );
 
     let info = ask("$SRV.INFO.order-processor").await;

@@ -288,3 +288,102 @@ async fn leader_changes_are_published_as_events() {
     assert_eq!(subject, "events.sticky_active.LeaderLost");
     assert_eq!(lost.payload["reason"], "released");
 }
+
+// Multi-threaded: spawning and reaping processes blocks a thread, and the caller must keep
+// calling meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_handover_reaches_a_default_client_as_neither_not_active_nor_a_failure() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let url = server.url();
+    let mut ids: Vec<String> = (1..=3).map(|i| format!("orders-{i}")).collect();
+    let mut children: BTreeMap<String, ChildProcess> = ids
+        .iter()
+        .map(|id| (id.clone(), spawn(&url, id, None)))
+        .collect();
+    let nats = server.connect().await.expect("connect");
+    let not_active = support::counter_total(
+        aegis_runtime::metrics::NOT_ACTIVE,
+        &[("method", "process_order")],
+    );
+    let retries = support::counter_total(
+        aegis_runtime::metrics::RETRIES,
+        &[("method", "process_order")],
+    );
+    // Default settings: the client follows the leader. Four tasks call back to back, so
+    // calls are on their way at every moment of each handover.
+    let client = OrderProcessorClient::new(nats.clone());
+    let caller = Caller::start(client.clone());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tight: Vec<_> = (0..4)
+        .map(|task| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut calls, mut failed) = (0usize, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    calls += 1;
+                    let order = OrderRequest {
+                        order_id: format!("T{task}-{calls}"),
+                        amount: 1.0,
+                    };
+                    if let Err(err) = client.process_order(order).await {
+                        failed.push(err.to_string());
+                    }
+                }
+                (calls, failed)
+            })
+        })
+        .collect();
+    let handovers = 3;
+    for round in 0..handovers {
+        let old = leader(&nats, &ids).await;
+        let mut stopping = children.remove(&old).expect("the leader's process");
+        ids.retain(|id| *id != old);
+        stopping.signal(Signal::SIGTERM);
+        let new = leader(&nats, &ids).await;
+        assert!(stopping.wait_exit(Duration::from_secs(10)), "stopped");
+        // Calls go on on the new leader before the next round.
+        let served = support::until(Duration::from_secs(5), || {
+            let served = caller.tally().2;
+            let new = new.clone();
+            async move { served.as_deref() == Some(new.as_str()) }
+        })
+        .await;
+        assert!(served, "round {round}: the new leader serves");
+        let id = format!("orders-{}", 4 + round);
+        children.insert(id.clone(), spawn(&url, &id, None));
+        ids.push(id);
+    }
+    let outcomes = caller.finish().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(_, o)| o.as_ref().err().cloned())
+        .collect();
+    let mut calls = outcomes.len();
+    for task in tight {
+        let (made, lost) = task.await.expect("caller task");
+        calls += made;
+        failed.extend(lost);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {calls} calls failed: {failed:?}",
+        failed.len()
+    );
+    let not_active = support::counter_total(
+        aegis_runtime::metrics::NOT_ACTIVE,
+        &[("method", "process_order")],
+    ) - not_active;
+    let retries = support::counter_total(
+        aegis_runtime::metrics::RETRIES,
+        &[("method", "process_order")],
+    ) - retries;
+    println!(
+        "{handovers} graceful handovers, {calls} calls: {not_active} NOT_ACTIVE, {retries} retries"
+    );
+    assert_eq!(not_active, 0, "no NOT_ACTIVE reached the client");
+    assert!(
+        retries <= handovers,
+        "at most one retry per handover: {retries}"
+    );
+}

@@ -1,19 +1,20 @@
 //! Forwarding: an exclusive call that reaches an instance that is not the leader (its
 //! caller's view of the leader is a moment old, as in every handover) goes on to the
-//! leader the election key names, once, with the caller's reply subject, instead of coming
-//! back as NOT_ACTIVE. The caller sees one answer, from the leader, and no retry.
+//! leader the election key names, once, and the leader's answer is relayed to the caller,
+//! instead of NOT_ACTIVE. The caller sees one answer, from the leader, and no retry.
 //!
 //! While no leader is known (between a release and the successor's election) the call
 //! waits for one, at most [`FORWARD_WAIT`]; then, or when the call was forwarded already,
 //! it takes the normal path (it runs if this instance has become the leader, else it is
 //! answered NOT_ACTIVE and the caller retries).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::HeaderMap;
+use serde::de::IgnoredAny;
 
 use super::Core;
-use crate::codec::headers;
+use crate::codec::{self, RpcRequest, headers};
 use crate::leader::{LeaderState, LeaderWatch};
 use crate::subject::{self, MethodName};
 
@@ -21,6 +22,10 @@ use crate::subject::{self, MethodName};
 /// handover takes milliseconds; a crashed leader's key expires after its TTL, and callers
 /// wait for that themselves.
 pub(super) const FORWARD_WAIT: Duration = Duration::from_millis(500);
+
+/// The longest a forwarded call waits for the leader's reply when its envelope names no
+/// deadline.
+const MAX_RELAY_WAIT: Duration = Duration::from_secs(30);
 
 /// Whether `message` (an exclusive call) should be forwarded: this instance is not the
 /// leader, and the call was not forwarded already.
@@ -66,15 +71,32 @@ pub(super) async fn forward(
             _ = core.leadership.wait_until(true) => {}
         }
     };
+    let Some(wait) = relay_wait(&message.payload) else {
+        return Some(message); // not a request: answered here, as a bad request
+    };
     let mut forwarded = message.headers.clone().unwrap_or_else(HeaderMap::new);
     forwarded.insert(headers::name::FORWARDED_BY, core.instance_id.as_str());
     let to = subject::rpc_instance(&core.service_name, &leader, method);
-    match core
-        .nats
-        .publish_with_reply_and_headers(to, reply, forwarded, message.payload.clone())
-        .await
-    {
-        Ok(()) => {
+    let request = async_nats::Request::new()
+        .payload(message.payload.clone())
+        .headers(forwarded)
+        .timeout(Some(wait));
+    // A request, not a publish with the caller's reply subject: a leader that is gone must
+    // come back as "no responders" (the call did not run: answered NOT_ACTIVE here), not
+    // as silence that the caller could only read as "it may have run".
+    match core.nats.send_request(to, request).await {
+        Ok(answer) => {
+            let relayed = match answer.headers {
+                Some(headers) => {
+                    core.nats
+                        .publish_with_headers(reply, headers, answer.payload)
+                        .await
+                }
+                None => core.nats.publish(reply, answer.payload).await,
+            };
+            if let Err(err) = relayed {
+                tracing::debug!(%err, "cannot relay the leader's reply");
+            }
             tracing::debug!(%leader, %method, "forwarded an exclusive call to the leader");
             metrics::counter!(
                 crate::metrics::FORWARDED_CALLS,
@@ -84,9 +106,26 @@ pub(super) async fn forward(
             .increment(1);
             None
         }
-        Err(err) => {
-            tracing::debug!(%leader, %err, "cannot forward an exclusive call; answering it here");
+        Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+            tracing::debug!(%leader, "the leader to forward to is gone; answering here");
             Some(message)
         }
+        Err(err) => {
+            // No reply by the caller's deadline: the caller times out at the same moment,
+            // as it would have calling the leader itself.
+            tracing::debug!(%leader, %err, "no reply from the leader to a forwarded call");
+            None
+        }
     }
+}
+
+/// How long a forwarded call may wait for the leader's reply: until the caller's deadline
+/// (at most [`MAX_RELAY_WAIT`]); `None` when the payload is not a request envelope.
+fn relay_wait(payload: &[u8]) -> Option<Duration> {
+    let request: RpcRequest<IgnoredAny> = codec::decode(payload).ok()?;
+    let left = request
+        .deadline()
+        .and_then(|deadline| deadline.duration_since(SystemTime::now()).ok())
+        .unwrap_or(MAX_RELAY_WAIT);
+    Some(left.min(MAX_RELAY_WAIT).max(Duration::from_millis(1)))
 }

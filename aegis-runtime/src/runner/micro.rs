@@ -162,8 +162,19 @@ async fn answer(core: Arc<Core>, verb: Verb, subscriber: async_nats::Subscriber)
     consume(subscriber, stopping(&core), accept).await;
 }
 
-fn metadata(_core: &Core) -> BTreeMap<String, String> {
-    BTreeMap::from([("framework".to_owned(), "aegis".to_owned())])
+/// The instance's metadata: the framework, and while it is the leader of its group, the
+/// group and the fencing term its exclusive handlers see (the number `aegis leader` and
+/// the status method show too).
+fn metadata(core: &Core) -> BTreeMap<String, String> {
+    let mut metadata = BTreeMap::from([("framework".to_owned(), "aegis".to_owned())]);
+    if let Some(term) = core.leadership.term() {
+        metadata.insert(
+            "leader_group".to_owned(),
+            core.leadership.group().to_string(),
+        );
+        metadata.insert("leader_term".to_owned(), term.to_string());
+    }
+    metadata
 }
 
 fn ping(core: &Core) -> MicroPing {
