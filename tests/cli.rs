@@ -85,9 +85,7 @@ async fn inspection_commands_show_the_running_service() {
     let leader = aegis_at(&url, &["leader", "order-processor"]).await;
     assert!(leader.success, "{}", leader.stderr);
     assert!(
-        leader
-            .stdout
-            .contains(&format!("orders-cli  term {term} ")),
+        leader.stdout.contains(&format!("orders-cli  term {term} ")),
         "handlers see term {term}: {}",
         leader.stdout
     );

@@ -100,6 +100,12 @@ impl Group {
         self.instances.keys().cloned().collect()
     }
 
+    /// Takes instance `id` out of the group (its process keeps running until the returned
+    /// handle is dropped): for a caller that stops it and watches it go.
+    pub fn remove(&mut self, id: &str) -> Option<ChildProcess> {
+        self.instances.remove(id)
+    }
+
     /// The instance process `id`.
     pub fn process(&mut self, id: &str) -> Option<&mut ChildProcess> {
         self.instances.get_mut(id)
