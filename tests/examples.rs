@@ -136,16 +136,36 @@ async fn order_client_is_served_by_the_leader() {
 fn failover_bench_measures_one_round_of_each() {
     let run = run_to_exit(
         "failover_bench",
-        &["--rounds", "1"],
-        Duration::from_secs(120),
+        &["--graceful", "1", "--crash", "1", "--freeze", "1"],
+        // A freeze round with today's client takes up to the registry TTL (30 s).
+        Duration::from_secs(240),
     );
     assert!(run.success, "{}\n{}", run.stdout, run.stderr);
-    for summary in ["SIGTERM: min", "SIGKILL: min"] {
+    for summary in [
+        "SIGTERM: 1 rounds, p50",
+        "SIGKILL: 1 rounds, p50",
+        "SIGSTOP: 1 rounds, p50",
+    ] {
         let line = run
             .stdout
             .lines()
             .find(|l| l.starts_with(summary))
             .unwrap_or_else(|| panic!("no {summary} line:\n{}", run.stdout));
-        assert!(line.ends_with("failed calls 0"), "{line}");
+        assert!(line.contains(", failed calls "), "{line}");
+        assert!(line.contains(", retries per failover max "), "{line}");
     }
+    // The targets are printed, met or not, never asserted here.
+    let targets = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("target ") && (l.contains(": met") || l.contains(": not met")))
+        .count();
+    assert_eq!(targets, 4, "{}", run.stdout);
+    // A graceful stop loses no call, whatever the client.
+    let graceful = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("SIGTERM: "))
+        .unwrap_or_default();
+    assert!(graceful.contains("failed calls 0,"), "{graceful}");
 }

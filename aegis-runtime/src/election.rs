@@ -118,6 +118,10 @@ enum Look {
     Vanished,
 }
 
+/// The longest a new leader waits for its shared exclusive subscriptions before it
+/// announces itself anyway.
+const SUBSCRIBE_BEFORE_ANNOUNCE: Duration = Duration::from_secs(1);
+
 /// The shortest wait before looking at a held key again.
 const MIN_RECHECK: Duration = Duration::from_millis(20);
 
@@ -353,13 +357,13 @@ impl Election {
     /// else is done), not at the next renewal.
     async fn lead(&self, term: u64) {
         tracing::info!(service = %self.service, group = %self.group, term, "elected leader");
-        self.announce(
-            "LeaderElected",
-            json!({"previous_leader_id": null, "elected_at": Timestamp::now().to_string(), "term": term}),
-        )
-        .await;
-        self.show_role();
+        // Runs beside the renewals: a slow subscription must not delay the first renewal.
+        let announced = async {
+            self.announce_when_subscribed(term).await;
+            std::future::pending::<std::convert::Infallible>().await
+        };
         let reason = tokio::select! {
+            never = announced => match never {},
             reason = self.renew(term) => reason,
             lost = guard::lost(&self.store, &self.key, &self.instance) => {
                 self.leadership.step_down();
@@ -374,6 +378,28 @@ impl Election {
         )
         .increment(1);
         self.lose(reason).await;
+    }
+
+    /// Announces the new leader (the `LeaderElected` event, then ACTIVE in the registry)
+    /// once its shared exclusive subjects are subscribed, so a client that reacts to the
+    /// announcement finds the leader serving; after [`SUBSCRIBE_BEFORE_ANNOUNCE`] at most,
+    /// so a failing subscription never hides the leader.
+    async fn announce_when_subscribed(&self, term: u64) {
+        if tokio::time::timeout(
+            SUBSCRIBE_BEFORE_ANNOUNCE,
+            self.leadership.all_subscribed(term),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(term, timeout = ?SUBSCRIBE_BEFORE_ANNOUNCE, "the exclusive methods are not subscribed yet; announcing the leadership anyway");
+        }
+        self.announce(
+            "LeaderElected",
+            json!({"previous_leader_id": null, "elected_at": Timestamp::now().to_string(), "term": term}),
+        )
+        .await;
+        self.show_role();
     }
 
     /// Renews every third of the TTL, extending the local lease after each success;
@@ -420,7 +446,9 @@ impl Election {
     }
 
     /// Gives leadership up (graceful stop): stops serving, then deletes the key at the
-    /// revision it holds, so a standby takes over at once.
+    /// revision it holds, so a standby takes over at once. The runner has left the shared
+    /// exclusive subjects before (as leader), so only calls addressed to this instance can
+    /// still meet it as a standby.
     pub(crate) async fn release(&self) {
         let Some(held) = self.held() else { return };
         self.leadership.step_down();

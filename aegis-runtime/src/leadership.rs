@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::instance::StickyActiveStatus;
@@ -41,6 +41,11 @@ struct State {
     electing: AtomicU8,
     /// Tells watchers (the runner's exclusive subscriptions) about changes of the term.
     changes: tokio::sync::watch::Sender<u64>,
+    /// How many shared exclusive subjects the instance serves while active.
+    exclusive_subjects: AtomicUsize,
+    /// The term whose shared exclusive subjects are being subscribed, and how many are: a
+    /// new leader announces itself once all of them are (see [`Leadership::subscribed`]).
+    subscribed: tokio::sync::watch::Sender<(u64, usize)>,
 }
 
 /// The instant all lease deadlines count from (monotonic).
@@ -59,6 +64,7 @@ impl Leadership {
     /// A standby instance's view of `group`.
     pub fn new(group: GroupId) -> Self {
         let (changes, _) = tokio::sync::watch::channel(0);
+        let (subscribed, _) = tokio::sync::watch::channel((0, 0));
         Self {
             inner: Arc::new(State {
                 group,
@@ -66,6 +72,8 @@ impl Leadership {
                 lease_until: AtomicU64::new(0),
                 electing: AtomicU8::new(0),
                 changes,
+                exclusive_subjects: AtomicUsize::new(0),
+                subscribed,
             }),
         }
     }
@@ -153,6 +161,35 @@ impl Leadership {
             .wait_for(|term| (*term != 0) == active)
             .await
             .is_ok()
+    }
+
+    /// Sets how many shared exclusive subjects the instance subscribes while active.
+    pub(crate) fn set_exclusive_subjects(&self, count: usize) {
+        self.inner
+            .exclusive_subjects
+            .store(count, Ordering::Release);
+    }
+
+    /// Records that one shared exclusive subject is subscribed under `term`.
+    pub(crate) fn subscribed(&self, term: u64) {
+        self.inner.subscribed.send_modify(|(under, count)| {
+            if *under == term {
+                *count += 1;
+            } else {
+                (*under, *count) = (term, 1);
+            }
+        });
+    }
+
+    /// Waits until every shared exclusive subject is subscribed under `term`: the server
+    /// has the subscriptions before anything this connection sends afterwards, so an
+    /// announcement of the new leader is never seen before it can be called.
+    pub(crate) async fn all_subscribed(&self, term: u64) {
+        let expected = self.inner.exclusive_subjects.load(Ordering::Acquire);
+        let mut subscribed = self.inner.subscribed.subscribe();
+        let _ = subscribed
+            .wait_for(|(under, count)| *under == term && *count >= expected)
+            .await;
     }
 
     /// Time left on the local lease, if active with one.

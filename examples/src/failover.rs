@@ -1,7 +1,7 @@
 //! Failover of the order processor's leader, measured: a group of instances as real
 //! processes, a client calling the exclusive method all along, and the leader stopped
-//! (SIGTERM) or crashed (SIGKILL). Used by the failover tests, the `failover_bench`
-//! binary and the demo.
+//! (SIGTERM), crashed (SIGKILL) or frozen (SIGSTOP, then SIGCONT). Used by the failover
+//! tests, the `failover_bench` binary and the demo.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +26,25 @@ pub enum Departure {
     Graceful,
     /// SIGKILL: it crashes; its key must expire first.
     Crash,
+    /// SIGSTOP: it freezes (a long GC pause, a stalled VM) with its connection open; its
+    /// key must expire first. It is thawed (SIGCONT) once the new leader serves, plus
+    /// [`THAW_AFTER`], then replaced.
+    Freeze,
+}
+
+/// How long a frozen leader stays frozen after the new leader served its first call.
+pub const THAW_AFTER: Duration = Duration::from_secs(1);
+/// How long a round waits for the new leader's first call before it gives up.
+pub const FIRST_CALL_WITHIN: Duration = Duration::from_secs(60);
+
+/// The registry settings of the instances a group starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryTiming {
+    /// A 3 s registry TTL and a heartbeat every 500 ms: a gone instance leaves the
+    /// registry within seconds (the tests' setting).
+    Fast,
+    /// The runtime's defaults (30 s TTL, a heartbeat every 10 s), as a deployment runs.
+    Default,
 }
 
 impl std::fmt::Display for Departure {
@@ -33,6 +52,7 @@ impl std::fmt::Display for Departure {
         f.write_str(match self {
             Departure::Graceful => "SIGTERM",
             Departure::Crash => "SIGKILL",
+            Departure::Freeze => "SIGSTOP",
         })
     }
 }
@@ -52,6 +72,15 @@ pub struct Round {
     pub calls: usize,
     /// Calls that failed, with their errors.
     pub failed: Vec<String>,
+    /// The longest time between two successive successful calls in the round: what the
+    /// client felt of the failover.
+    pub longest_gap: Duration,
+    /// Calls the old leader served after the new leader served one (a frozen leader that
+    /// thawed and still served as leader would show here).
+    pub stale_served: usize,
+    /// For a freeze: the thawed old leader's role, as its status RPC said after the thaw
+    /// (`None`: it did not answer within 5 s).
+    pub thawed_role: Option<StickyActiveStatus>,
 }
 
 /// Instances of the order processor, each its own process, on one NATS server.
@@ -59,6 +88,7 @@ pub struct Group {
     url: String,
     nats: async_nats::Client,
     leader_ttl: Duration,
+    registry: RegistryTiming,
     instances: BTreeMap<String, ChildProcess>,
     started: u32,
 }
@@ -69,6 +99,19 @@ impl Group {
     /// # Errors
     /// The NATS server cannot be reached.
     pub async fn start(url: &str, size: usize, leader_ttl: Duration) -> Result<Self, String> {
+        Self::start_with(url, size, leader_ttl, RegistryTiming::Fast).await
+    }
+
+    /// Starts `size` instances with the given leader TTL and registry settings.
+    ///
+    /// # Errors
+    /// The NATS server cannot be reached.
+    pub async fn start_with(
+        url: &str,
+        size: usize,
+        leader_ttl: Duration,
+        registry: RegistryTiming,
+    ) -> Result<Self, String> {
         let nats = aegis_runtime::ConnectConfig::new(url)
             .connect()
             .await
@@ -77,6 +120,7 @@ impl Group {
             url: url.to_owned(),
             nats,
             leader_ttl,
+            registry,
             instances: BTreeMap::new(),
             started: 0,
         };
@@ -90,7 +134,7 @@ impl Group {
     pub fn add(&mut self, ledger: Option<&Path>) -> String {
         self.started += 1;
         let id = format!("orders-{}", self.started);
-        let child = spawn_instance(&self.url, &id, self.leader_ttl, ledger);
+        let child = spawn_instance_with(&self.url, &id, self.leader_ttl, ledger, self.registry);
         self.instances.insert(id.clone(), child);
         id
     }
@@ -98,6 +142,12 @@ impl Group {
     /// The ids of the running instances.
     pub fn ids(&self) -> Vec<String> {
         self.instances.keys().cloned().collect()
+    }
+
+    /// Takes instance `id` out of the group (its process keeps running until the returned
+    /// handle is dropped): for a caller that stops it and watches it go.
+    pub fn remove(&mut self, id: &str) -> Option<ChildProcess> {
+        self.instances.remove(id)
     }
 
     /// The instance process `id`.
@@ -121,10 +171,11 @@ impl Group {
     /// Makes the leader go (`departure`) while a client calls the exclusive method, waits
     /// for another instance to serve, and starts a replacement so the group keeps its size.
     ///
+    /// The client is patient (see [`patient_client`]): no call may fail.
+    ///
     /// # Errors
     /// No leader before, or none after.
     pub async fn failover(&mut self, departure: Departure) -> Result<Round, String> {
-        let old = self.leader().await?;
         // A graceful stop must lose nothing: an attempt waits for its reply until the
         // deadline, so a dropped call would fail the round. A crash can take a call in
         // flight with it: there a lost reply is retried after 500 ms (the method is
@@ -134,14 +185,37 @@ impl Group {
                 let deadline = Duration::from_secs(2);
                 patient_client(self.nats.clone(), deadline, deadline)
             }
-            Departure::Crash => patient_client(
+            Departure::Crash | Departure::Freeze => patient_client(
                 self.nats.clone(),
                 Duration::from_millis(500),
                 Duration::from_secs(10),
             ),
         };
+        self.failover_with(departure, client).await
+    }
+
+    /// Like [`failover`](Self::failover), with the caller's `client` (the benchmark uses
+    /// one with default settings).
+    ///
+    /// # Errors
+    /// No leader before, none after, or the new leader served no call within
+    /// [`FIRST_CALL_WITHIN`].
+    pub async fn failover_with(
+        &mut self,
+        departure: Departure,
+        client: OrderProcessorClient,
+    ) -> Result<Round, String> {
+        let old = self.leader().await?;
         let caller = Caller::start(client);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Some calls served by the old leader first, so the round starts from steady state.
+        let steady = wait_until(Duration::from_secs(10), || {
+            caller.tally().2.as_deref() == Some(old.as_str())
+        })
+        .await;
+        if !steady {
+            caller.finish().await;
+            return Err(format!("the leader {old} served no call within 10 s"));
+        }
 
         let mut victim = self
             .instances
@@ -151,8 +225,29 @@ impl Group {
         match departure {
             Departure::Crash => victim.kill(),
             Departure::Graceful => victim.signal(Signal::SIGTERM),
+            Departure::Freeze => victim.signal(Signal::SIGSTOP),
         }
         let new = self.leader().await?;
+        // The round ends once the new leader served (and a little after, to see the calls
+        // that follow).
+        wait_until(FIRST_CALL_WITHIN, || {
+            caller.tally().2.as_deref() == Some(new.as_str())
+        })
+        .await;
+        let mut thawed_role = None;
+        if departure == Departure::Freeze {
+            // A long pause, then the process runs again: it must find it is no longer
+            // the leader (its local lease ran out) and not serve as one.
+            tokio::time::sleep(THAW_AFTER).await;
+            victim.signal(Signal::SIGCONT);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while thawed_role.is_none() && Instant::now() < deadline {
+                thawed_role = roles(&self.nats, std::slice::from_ref(&old))
+                    .await
+                    .remove(&old)
+                    .flatten();
+            }
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let outcomes = caller.finish().await;
         drop(victim);
@@ -169,6 +264,9 @@ impl Group {
         let (first_new, new_term) = served_by(&outcomes, &new)
             .next()
             .ok_or("the new leader served no call")?;
+        let stale_served = served_by(&outcomes, &old)
+            .filter(|(at, _)| *at > first_new)
+            .count();
         Ok(Round {
             departure,
             leaders: (old, new),
@@ -176,8 +274,37 @@ impl Group {
             failover: first_new.saturating_duration_since(signalled),
             calls: outcomes.len(),
             failed,
+            longest_gap: longest_gap(&outcomes),
+            stale_served,
+            thawed_role,
         })
     }
+}
+
+/// Waits (polling every 5 ms) until `condition` holds, at most `within`; whether it held.
+async fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
+/// The longest time between two successive successful calls.
+fn longest_gap(outcomes: &[Outcome]) -> Duration {
+    let successes: Vec<Instant> = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(at, _)| *at)
+        .collect();
+    successes
+        .windows(2)
+        .map(|pair| pair[1].saturating_duration_since(pair[0]))
+        .max()
+        .unwrap_or_default()
 }
 
 /// The successful calls `id` served: when, and under which term.
@@ -194,26 +321,31 @@ fn served_by<'a>(
     })
 }
 
-/// Starts one `order_service` process and waits until it serves.
+/// Starts one `order_service` process with [`RegistryTiming::Fast`] and waits until it
+/// serves.
 pub fn spawn_instance(
     url: &str,
     id: &str,
     leader_ttl: Duration,
     ledger: Option<&Path>,
 ) -> ChildProcess {
+    spawn_instance_with(url, id, leader_ttl, ledger, RegistryTiming::Fast)
+}
+
+/// Starts one `order_service` process with the given registry settings and waits until it
+/// serves.
+pub fn spawn_instance_with(
+    url: &str,
+    id: &str,
+    leader_ttl: Duration,
+    ledger: Option<&Path>,
+    registry: RegistryTiming,
+) -> ChildProcess {
     let ttl = leader_ttl.as_secs().max(1).to_string();
-    let mut args = vec![
-        "--nats",
-        url,
-        "--instance",
-        id,
-        "--leader-ttl",
-        &ttl,
-        "--registry-ttl",
-        "3",
-        "--heartbeat-ms",
-        "500",
-    ];
+    let mut args = vec!["--nats", url, "--instance", id, "--leader-ttl", &ttl];
+    if registry == RegistryTiming::Fast {
+        args.extend(["--registry-ttl", "3", "--heartbeat-ms", "500"]);
+    }
     let ledger = ledger.map(|p| p.display().to_string());
     if let Some(ledger) = &ledger {
         args.extend(["--ledger", ledger.as_str()]);

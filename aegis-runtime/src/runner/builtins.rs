@@ -178,5 +178,5 @@ async fn answer(core: Arc<Core>, method: &'static str, subscriber: async_nats::S
             send_reply(&core, reply_to, reply, None).await;
         }
     };
-    consume(subscriber, stopping(&core), accept).await;
+    consume(&core.nats, subscriber, stopping(&core), accept).await;
 }

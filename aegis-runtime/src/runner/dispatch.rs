@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::future::Either;
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinSet;
 
 use super::invoke::{self, Delivery, HandlerKind, Invoked};
@@ -28,12 +28,24 @@ pub(super) struct Shared<S: 'static> {
 
 /// Subscribes every RPC of the service: the group's subject (in the queue group) and this
 /// instance's own subject.
+///
+/// The listeners of the shared exclusive subjects go to `exclusive`: a stop waits for them
+/// apart, before it releases the leadership (see [`serve_while_active`]).
 pub(super) async fn subscribe_all<S: Service>(
     shared: &Arc<Shared<S>>,
     listeners: &mut JoinSet<()>,
+    exclusive: &mut JoinSet<()>,
     workers: &mut JoinSet<()>,
 ) -> Result<(), StartError> {
     let core = &shared.core;
+    core.leadership.set_exclusive_subjects(
+        shared
+            .definition
+            .rpcs
+            .iter()
+            .filter(|rpc| rpc.exclusive)
+            .count(),
+    );
     for (index, rpc) in shared.definition.rpcs.iter().enumerate() {
         let method = MethodName::new(rpc.name)?;
         let queue = subject::rpc_queue_group(&core.service_name);
@@ -45,7 +57,7 @@ pub(super) async fn subscribe_all<S: Service>(
         if rpc.exclusive {
             // Shared by the group: only the active instance subscribes, so calls are never
             // spread over standbys.
-            listeners.spawn(serve_while_active(shared.clone(), index, any, queue));
+            exclusive.spawn(serve_while_active(shared.clone(), index, any, queue));
         } else {
             let group = subscribe_subject(&core.nats, any, Some(queue)).await?;
             listeners.spawn(listen(shared.clone(), index, group));
@@ -100,8 +112,18 @@ pub(super) async fn subscribe_subject(
 /// How many more messages than it has received a leaving subscription may still get: the
 /// fence that keeps messages in flight from being dropped (see [`consume`]).
 const UNSUBSCRIBE_MARGIN: u64 = 64;
-/// How long a leaving subscription waits for more messages before it closes regardless.
+/// The least margin once a round trip through the server confirmed the first UNSUB: the
+/// messages routed to the subscription since (in about one round trip) must fit in it. It
+/// is twice what arrived during that round trip when more, and it is what a steady caller
+/// still gets from a leaving subscription.
+const FENCED_MARGIN: u64 = 8;
+/// How long a leaving subscription waits for more messages before it closes regardless,
+/// when no round trip through the server confirmed its UNSUB.
 const UNSUBSCRIBE_QUIET: Duration = Duration::from_millis(200);
+/// How long a leaving subscription waits for more messages once a round trip through the
+/// server confirmed its UNSUB: every message routed before is then received, so the wait
+/// only covers messages routed since (a local hop), with room for a busy scheduler.
+const FENCED_QUIET: Duration = Duration::from_millis(20);
 
 /// Hands every message of `subscriber` to `accept` until `until` resolves; then leaves the
 /// subscription without dropping a message that was already on its way (a caller waits
@@ -114,9 +136,12 @@ const UNSUBSCRIBE_QUIET: Duration = Duration::from_millis(200);
 /// Instead, this asks the server to stop after a fixed number of further messages:
 /// server and client count the same messages, so the client closes the subscription
 /// exactly after the last one the server sends. Those are answered like any other (an
-/// exclusive method that lost its leadership answers NOT_ACTIVE, and callers retry). When
-/// no message comes for a while, nothing is in flight and a plain unsubscribe is safe.
+/// exclusive method that lost its leadership answers NOT_ACTIVE, and callers retry). A
+/// round trip through the server then confirms the UNSUB: every message routed before it
+/// has arrived, and the limit is narrowed to [`FENCED_MARGIN`] more. When no message comes
+/// for a while after that, nothing is in flight and a plain unsubscribe is safe.
 pub(super) async fn consume<F, Fut>(
+    nats: &async_nats::Client,
     mut subscriber: async_nats::Subscriber,
     until: impl std::future::Future<Output = ()>,
     mut accept: F,
@@ -139,17 +164,53 @@ where
             () = &mut until => break,
         }
     }
-    if let Err(err) = subscriber
-        .unsubscribe_after(received + UNSUBSCRIBE_MARGIN)
-        .await
-    {
+    let leaving = Instant::now();
+    let limit = received + UNSUBSCRIBE_MARGIN;
+    if let Err(err) = subscriber.unsubscribe_after(limit).await {
         tracing::debug!(%err, "cannot unsubscribe");
     }
+    let fenced = tokio::time::timeout(UNSUBSCRIBE_QUIET, fence(nats)).await == Ok(true);
+    if fenced {
+        // Every message routed before the fence is in the channel: take them, then narrow
+        // the limit to what can have been routed since (a round trip's worth), so a steady
+        // caller does not keep this subscription for a whole margin more.
+        let mut arrived: u64 = 0;
+        loop {
+            match subscriber.next().now_or_never() {
+                Some(Some(message)) => {
+                    arrived += 1;
+                    accept(message).await;
+                }
+                Some(None) => return true,
+                None => break,
+            }
+        }
+        received += arrived;
+        // What arrived during the round trip measures what can arrive during the next one.
+        let narrowed = received + FENCED_MARGIN.max(2 * arrived);
+        if narrowed < limit
+            && let Err(err) = subscriber.unsubscribe_after(narrowed).await
+        {
+            tracing::debug!(%err, "cannot unsubscribe");
+        }
+    }
+    let quiet = if fenced {
+        FENCED_QUIET
+    } else {
+        UNSUBSCRIBE_QUIET
+    };
     loop {
-        match tokio::time::timeout(UNSUBSCRIBE_QUIET, subscriber.next()).await {
-            Ok(Some(message)) => accept(message).await,
-            Ok(None) => return true,
+        match tokio::time::timeout(quiet, subscriber.next()).await {
+            Ok(Some(message)) => {
+                received += 1;
+                accept(message).await;
+            }
+            Ok(None) => {
+                tracing::debug!(received, took = ?leaving.elapsed(), "left a subscription: its limit reached");
+                return true;
+            }
             Err(_quiet) => {
+                tracing::debug!(received, took = ?leaving.elapsed(), "left a subscription: quiet");
                 let _ = subscriber.unsubscribe().await;
                 while let Some(message) = subscriber.next().await {
                     accept(message).await;
@@ -229,9 +290,12 @@ async fn listen<S: Service>(
     index: usize,
     subscriber: async_nats::Subscriber,
 ) {
-    consume(subscriber, stopping(&shared.core), |message| {
-        accept(&shared, index, message)
-    })
+    consume(
+        &shared.core.nats,
+        subscriber,
+        stopping(&shared.core),
+        |message| accept(&shared, index, message),
+    )
     .await;
 }
 
@@ -262,23 +326,41 @@ pub(super) async fn send_reply(
     }
 }
 
+/// Resolves once the instance leaves its shared exclusive subjects: at the start of a
+/// graceful stop, while it still leads (the stop releases the leadership only after), or
+/// when it stops otherwise.
+async fn leaving(core: &Core) {
+    let mut leaving = core.leaving_exclusive.subscribe();
+    tokio::select! {
+        _ = leaving.wait_for(|leaving| *leaving) => {}
+        () = stopping(core) => {}
+    }
+}
+
 /// Holds the group's subscription to an exclusive method's subject while this instance is
-/// active. On stepping down it unsubscribes and answers what was already delivered (the
-/// guard refuses those calls with NOT_ACTIVE, so their callers retry at once elsewhere).
+/// active.
+///
+/// A new leader subscribes before it announces itself (the election waits for
+/// [`Leadership::subscribed`](crate::leadership::Leadership) of every exclusive method).
+/// A leader that stops gracefully leaves while it still leads: the messages already on
+/// their way are answered as leader, and the stop releases the key only once every
+/// exclusive subject is left, so no NOT_ACTIVE reaches a caller of the shared subject. A
+/// leader that loses its leadership otherwise leaves after stepping down: what was already
+/// delivered is refused with NOT_ACTIVE (the method did not run), and callers retry.
 async fn serve_while_active<S: Service>(
     shared: Arc<Shared<S>>,
     index: usize,
     subject: String,
     queue: String,
 ) {
-    let leadership = shared.core.leadership.clone();
+    let core = &shared.core;
+    let leadership = core.leadership.clone();
     loop {
         tokio::select! {
             active = leadership.wait_until(true) => if !active { return },
-            () = stopping(&shared.core) => return,
+            () = leaving(core) => return,
         }
-        let subscriber = match shared
-            .core
+        let subscriber = match core
             .nats
             .queue_subscribe(subject.clone(), queue.clone())
             .await
@@ -290,14 +372,20 @@ async fn serve_while_active<S: Service>(
                 continue;
             }
         };
+        // The SUB is written before anything the election sends after this: the server
+        // has it before it sees the announcement.
+        if let Some(term) = leadership.term() {
+            leadership.subscribed(term);
+        }
         tracing::debug!(%subject, "active: serving exclusive method");
         let until = async {
             tokio::select! {
                 _ = leadership.wait_until(false) => {}
-                () = stopping(&shared.core) => {}
+                () = leaving(core) => {}
             }
         };
-        if !consume(subscriber, until, |message| accept(&shared, index, message)).await {
+        let accept = |message| accept(&shared, index, message);
+        if !consume(&core.nats, subscriber, until, accept).await {
             return;
         }
         tracing::debug!(%subject, "no longer serving exclusive method");
@@ -432,18 +520,24 @@ impl<S: Service> Delivery for RpcDelivery<S> {
     }
 }
 
+/// A round trip through the server that confirms what this connection sent before
+/// (an UNSUB): `true` once it came back.
+async fn fence(nats: &async_nats::Client) -> bool {
+    let inbox = nats.new_inbox();
+    let Ok(mut probe) = nats.subscribe(inbox.clone()).await else {
+        return false;
+    };
+    if nats.publish(inbox, Bytes::new()).await.is_err() {
+        return false;
+    }
+    probe.next().await.is_some()
+}
+
 /// Sends a message to this connection through the server and waits for it: the server
 /// processes a connection's protocol in order, so every subscription made before is in
 /// place once the message comes back.
 pub(super) async fn round_trip(nats: &async_nats::Client) {
-    let inbox = nats.new_inbox();
-    let Ok(mut probe) = nats.subscribe(inbox.clone()).await else {
-        return;
-    };
-    if nats.publish(inbox, Bytes::new()).await.is_err() {
-        return;
-    }
-    if tokio::time::timeout(Duration::from_secs(5), probe.next())
+    if tokio::time::timeout(Duration::from_secs(5), fence(nats))
         .await
         .is_err()
     {

@@ -93,9 +93,14 @@ pub(crate) trait Delivery: Send + Sized + 'static {
 
 /// Runs `delivery` in its own task and settles it; `permit` is released only after that,
 /// so a stop that waits for every permit waits for every settlement too.
+///
+/// The delivery is started (its synchronous part: an exclusive call reads its term) before
+/// this returns, in the order its source accepted it: a source that has handed over its
+/// last message knows every call it accepted has read its term, so a leader that leaves
+/// its subjects before it steps down answers all of them as leader.
 pub(crate) fn serve<D: Delivery>(permit: OwnedSemaphorePermit, mut delivery: D) {
+    let handler = delivery.start();
     tokio::spawn(async move {
-        let handler = delivery.start();
         let invoked = invoke(
             delivery.kind(),
             delivery.method(),

@@ -159,7 +159,7 @@ async fn answer(core: Arc<Core>, verb: Verb, subscriber: async_nats::Subscriber)
             }
         }
     };
-    consume(subscriber, stopping(&core), accept).await;
+    consume(&core.nats, subscriber, stopping(&core), accept).await;
 }
 
 /// The instance's metadata: the framework, and while it is the leader of its group, the

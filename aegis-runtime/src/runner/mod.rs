@@ -42,17 +42,18 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a stop takes beyond the drain timeout, whatever NATS does: [`RunningService::stop`]
 /// returns within `drain timeout + STOP_GRACE`.
 ///
-/// It is made of four steps of [`STOP_STEP_TIMEOUT`] each: releasing the leadership, the
-/// `#[on_stop]` method when the drain used up its timeout, removing the registry entry, and
-/// flushing the connection. A step that runs out of time is given up with a warning: a
-/// leader key or registry entry left behind expires after its TTL.
-pub const STOP_GRACE: Duration = Duration::from_secs(2);
-/// The most each NATS step of a stop (leadership release, registry removal, flush) may
-/// take, and the least time the `#[on_stop]` method gets when the drain used up its timeout.
+/// It is made of five steps of [`STOP_STEP_TIMEOUT`] each: leaving the shared exclusive
+/// subjects as leader (the handover), releasing the leadership, the `#[on_stop]` method when
+/// the drain used up its timeout, removing the registry entry, and flushing the connection.
+/// A step that runs out of time is given up with a warning: a leader key or registry entry
+/// left behind expires after its TTL.
+pub const STOP_GRACE: Duration = Duration::from_millis(2500);
+/// The most each NATS step of a stop (handover, leadership release, registry removal,
+/// flush) may take, and the least time the `#[on_stop]` method gets when the drain used up its timeout.
 pub const STOP_STEP_TIMEOUT: Duration = Duration::from_millis(500);
 
 // The grace is the sum of the steps that may run past the drain deadline.
-const _: () = assert!(STOP_STEP_TIMEOUT.as_millis() * 4 == STOP_GRACE.as_millis());
+const _: () = assert!(STOP_STEP_TIMEOUT.as_millis() * 5 == STOP_GRACE.as_millis());
 
 /// Starts a service as an instance on NATS.
 ///
@@ -359,6 +360,7 @@ impl<S: Service> ServiceRunner<S> {
             descriptor: (definition.describe)(),
             drain_timeout: self.drain_timeout,
             stopping: tokio::sync::watch::channel(false).0,
+            leaving_exclusive: tokio::sync::watch::channel(false).0,
             on_stop: definition.on_stop.map(|hook| {
                 let service = service.clone();
                 StopHook(Box::new(move || hook(service.clone())))
@@ -371,9 +373,10 @@ impl<S: Service> ServiceRunner<S> {
         });
 
         let mut listeners = JoinSet::new();
+        let mut exclusive = JoinSet::new();
         let mut workers = JoinSet::new();
         let subscribed = async {
-            dispatch::subscribe_all(&shared, &mut listeners, &mut workers).await?;
+            dispatch::subscribe_all(&shared, &mut listeners, &mut exclusive, &mut workers).await?;
             builtins::subscribe(&core, &mut listeners).await?;
             micro::subscribe(&core, &mut listeners).await
         };
@@ -387,6 +390,7 @@ impl<S: Service> ServiceRunner<S> {
         if let Err(err) = subscribed.await {
             core.lifecycle.set(Lifecycle::Failed);
             listeners.shutdown().await;
+            exclusive.shutdown().await;
             workers.shutdown().await;
             let _ = core.registration.deregister().await;
             return Err(err);
@@ -413,6 +417,7 @@ impl<S: Service> ServiceRunner<S> {
                 Err(err) => {
                     core.lifecycle.set(Lifecycle::Failed);
                     listeners.shutdown().await;
+                    exclusive.shutdown().await;
                     let _ = core.registration.deregister().await;
                     return Err(err);
                 }
@@ -430,6 +435,7 @@ impl<S: Service> ServiceRunner<S> {
         Ok(RunningService {
             core,
             listeners,
+            exclusive,
             workers,
             heartbeat,
             election,
@@ -492,6 +498,9 @@ pub(crate) struct Core {
     pub(crate) on_stop: Option<StopHook>,
     /// Becomes `true` when a graceful stop begins: listeners then drain and end.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Becomes `true` when a graceful stop begins, before `stopping` and before the
+    /// leadership is released: the shared exclusive subjects are left first, as leader.
+    pub(crate) leaving_exclusive: tokio::sync::watch::Sender<bool>,
 }
 
 /// The `#[on_stop]` method, bound to its service, without the service's type.
@@ -524,6 +533,9 @@ pub struct RunningService {
     core: Arc<Core>,
     /// Tasks that take calls from subscriptions; they drain on stop.
     listeners: JoinSet<()>,
+    /// Tasks that hold the shared exclusive subjects while this instance leads; a stop
+    /// waits for them to leave before it releases the leadership.
+    exclusive: JoinSet<()>,
     /// Tasks that pull commands; a stop aborts them (unacknowledged commands are redelivered).
     workers: JoinSet<()>,
     heartbeat: tokio::task::JoinHandle<()>,
@@ -561,9 +573,11 @@ impl RunningService {
         builtins::status_report(&self.core)
     }
 
-    /// Stops gracefully: gives up the leadership, stops taking calls, answers every call in
-    /// flight (waiting up to the drain timeout), runs the `#[on_stop]` method, removes the
-    /// registry entry, and flushes.
+    /// Stops gracefully: hands the leadership over (leaves the shared exclusive subjects
+    /// while still leading, answering the calls already on their way as leader, then
+    /// releases the key), stops taking calls, answers every call in flight (waiting up to
+    /// the drain timeout), runs the `#[on_stop]` method, removes the registry entry, and
+    /// flushes.
     ///
     /// Returns within the drain timeout plus [`STOP_GRACE`], also when NATS is unreachable:
     /// each NATS step is given up after [`STOP_STEP_TIMEOUT`] (a leader key or registry
@@ -574,9 +588,19 @@ impl RunningService {
         let core = self.core.clone();
         let began = Instant::now();
         core.lifecycle.set(Lifecycle::Stopping);
-        // Leadership first: a standby takes over while this instance drains. The release
-        // steps down before its first await, so a timeout never leaves this instance serving
-        // exclusive calls; only the leader key may stay behind, until its TTL.
+        // Leadership first: a standby takes over while this instance drains. The shared
+        // exclusive subjects are left while this instance still leads, so every call the
+        // server routed to it runs (or is refused) as leader: a caller of the shared subject
+        // (the Python SDK) sees no NOT_ACTIVE, only no responders until the successor
+        // subscribes. The election keeps renewing meanwhile.
+        core.leaving_exclusive.send_replace(true);
+        let left = async { while self.exclusive.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_STEP_TIMEOUT, left).await.is_err() {
+            tracing::warn!(instance = %core.instance_id, timeout = ?STOP_STEP_TIMEOUT, "the exclusive methods were not left in time; releasing the leadership anyway (late calls are refused with NOT_ACTIVE)");
+        }
+        // The release steps down before its first await, so a timeout never leaves this
+        // instance serving exclusive calls; only the leader key may stay behind, until its
+        // TTL.
         if let Some((election, task)) = self.election.take() {
             task.abort();
             if tokio::time::timeout(STOP_STEP_TIMEOUT, election.release())
@@ -591,12 +615,16 @@ impl RunningService {
         core.stopping.send_replace(true);
         self.workers.shutdown().await;
         let deadline = tokio::time::Instant::now() + core.drain_timeout;
-        let listeners_done = async { while self.listeners.join_next().await.is_some() {} };
+        let listeners_done = async {
+            while self.listeners.join_next().await.is_some() {}
+            while self.exclusive.join_next().await.is_some() {}
+        };
         if tokio::time::timeout_at(deadline, listeners_done)
             .await
             .is_err()
         {
             self.listeners.shutdown().await;
+            self.exclusive.shutdown().await;
         }
         self.heartbeat.abort();
         let all = u32::try_from(core.concurrency).unwrap_or(u32::MAX);
