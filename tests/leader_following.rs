@@ -3,6 +3,8 @@
 //! soon as the election moves, and a crashed plain instance gets no call after its first
 //! failed attempt.
 
+#![allow(clippy::print_stdout)] // measured times are printed
+
 mod support;
 
 use std::time::{Duration, Instant};

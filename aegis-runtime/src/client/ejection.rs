@@ -97,7 +97,11 @@ mod tests {
         ejections.eject(&service, &a, then);
         let mut avoid = Vec::new();
         ejections.still_ejected(&[instance("a", then), instance("b", then)], &mut avoid);
-        assert_eq!(avoid, [a.clone()], "same heartbeat: still ejected");
+        assert_eq!(
+            avoid,
+            std::slice::from_ref(&a),
+            "same heartbeat: still ejected"
+        );
 
         let later = Timestamp::from_datetime(then.as_datetime() + chrono::Duration::seconds(1));
         let mut avoid = Vec::new();

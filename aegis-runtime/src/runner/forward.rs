@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::HeaderMap;
 use serde::de::IgnoredAny;
 
 use super::Core;
@@ -74,7 +73,7 @@ pub(super) async fn forward(
     let Some(wait) = relay_wait(&message.payload) else {
         return Some(message); // not a request: answered here, as a bad request
     };
-    let mut forwarded = message.headers.clone().unwrap_or_else(HeaderMap::new);
+    let mut forwarded = message.headers.clone().unwrap_or_default();
     forwarded.insert(headers::name::FORWARDED_BY, core.instance_id.as_str());
     let to = subject::rpc_instance(&core.service_name, &leader, method);
     let request = async_nats::Request::new()
