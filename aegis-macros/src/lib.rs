@@ -16,13 +16,11 @@ mod naming;
 mod validate;
 
 /// The naming rules of the protocol, shared with the runtime so both accept the same names.
-#[path = "../../aegis-runtime/src/subject/rules.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod rules;
+use aegis_names as rules;
 
 use proc_macro::TokenStream;
 
-#[doc = include_str!("../../docs/macros.md")]
+#[doc = include_str!("../docs/macros.md")]
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::service(args.into(), item.into()).into()

@@ -26,7 +26,9 @@
 //! ```
 
 mod names;
-pub mod rules;
+/// The naming rules, as pure functions over `&str` (the crate `aegis-names`, shared with
+/// the macros).
+pub use aegis_names as rules;
 
 pub use names::{
     EventPattern, EventToken, GroupId, InstanceId, InvalidName, MethodName, ServiceName,

@@ -1,8 +1,17 @@
 //! The naming rules of the Aegis wire protocol, as pure functions over `&str`.
 //!
-//! This file has no dependencies on purpose: the same rules are applied at run time by the
-//! runtime and at compile time by `aegis-macros`, so a name the macro accepts is a name the
-//! runtime accepts.
+//! A crate of its own, without dependencies, because the same rules are applied at run time
+//! by `aegis-runtime` (as `aegis_runtime::subject::rules`) and at compile time by
+//! `aegis-macros`: a name the macro accepts is a name the runtime accepts. Use it through
+//! `aegis-runtime`.
+//!
+//! ```
+//! use aegis_names::{NameKind, check_service_name};
+//!
+//! assert!(check_service_name("order-processor").is_ok());
+//! let violation = check_service_name("Orders!").unwrap_err();
+//! assert_eq!(violation.kind(), NameKind::Service);
+//! ```
 
 use std::fmt;
 
