@@ -15,6 +15,7 @@ use aegis_examples::failover::Group;
 use aegis_examples::orders::{OrderRequest, OrderResult};
 use aegis_runtime::codec::{self, ExclusiveReply, RpcRequest, RpcResponse};
 use aegis_runtime::testing::NatsServer;
+use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use support::until;
 
@@ -55,18 +56,7 @@ impl RawCaller {
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
                 n += 1;
-                let order = OrderRequest {
-                    order_id: format!("ORD-RAW-{n}"),
-                    amount: 1.0,
-                };
-                let payload =
-                    codec::encode(&RpcRequest::new("process_order", order)).expect("encode");
-                let asked = tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    nats.request(SHARED_SUBJECT, payload.into()),
-                )
-                .await;
-                record(&shared, asked);
+                record(&shared, ask(&nats, &format!("ORD-RAW-{n}")).await);
                 // Continuous, but leaving the two cores to the instances.
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -88,6 +78,23 @@ impl RawCaller {
         self.task.await.expect("the caller ends");
         self.tally.lock().expect("tally").clone()
     }
+}
+
+/// One call of the shared subject, as the Python SDK makes it.
+async fn ask(
+    nats: &async_nats::Client,
+    order_id: &str,
+) -> Result<Result<async_nats::Message, async_nats::RequestError>, tokio::time::error::Elapsed> {
+    let order = OrderRequest {
+        order_id: order_id.to_owned(),
+        amount: 1.0,
+    };
+    let payload = codec::encode(&RpcRequest::new("process_order", order)).expect("encode");
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        nats.request(SHARED_SUBJECT, payload.into()),
+    )
+    .await
 }
 
 /// Counts one reply (or its absence) by kind.
@@ -186,4 +193,42 @@ async fn a_graceful_handover_sends_no_not_active_to_the_shared_subject() {
         "a stopping leader answers every call already delivered to it"
     );
     assert!(tally.other.is_empty(), "{:?}", tally.other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_serves_the_shared_subject_once_it_announces_itself() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let mut group = Group::start(&server.url(), 3, LEADER_TTL)
+        .await
+        .expect("group");
+    let nats = server.connect().await.expect("connect");
+    let mut elected = nats
+        .subscribe("events.sticky_active.LeaderElected")
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+    for round in 1..=5 {
+        let old = group.leader().await.expect("a leader");
+        let mut victim = group.remove(&old).expect("the leader's process");
+        victim.signal(Signal::SIGTERM);
+        let event = tokio::time::timeout(Duration::from_secs(10), elected.next())
+            .await
+            .expect("a LeaderElected event within 10 s")
+            .expect("the subscription lives");
+        // At once, as a client that reacts to the announcement would.
+        let tally = Mutex::new(Tally::default());
+        record(&tally, ask(&nats, &format!("ORD-ELECTED-{round}")).await);
+        let tally = tally.into_inner().expect("tally");
+        assert_eq!(
+            tally.served.len(),
+            1,
+            "round {round}: the leader announced by {} serves the shared subject at once: {tally:?}",
+            String::from_utf8_lossy(&event.payload)
+        );
+        assert!(
+            tokio::task::block_in_place(|| victim.wait_exit(Duration::from_secs(10))),
+            "round {round}: {old} exits after SIGTERM"
+        );
+        group.add(None);
+    }
 }

@@ -216,6 +216,21 @@ mod tests {
         assert_eq!(leadership.role(), StickyActiveStatus::Standby);
     }
 
+    #[tokio::test]
+    async fn all_subscribed_waits_for_every_exclusive_subject_under_the_term() {
+        let leadership = Leadership::new(GroupId::default());
+        leadership.set_exclusive_subjects(2);
+        // One subject of an earlier term and one of this term are not enough.
+        leadership.subscribed(3);
+        leadership.subscribed(5);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), leadership.all_subscribed(5));
+        assert!(waiting.await.is_err(), "one of two subjects subscribed");
+        leadership.subscribed(5);
+        tokio::time::timeout(Duration::from_secs(5), leadership.all_subscribed(5))
+            .await
+            .expect("both subjects subscribed under term 5");
+    }
+
     #[test]
     fn stepping_down_and_electing_show_in_the_role() {
         let leadership = Leadership::new(GroupId::default());
