@@ -186,7 +186,7 @@ async fn a_graceful_handover_sends_no_not_active_to_the_shared_subject() {
     );
     assert_eq!(
         tally.not_active, 0,
-        "a stopping leader leaves the shared subject before it steps down: no NOT_ACTIVE reply reaches a plain caller"
+        "a stopping leader forwards what still reaches it to the successor: no NOT_ACTIVE reply reaches a plain caller"
     );
     assert_eq!(
         tally.timed_out, 0,

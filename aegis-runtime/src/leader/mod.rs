@@ -24,11 +24,12 @@
 
 mod shared;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::codec;
 use crate::election::LeaderRecord;
@@ -108,6 +109,8 @@ pub struct LeaderWatch {
     service: ServiceName,
     group: GroupId,
     view: watch::Receiver<LeaderView>,
+    /// Wakes the task from its backoff: the bucket exists now.
+    retry: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -125,11 +128,13 @@ impl LeaderWatch {
     pub fn new(nats: &async_nats::Client, service: &ServiceName, group: &GroupId) -> Self {
         let (sender, view) = watch::channel(LeaderView::UNKNOWN);
         let key = subject::leader_key(service, group);
-        let task = tokio::spawn(follow(nats.clone(), key, sender));
+        let retry = Arc::new(Notify::new());
+        let task = tokio::spawn(follow(nats.clone(), key, sender, retry.clone()));
         Self {
             service: service.clone(),
             group: group.clone(),
             view,
+            retry,
             task,
         }
     }
@@ -138,12 +143,16 @@ impl LeaderWatch {
     /// caller on it (clients of the service, the instance's forwarding).
     ///
     /// Must be called within a Tokio runtime.
-    pub fn shared(
-        nats: &async_nats::Client,
-        service: &ServiceName,
-        group: &GroupId,
-    ) -> std::sync::Arc<Self> {
+    pub fn shared(nats: &async_nats::Client, service: &ServiceName, group: &GroupId) -> Arc<Self> {
         shared::get_or_start(nats, service, group)
+    }
+
+    /// Tries to open the watch at once if it is waiting to retry (its backoff reaches
+    /// 2 s): the caller has just made the election bucket exist.
+    pub(crate) fn retry_now(&self) {
+        if !self.view.borrow().is_followed() {
+            self.retry.notify_one();
+        }
     }
 
     /// What is known now.
@@ -187,7 +196,12 @@ impl LeaderWatch {
 }
 
 /// Keeps `sender` current with the key until nobody listens.
-async fn follow(nats: async_nats::Client, key: String, sender: watch::Sender<LeaderView>) {
+async fn follow(
+    nats: async_nats::Client,
+    key: String,
+    sender: watch::Sender<LeaderView>,
+    retry: Arc<Notify>,
+) {
     let js = jetstream::new(nats);
     let mut backoff = REOPEN_MIN;
     loop {
@@ -203,6 +217,7 @@ async fn follow(nats: async_nats::Client, key: String, sender: watch::Sender<Lea
         sender.send_replace(LeaderView::UNKNOWN);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
+            () = retry.notified() => backoff = REOPEN_MIN,
             () = sender.closed() => return,
         }
         backoff = (backoff * 2).min(REOPEN_MAX);

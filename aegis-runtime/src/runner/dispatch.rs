@@ -122,8 +122,12 @@ const FENCED_MARGIN: u64 = 8;
 const UNSUBSCRIBE_QUIET: Duration = Duration::from_millis(200);
 /// How long a leaving subscription waits for more messages once a round trip through the
 /// server confirmed its UNSUB: every message routed before is then received, so the wait
-/// only covers messages routed since (a local hop), with room for a busy scheduler.
-const FENCED_QUIET: Duration = Duration::from_millis(20);
+/// covers messages routed since. Those include the next request of a caller whose previous
+/// call this instance forwarded to its successor (a caller waiting for a reply sends
+/// nothing): the wait must outlast a forwarded call, not just a local hop. Leaving is off
+/// the handover's critical path (the leadership is released first), so it costs no caller
+/// any time.
+const FENCED_QUIET: Duration = Duration::from_millis(200);
 
 /// Hands every message of `subscriber` to `accept` until `until` resolves; then leaves the
 /// subscription without dropping a message that was already on its way (a caller waits
@@ -241,7 +245,7 @@ async fn accept<S: Service>(shared: &Arc<Shared<S>>, index: usize, message: asyn
     };
     let rpc = &shared.definition.rpcs[index];
     if rpc.exclusive
-        && super::forward::wanted(&shared.core, &message)
+        && super::forward::wanted(&shared.core)
         && let Ok(method) = MethodName::new(rpc.name)
     {
         let shared = shared.clone();

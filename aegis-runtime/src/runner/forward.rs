@@ -26,19 +26,17 @@ pub(super) const FORWARD_WAIT: Duration = Duration::from_millis(500);
 /// deadline.
 const MAX_RELAY_WAIT: Duration = Duration::from_secs(30);
 
-/// Whether `message` (an exclusive call) should be forwarded: this instance is not the
-/// leader, and the call was not forwarded already.
-pub(super) fn wanted(core: &Core, message: &async_nats::Message) -> bool {
-    core.leader_watch.is_some()
-        && core.leadership.term().is_none()
-        && message
-            .headers
-            .as_ref()
-            .is_none_or(|h| h.get(headers::name::FORWARDED_BY).is_none())
+/// Whether `message` (an exclusive call) has to wait or go elsewhere: this instance is not
+/// the leader (now).
+pub(super) fn wanted(core: &Core) -> bool {
+    core.leader_watch.is_some() && core.leadership.term().is_none()
 }
 
 /// Forwards `message` to the leader once one other than this instance is known (waiting
-/// up to [`FORWARD_WAIT`]); gives it back when it should be served here after all.
+/// up to [`FORWARD_WAIT`]); gives it back when it should be served here after all: this
+/// instance became the leader meanwhile (a call forwarded to a successor can arrive before
+/// the successor has read the answer to its own write of the key), the call was forwarded
+/// already (it is then refused with NOT_ACTIVE), or no leader showed up in time.
 pub(super) async fn forward(
     core: &Core,
     method: &MethodName,
@@ -46,19 +44,26 @@ pub(super) async fn forward(
 ) -> Option<async_nats::Message> {
     let watch: &LeaderWatch = core.leader_watch.as_deref()?;
     let reply = message.reply.clone()?;
+    let forwarded_already = message
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(headers::name::FORWARDED_BY).is_some());
     let until = Instant::now() + FORWARD_WAIT;
     let mut revision = 0;
     let leader = loop {
         if core.leadership.term().is_some() {
-            return Some(message); // became the leader meanwhile: serve it here
+            return Some(message); // the leader now: serve it here
         }
         let view = watch.current();
         match &view.state {
             LeaderState::Leader(leader) if leader.instance_id != core.instance_id => {
+                if forwarded_already {
+                    return Some(message); // never twice: refused here
+                }
                 break leader.instance_id.clone();
             }
             LeaderState::Unknown => return Some(message),
-            // No leader yet, or the key still names this instance (stepping up or down).
+            // No leader yet, or the key names this instance (stepping up or down).
             _ => {}
         }
         if Instant::now() >= until {

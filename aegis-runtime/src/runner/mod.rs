@@ -42,8 +42,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a stop takes beyond the drain timeout, whatever NATS does: [`RunningService::stop`]
 /// returns within `drain timeout + STOP_GRACE`.
 ///
-/// It is made of five steps of [`STOP_STEP_TIMEOUT`] each: leaving the shared exclusive
-/// subjects as leader (the handover), releasing the leadership, the `#[on_stop]` method when
+/// It is made of five steps of [`STOP_STEP_TIMEOUT`] each: releasing the leadership, leaving
+/// the shared exclusive subjects (calls on their way are forwarded to the successor), the
+/// `#[on_stop]` method when
 /// the drain used up its timeout, removing the registry entry, and flushing the connection.
 /// A step that runs out of time is given up with a warning: a leader key or registry entry
 /// left behind expires after its TTL.
@@ -411,6 +412,11 @@ impl<S: Service> ServiceRunner<S> {
             .await;
             match opened {
                 Ok(election) => {
+                    // The bucket exists now: the forwarding's view of the leader need not
+                    // wait out a backoff begun when it did not.
+                    if let Some(watch) = &core.leader_watch {
+                        watch.retry_now();
+                    }
                     let election = Arc::new(election);
                     Some((election.clone(), tokio::spawn(election.run())))
                 }
@@ -588,19 +594,13 @@ impl RunningService {
         let core = self.core.clone();
         let began = Instant::now();
         core.lifecycle.set(Lifecycle::Stopping);
-        // Leadership first: a standby takes over while this instance drains. The shared
-        // exclusive subjects are left while this instance still leads, so every call the
-        // server routed to it runs (or is refused) as leader: a caller of the shared subject
-        // (the Python SDK) sees no NOT_ACTIVE, only no responders until the successor
-        // subscribes. The election keeps renewing meanwhile.
-        core.leaving_exclusive.send_replace(true);
-        let left = async { while self.exclusive.join_next().await.is_some() {} };
-        if tokio::time::timeout(STOP_STEP_TIMEOUT, left).await.is_err() {
-            tracing::warn!(instance = %core.instance_id, timeout = ?STOP_STEP_TIMEOUT, "the exclusive methods were not left in time; releasing the leadership anyway (late calls are refused with NOT_ACTIVE)");
-        }
-        // The release steps down before its first await, so a timeout never leaves this
-        // instance serving exclusive calls; only the leader key may stay behind, until its
-        // TTL.
+        // Leadership first: a standby takes over while this instance drains. The release
+        // steps down before its first await, so a timeout never leaves this instance serving
+        // exclusive calls; only the leader key may stay behind, until its TTL. Calls that
+        // still reach this instance afterwards, on the shared exclusive subjects (the Python
+        // SDK's route) or on its own (a client whose view of the leader is a moment old), are
+        // forwarded to the successor and its answer relayed (`forward`): no caller sees
+        // NOT_ACTIVE, and the successor serves within milliseconds of the signal.
         if let Some((election, task)) = self.election.take() {
             task.abort();
             if tokio::time::timeout(STOP_STEP_TIMEOUT, election.release())
@@ -609,6 +609,12 @@ impl RunningService {
             {
                 tracing::warn!(instance = %core.instance_id, timeout = ?STOP_STEP_TIMEOUT, "cannot release the leadership in time; the leader key expires after its TTL");
             }
+        }
+        // Then the shared exclusive subjects are left (with the fence of `consume`).
+        core.leaving_exclusive.send_replace(true);
+        let left = async { while self.exclusive.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_STEP_TIMEOUT, left).await.is_err() {
+            tracing::warn!(instance = %core.instance_id, timeout = ?STOP_STEP_TIMEOUT, "the exclusive methods were not left in time");
         }
         // Every listener unsubscribes and hands over what was already delivered to it: no new
         // call is accepted, and none that was is dropped.
