@@ -3,10 +3,10 @@
 //! A real nats-server and a real instance process (`aegis-hostile-target`: a leader and a
 //! standby of one service with every kind of handler) take structurally valid and invalid
 //! MessagePack and JSON, nested up to 100,000 levels deep and up to the server's maximum
-//! payload, at the shared, instance and exclusive subjects (leader and standby), the
-//! built-in status and health methods, `$SRV`, and the event and command streams. Every
-//! request gets a reply that names the problem, and the process is alive and serving
-//! afterwards. Run it in release too (`.ci/run` does): stack use differs between profiles.
+//! payload, at the shared, instance and exclusive subjects (leader and standby, which
+//! forwards exclusive calls to the leader), the built-in status and health methods,
+//! `$SRV`, and the event and command streams. Every request gets a reply that names the
+//! problem, and the process is alive and serving afterwards. Run it in release too (`.ci/run` does): stack use differs between profiles.
 //!
 //! The cases are a committed corpus of the nastiest ones (`corpus/hostile-input.json`)
 //! and a proptest over the same space.
@@ -83,7 +83,7 @@ enum Expect {
     TooDeep,
     /// An error reply, whatever it says (it must say something).
     Error,
-    /// The call runs (or, on a standby's exclusive method, is refused as NOT_ACTIVE).
+    /// The call runs (an exclusive one on the leader, forwarded there by the standby).
     Runs,
     /// A reply that decodes; an error in it says something (a mutated envelope may still
     /// be valid).
@@ -131,10 +131,10 @@ impl FormatName {
 enum Kind {
     /// A plain RPC, on the shared or an instance subject.
     Rpc,
-    /// An exclusive RPC that reaches the leader.
-    ExclusiveLeader,
-    /// An exclusive RPC on the standby's own subject.
-    ExclusiveStandby,
+    /// An exclusive RPC: it runs on the leader, also when sent to the standby's own
+    /// subject (the standby forwards it to the leader, so the hostile bytes cross two
+    /// instances).
+    Exclusive,
     /// `aegis_status` / `aegis_health`.
     Builtin,
     /// `$SRV.…`: the payload is not read; any reply will do.
@@ -174,9 +174,9 @@ impl Target {
             (Kind::Rpc, shared("echo")),
             (Kind::Rpc, own(&leader, "echo")),
             (Kind::Rpc, own(&standby, "echo")),
-            (Kind::ExclusiveLeader, shared("exclusive_echo")),
-            (Kind::ExclusiveLeader, own(&leader, "exclusive_echo")),
-            (Kind::ExclusiveStandby, own(&standby, "exclusive_echo")),
+            (Kind::Exclusive, shared("exclusive_echo")),
+            (Kind::Exclusive, own(&leader, "exclusive_echo")),
+            (Kind::Exclusive, own(&standby, "exclusive_echo")),
             (Kind::Micro, "$SRV.PING".to_owned()),
             (Kind::Micro, format!("$SRV.INFO.{service}")),
             (Kind::Micro, format!("$SRV.STATS.{service}.{leader}")),
@@ -433,9 +433,9 @@ fn check_reply(
             )
         });
     }
-    let exclusive = matches!(kind, Kind::ExclusiveLeader | Kind::ExclusiveStandby);
+    let exclusive = kind == Kind::Exclusive;
     if case.expect == Expect::Runs
-        && kind == Kind::ExclusiveLeader
+        && exclusive
         && let Levels::Exactly(levels) = case.levels
         && levels + 3 > codec::MAX_DEPTH
     {
@@ -494,8 +494,7 @@ fn check_reply(
                     serde_json::from_value(response.result.unwrap_or_default()).map_err(|e| {
                         fail(case, subject, &format!("not an exclusive reply: {e}"))
                     })?;
-                let refused = nested.error.as_deref() == Some("NOT_ACTIVE");
-                if refused != (kind == Kind::ExclusiveStandby) {
+                if !nested.success {
                     return Err(fail(
                         case,
                         subject,

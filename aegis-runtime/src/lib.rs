@@ -6,28 +6,58 @@
 //! that retry only what provably did not run. It speaks the wire format of the Python
 //! AegisSDK, so Rust and Python instances call each other.
 //!
-//! This crate is the one users depend on. Its modules:
+//! ## Quick start
 //!
-//! - [`subject`]: names and their rules; NATS subjects and KV keys of the protocol.
-//! - [`codec`]: the envelopes (RPC request and response, event, command, exclusive reply),
-//!   MessagePack or JSON, byte-compatible with the Python SDK.
-//! - [`instance`]: the registry entry of a live instance.
-//! - [`connect`]: one way to connect to NATS (servers, auth, TLS), from code, env or flags.
+//! With `aegis-runtime`, `schemars`, `serde` (feature `derive`) and `tokio` (features
+//! `macros`, `rt-multi-thread`) as dependencies, and a nats-server with JetStream:
+//!
+//! ```no_run
+//! use aegis_runtime::{RpcContext, ServiceRunner, nats, service};
+//! use schemars::JsonSchema;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, JsonSchema)]
+//! struct Say { text: String }
+//!
+//! struct Echo;
+//!
+//! #[service(name = "echo", version = "1.0.0")]
+//! impl Echo {
+//!     #[rpc]
+//!     async fn say(&self, ctx: &RpcContext, request: Say) -> Result<String, String> {
+//!         Ok(format!("{} (from {})", request.text, ctx.instance_id()))
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let nats = nats::connect("nats://127.0.0.1:4222").await?;
+//!     let instance = ServiceRunner::new(Echo).nats(nats.clone()).start().await?;
+//!     let reply = EchoClient::new(nats).say(Say { text: "hi".into() }).await?;
+//!     println!("{reply}");
+//!     instance.stop().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The [guide](https://github.com/aegis-rs/aegis/blob/main/docs/guide.md) goes from here to
+//! a sticky-active service; the attributes are described in [`macro@service`].
+//!
+//! ## Modules
+//!
+//! - Serving: [`runner`] (start, stop, drain an instance: [`ServiceRunner`]),
+//!   [`service`] (what `#[service]` implements, the handler contexts), [`leader`] and
+//!   [`election`] (who is active in a group, with which fencing term), [`events`] and
+//!   [`commands`] (event streams and the command work queue).
+//! - Calling: [`client`] (deadlines, retries of calls that provably did not run, budgets,
+//!   leader following, outlier ejection: [`ServiceClient`]), [`discovery`] (basic, cached,
+//!   watch; round-robin, random, sticky).
+//! - Connecting and operating: [`connect`] (servers, credentials, TLS from code, env or
+//!   flags), [`nats`] (the async-nats this crate is built with), [`metrics`].
+//! - The protocol: [`subject`] (names and their rules, subjects, KV keys), [`codec`] (the
+//!   envelopes, MessagePack or JSON, byte-compatible with the Python SDK), [`instance`]
+//!   (the registry entry of a live instance).
 //! - `testing` (feature `testing`): a real nats-server for tests, examples and the demo.
-//!
-//! ```
-//! use aegis_runtime::codec::{self, RpcRequest};
-//! use aegis_runtime::subject::{self, MethodName, ServiceName};
-//! use serde_json::json;
-//!
-//! let service = ServiceName::new("order-svc")?;
-//! let method = MethodName::new("process_order")?;
-//! let subject = subject::rpc(&service, &method);
-//! let payload = codec::encode(&RpcRequest::new(method.as_str(), json!({"order_id": "ORD-1"})))?;
-//! assert_eq!(subject, "rpc.order-svc.process_order");
-//! assert_eq!(payload[0], 0x89, "a MessagePack map of nine fields");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -54,6 +84,16 @@ pub mod testing;
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+
+/// The [async-nats](https://docs.rs/async-nats) client Aegis is built with, re-exported so
+/// that the `Client` you connect with is always the one the runner and clients take.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), aegis_runtime::nats::ConnectError> {
+/// let nats = aegis_runtime::nats::connect("nats://127.0.0.1:4222").await?;
+/// # Ok(()) }
+/// ```
+pub use async_nats as nats;
 
 pub use aegis_macros::{command, exclusive_rpc, on_start, on_stop, rpc, service, subscribe};
 pub use client::{
