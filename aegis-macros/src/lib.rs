@@ -4,9 +4,9 @@
 //! of logic the generated code needs lives there, behind `::aegis_runtime::__private`.
 //!
 //! The crate is laid out as parse → model → validate → expand:
-//! [`attrs`] parses attribute arguments, [`model`] turns the `impl` block into a checked
-//! description (collecting every error), [`validate`] checks what spans several methods,
-//! and [`expand`] generates code from the valid model only.
+//! `attrs` parses attribute arguments, `model` turns the `impl` block into a checked
+//! description (collecting every error), `validate` checks what spans several methods,
+//! and `expand` generates code from the valid model only.
 
 mod attrs;
 mod errors;

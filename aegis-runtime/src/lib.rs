@@ -46,7 +46,7 @@
 //! ## Modules
 //!
 //! - Serving: [`runner`] (start, stop, drain an instance: [`ServiceRunner`]),
-//!   [`service`] (what `#[service]` implements, the handler contexts), [`leader`] and
+//!   [`service`](mod@service) (what `#[service]` implements, the handler contexts), [`leader`] and
 //!   [`election`] (who is active in a group, with which fencing term), [`events`] and
 //!   [`commands`] (event streams and the command work queue).
 //! - Calling: [`client`] (deadlines, retries of calls that provably did not run, budgets,

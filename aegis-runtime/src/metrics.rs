@@ -1,7 +1,7 @@
 //! The metrics Aegis records, through the [`metrics`](https://docs.rs/metrics) facade.
 //!
 //! Nothing is recorded until the application installs a recorder (any `metrics`
-//! exporter); with the `prometheus` feature, [`install_prometheus_exporter`] does it.
+//! exporter); with the `prometheus` feature, `install_prometheus_exporter` does it.
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|

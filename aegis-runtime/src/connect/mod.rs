@@ -3,7 +3,7 @@
 //! or creds file) and TLS (a custom CA, a client certificate, TLS-first).
 //!
 //! A [`ConnectConfig`] is built in code, from the conventional environment variables
-//! ([`ConnectConfig::from_env`]) or from command-line flags ([`NatsArgs`], feature `cli`).
+//! ([`ConnectConfig::from_env`]) or from command-line flags (`NatsArgs`, feature `cli`).
 //! Credentials never show: the config's `Debug` redacts them, URLs in messages lose their
 //! userinfo, and [`ConnectError`] says what failed (authentication rejected, TLS, unreachable,
 //! a bad file) from what the server and the client reported.
