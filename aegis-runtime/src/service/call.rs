@@ -139,6 +139,7 @@ impl RpcContext {
     }
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A request as the runtime hands it to a generated handler: not yet decoded, so the
 /// handler decodes straight into the method's parameter type, in one pass.
 pub struct RpcCall {
@@ -225,6 +226,7 @@ impl schemars::JsonSchema for NoParams {
     }
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// How a call ended, for stats and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -240,6 +242,7 @@ pub enum Outcome {
     DeadlineExceeded,
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// An encoded RPC response, ready to publish.
 #[derive(Debug, Clone)]
 pub struct Reply {

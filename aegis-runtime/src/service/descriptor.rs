@@ -51,6 +51,7 @@ pub struct SubscriptionDescriptor {
     pub payload: Value,
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A linked service, registered by `#[service]` through `inventory` (const data only:
 /// the descriptor is built when asked for).
 #[derive(Debug)]

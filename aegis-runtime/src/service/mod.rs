@@ -51,10 +51,12 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
     note = "annotate its `impl` block with `#[aegis_runtime::service]`"
 )]
 pub trait Service: Send + Sync + Sized + 'static {
+    #[doc(hidden)] // glue for the generated code, not public API
     /// The static table of the service's handlers.
     fn definition() -> &'static ServiceDefinition<Self>;
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// Everything the runtime needs to serve a service: names and handler tables.
 #[derive(Debug)]
 pub struct ServiceDefinition<S: 'static> {
@@ -77,9 +79,11 @@ pub struct ServiceDefinition<S: 'static> {
     pub describe: fn() -> ServiceDescriptor,
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A handler of RPC calls: decodes the request, runs the user's method, encodes the reply.
 pub type RpcHandler<S> = fn(Arc<S>, RpcCall) -> BoxFuture<'static, Reply>;
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// One RPC method of a service.
 pub struct RpcDefinition<S: 'static> {
     /// The method name on the wire.
@@ -109,15 +113,19 @@ pub enum SubscribeMode {
     Broadcast,
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A lifecycle hook (`#[on_start]`, `#[on_stop]`).
 pub type LifecycleHook<S> = fn(Arc<S>) -> BoxFuture<'static, Result<(), WorkFailure>>;
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A handler of events: decodes the event, runs the user's method.
 pub type EventHandler<S> = fn(Arc<S>, EventCall) -> BoxFuture<'static, Result<(), WorkFailure>>;
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A handler of commands: decodes the command, runs the user's method, encodes the outcome.
 pub type CommandHandler<S> = fn(Arc<S>, CommandCall) -> BoxFuture<'static, CommandOutcome>;
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// One event subscription of a service (`#[subscribe]`).
 pub struct SubscriptionDefinition<S: 'static> {
     /// The Rust method that handles the events.
@@ -133,6 +141,7 @@ pub struct SubscriptionDefinition<S: 'static> {
     pub handler: EventHandler<S>,
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// One command of a service (`#[command]`).
 pub struct CommandDefinition<S: 'static> {
     /// The command name on the wire.

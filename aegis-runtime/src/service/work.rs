@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use super::{EventContext, Progress};
 use crate::codec::{self, Command, CommandCallback, Event};
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// Why an event or command handler did not succeed, which decides what happens next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -23,6 +24,7 @@ pub enum WorkFailure {
     Failed(String),
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// An event delivered to a generated `#[subscribe]` handler.
 #[derive(Debug)]
 pub struct EventCall {
@@ -48,6 +50,7 @@ impl EventCall {
     }
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// What an event handler or a lifecycle hook may return: `()` or `Result<(), E>`.
 pub trait UnitOutcome {
     /// The outcome as the runtime acts on it.
@@ -66,6 +69,7 @@ impl<E: Display> UnitOutcome for Result<(), E> {
     }
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A command delivered to a generated `#[command]` handler.
 #[derive(Debug)]
 pub struct CommandCall {
@@ -119,6 +123,7 @@ impl CommandCall {
     }
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// How a command ended: the encoded callback to publish, if the command's id is known.
 #[derive(Debug, Clone)]
 pub struct CommandOutcome {
@@ -173,6 +178,7 @@ impl CommandOutcome {
     }
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// What a command handler may return: a value, `()`, or `Result<T, E>`.
 pub trait CommandOutput {
     /// The result as a JSON value, or the failure.
@@ -189,6 +195,7 @@ impl<T: Serialize, E: Display> CommandOutput for Result<T, E> {
     }
 }
 
+#[doc(hidden)] // glue for the generated code, not public API
 /// A command handler's plain value, wrapped so it cannot be confused with a `Result`.
 #[derive(Debug)]
 pub struct Completed<T>(pub T);
