@@ -61,6 +61,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 pub mod client;
 pub mod codec;
 pub mod commands;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, message::PublishMessage};
 
+use crate::backoff::{Exponential, jittered};
 use crate::codec::Timestamp;
 use crate::instance::{InstanceStatus, ServiceInstance};
 use crate::subject::{self, InstanceId, ServiceName};
@@ -140,7 +141,7 @@ async fn publish_with_ttl(
         _ => TtlWriteError::Failed(e.to_string()),
     };
     let ack = js
-        .send_publish(format!("$KV.{bucket}.{key}"), message)
+        .send_publish(subject::kv_key(bucket, key), message)
         .await
         .map_err(|e| failed(&e))?
         .await
@@ -561,10 +562,8 @@ impl Registration {
 /// Backoff after `failures` failed heartbeats: 250 ms doubling, capped at the interval,
 /// with full jitter so many instances that lost the server do not retry in step.
 fn retry_delay(failures: u32, interval: Duration) -> Duration {
-    let base = Duration::from_millis(250)
-        .saturating_mul(1 << failures.min(16))
-        .min(interval);
-    base.mul_f64(0.5 + fastrand::f64() / 2.0)
+    let schedule = Exponential::doubling(Duration::from_millis(250), interval);
+    jittered(schedule.after(failures.saturating_add(1)), 0.5)
 }
 
 /// A fresh entry for an instance of `service` starting now.

@@ -76,18 +76,17 @@ impl RetryPolicy {
 
     /// The wait after attempt number `attempt` (1-based) failed, before jitter.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(32) as i32;
-        let delay = self.initial_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
-        Duration::try_from_secs_f64(delay)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+        crate::backoff::Exponential {
+            initial: self.initial_delay,
+            multiplier: self.multiplier,
+            max: self.max_delay,
+        }
+        .after(attempt)
     }
 
     /// The wait after attempt number `attempt` (1-based) failed, jitter applied.
     pub fn delay_before_retry(&self, attempt: u32) -> Duration {
-        let jitter = self.jitter.clamp(0.0, 1.0);
-        self.backoff(attempt)
-            .mul_f64(1.0 - jitter * fastrand::f64())
+        crate::backoff::jittered(self.backoff(attempt), self.jitter)
     }
 }
 

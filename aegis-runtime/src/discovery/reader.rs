@@ -59,10 +59,9 @@ impl RegistryFeed {
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: nats.new_inbox(),
-                filter_subject: format!(
-                    "$KV.{}.{}",
+                filter_subject: subject::kv_key(
                     subject::REGISTRY_BUCKET,
-                    subject::registry_service_filter(service)
+                    &subject::registry_service_filter(service),
                 ),
                 deliver_policy: consumer::DeliverPolicy::LastPerSubject,
                 replay_policy: consumer::ReplayPolicy::Instant,
@@ -122,7 +121,7 @@ impl RegistryFeed {
 fn change_of(message: &async_nats::Message) -> Option<Change> {
     let key = message
         .subject
-        .strip_prefix(&format!("$KV.{}.", subject::REGISTRY_BUCKET))
+        .strip_prefix(&subject::kv_bucket_prefix(subject::REGISTRY_BUCKET))
         .unwrap_or(&message.subject)
         .to_owned();
     let removed = message.headers.as_ref().is_some_and(|headers| {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::backoff::{Backoff, Exponential, jittered};
 use crate::instance::ServiceInstance;
 use crate::service::BoxFuture;
 use crate::subject::ServiceName;
@@ -19,8 +20,8 @@ const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(2);
 /// watch is usually back soon and then sees every change at once.
 const FALLBACK_TTL: Duration = Duration::from_secs(1);
 /// Backoff between attempts to reopen a failed watch.
-const REOPEN_MIN: Duration = Duration::from_millis(100);
-const REOPEN_MAX: Duration = Duration::from_secs(5);
+const REOPEN: Exponential =
+    Exponential::doubling(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Keeps the instances of each service it was asked about current with a KV watch on the
 /// registry: a new instance shows within milliseconds, one that stops or expires (its
@@ -219,7 +220,7 @@ const RECONNECT_CHECK: Duration = Duration::from_millis(250);
 /// (changes made meanwhile may be missed, and the consumer may be gone with a restarted
 /// server). A bucket created again, or a connection back, ends the wait before a reopen.
 async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: watch::Sender<View>) {
-    let mut backoff = REOPEN_MIN;
+    let mut reopen = Backoff::new(REOPEN);
     // Without advisories (no permission, say) deletions are noticed as before: late.
     let mut advisories = match nats.subscribe(bucket_advisories()).await {
         Ok(advisories) => Some(advisories),
@@ -281,10 +282,10 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
             view.live = false;
             view.settled = true;
         });
-        if opened.elapsed() > REOPEN_MAX {
-            backoff = REOPEN_MIN; // it ran for a while: start over with short waits
+        if opened.elapsed() > REOPEN.max {
+            reopen.reset(); // it ran for a while: start over with short waits
         }
-        let wait = tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() / 2.0));
+        let wait = tokio::time::sleep(jittered(reopen.next(), 0.5));
         tokio::pin!(wait);
         let connected = connects(&nats);
         loop {
@@ -292,19 +293,18 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
                 () = &mut wait => break,
                 Some(advisory) = next_advisory(&mut advisories) => {
                     if advisory == "CREATED" {
-                        backoff = REOPEN_MIN;
+                        reopen.reset();
                         break;
                     }
                 }
                 _ = check.tick() => {
                     if connects(&nats) != connected {
-                        backoff = REOPEN_MIN;
+                        reopen.reset();
                         break;
                     }
                 }
             }
         }
-        backoff = (backoff * 2).min(REOPEN_MAX);
     }
 }
 

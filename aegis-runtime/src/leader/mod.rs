@@ -31,13 +31,14 @@ use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 
+use crate::backoff::{Backoff, Exponential};
 use crate::codec;
 use crate::election::LeaderRecord;
 use crate::subject::{self, GroupId, InstanceId, ServiceName};
 
 /// Backoff between attempts to open the watch again.
-const REOPEN_MIN: Duration = Duration::from_millis(100);
-const REOPEN_MAX: Duration = Duration::from_secs(2);
+const REOPEN: Exponential =
+    Exponential::doubling(Duration::from_millis(100), Duration::from_secs(2));
 
 /// The leader of a group, as its election key names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +204,7 @@ async fn follow(
     retry: Arc<Notify>,
 ) {
     let js = jetstream::new(nats);
-    let mut backoff = REOPEN_MIN;
+    let mut reopen = Backoff::new(REOPEN);
     loop {
         let followed = tokio::select! {
             result = follow_once(&js, &key, &sender) => result,
@@ -212,15 +213,14 @@ async fn follow(
         if let Err(err) = followed {
             tracing::debug!(%key, %err, "cannot follow the leader key; retrying");
         } else {
-            backoff = REOPEN_MIN;
+            reopen.reset();
         }
         sender.send_replace(LeaderView::UNKNOWN);
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = retry.notified() => backoff = REOPEN_MIN,
+            () = tokio::time::sleep(reopen.next()) => {}
+            () = retry.notified() => reopen.reset(),
             () = sender.closed() => return,
         }
-        backoff = (backoff * 2).min(REOPEN_MAX);
     }
 }
 

@@ -98,6 +98,24 @@ pub fn registry_service_filter(service: &ServiceName) -> String {
     join(&["service-instances", service, "*"])
 }
 
+/// The subject a value of `key` in KV bucket `bucket` is stored on (JetStream's KV layout):
+/// `$KV.{bucket}.{key}`. Publishing there is a KV put; `key` may be a filter (`*`, `>`).
+///
+/// ```
+/// use aegis_runtime::subject;
+///
+/// assert_eq!(subject::kv_key("service_registry", "service-instances.echo.*"),
+///            "$KV.service_registry.service-instances.echo.*");
+/// ```
+pub fn kv_key(bucket: &str, key: &str) -> String {
+    format!("{}{key}", kv_bucket_prefix(bucket))
+}
+
+/// What every key subject of KV bucket `bucket` starts with: `$KV.{bucket}.`.
+pub fn kv_bucket_prefix(bucket: &str) -> String {
+    format!("$KV.{bucket}.")
+}
+
 /// Key of the leader of (`service`, `group`) in [`STICKY_ACTIVE_BUCKET`]:
 /// `sticky-active.{service}.{group}.leader`.
 pub fn leader_key(service: &ServiceName, group: &GroupId) -> String {
