@@ -694,3 +694,50 @@ async fn a_server_without_jetstream_is_exit_4_not_an_empty_registry() {
         json.stdout
     );
 }
+
+#[tokio::test]
+async fn an_operation_the_server_refuses_is_exit_4_naming_it() {
+    // A user that may call services but not use JetStream.
+    let server = NatsServer::builder()
+        .config(
+            "authorization { users: [\n  { user: \"caller\", password: \"caller-secret\", \
+             permissions: { publish: { allow: [\"rpc.>\", \"$SRV.>\", \"_INBOX.>\"] }, \
+             subscribe: { allow: [\"_INBOX.>\"] } } }\n] }",
+        )
+        .start()
+        .await
+        .expect("nats-server");
+    let url = server.url();
+    let began = Instant::now();
+    let run = aegis_at(
+        &url,
+        &[
+            "--user",
+            "caller",
+            "--password",
+            "caller-secret",
+            "services",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(4), "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("refused") && run.stderr.contains("$JS.API"),
+        "names the refused subject: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("caller-secret"), "{}", run.stderr);
+    assert_eq!(
+        parsed(&run)["error"]["kind"],
+        "permission_denied",
+        "{}",
+        run.stdout
+    );
+    // At once, not after the JetStream request's timeout.
+    assert!(
+        began.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        began.elapsed()
+    );
+}
