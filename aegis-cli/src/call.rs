@@ -216,9 +216,9 @@ async fn info(
             async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut => {
                 Ok(None)
             }
-            _ => Err(CliError::JetStream {
+            _ => Err(CliError::Request {
                 what: format!("ask {service} for its methods"),
-                source: Box::new(err),
+                source: err,
             }),
         },
     }

@@ -173,6 +173,16 @@ pub(crate) enum CliError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A request to a service failed for another reason than silence (the connection
+    /// closed, say).
+    #[error("cannot {what}: {source}")]
+    Request {
+        /// What was being asked.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::RequestError,
+    },
     /// An answer (INFO, a leader record) does not decode.
     #[error("the {what} does not decode: {source}")]
     Decode {
@@ -217,9 +227,11 @@ impl CliError {
             | Self::InstanceNotRunning { .. } => Exit::Unknown,
             Self::Call(err) => call_exit(err.kind()),
             Self::InstanceCall { kind, .. } => call_exit(kind),
-            Self::NoLeader { .. } | Self::Decode { .. } | Self::Output(_) | Self::Demo(_) => {
-                Exit::Failed
-            }
+            Self::NoLeader { .. }
+            | Self::Request { .. }
+            | Self::Decode { .. }
+            | Self::Output(_)
+            | Self::Demo(_) => Exit::Failed,
             Self::NoJetStream { .. } | Self::PermissionDenied { .. } | Self::JetStream { .. } => {
                 Exit::ServerCannot
             }
@@ -242,6 +254,7 @@ impl CliError {
             Self::NoJetStream { .. } => "no_jetstream",
             Self::PermissionDenied { .. } => "permission_denied",
             Self::JetStream { .. } => "jetstream",
+            Self::Request { .. } => "request",
             Self::Decode { .. } => "decode",
             Self::Output(_) => "output",
             Self::Demo(_) => "demo",
