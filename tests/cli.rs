@@ -121,6 +121,10 @@ async fn call_reaches_any_instance_the_leader_or_one_instance() {
     let whoami = aegis_at(&url, &["call", "order-processor", "whoami"]).await;
     assert!(whoami.success, "{}", whoami.stderr);
     assert_eq!(whoami.stdout.trim(), "\"orders-cli\"");
+    // The service says whoami is a plain method: a stray --exclusive does not change that.
+    let flagged = aegis_at(&url, &["call", "order-processor", "whoami", "--exclusive"]).await;
+    assert_eq!(flagged.code, Some(0), "{}", flagged.stderr);
+    assert_eq!(flagged.stdout.trim(), "\"orders-cli\"");
 
     let order = r#"{"order_id": "ORD-CLI", "amount": 2.5}"#;
     let exclusive = aegis_at(

@@ -36,9 +36,8 @@ pub(crate) struct Args {
     /// Call this instance only (its own subject), not any instance.
     #[arg(long)]
     instance: Option<String>,
-    /// Treat the method as exclusive even if the service does not say so (services tell
-    /// in their `$SRV.INFO` answer; this flag is only needed for those that do not answer
-    /// it).
+    /// Treat the method as exclusive: only needed for a service that does not answer
+    /// `$SRV.INFO` (Aegis services tell there which methods are exclusive, and that wins).
     #[arg(long)]
     exclusive: bool,
     /// The call's deadline, in seconds.
@@ -82,7 +81,9 @@ pub(crate) async fn run(nats: &async_nats::Client, args: Args) -> Result<(), Cli
     let method = MethodName::new(args.method.as_str())?;
     let info = info(nats, &service).await?;
     let exclusive = match &info {
-        Some(info) => endpoint(info, &method)?.is_some_and(is_exclusive) || args.exclusive,
+        // The service knows best: a plain method called with --exclusive would otherwise
+        // have its reply read as an exclusive one, and fail.
+        Some(info) => endpoint(info, &method)?.is_some_and(is_exclusive),
         // A service that does not answer $SRV.INFO (an SDK without it): the flag decides.
         None => args.exclusive,
     };
