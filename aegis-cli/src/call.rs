@@ -1,11 +1,27 @@
 //! `aegis call` and `aegis schema`: talking to a running service.
+//!
+//! What a service offers is read from its own `$SRV.INFO` answer: its methods, which of them
+//! are exclusive, their schemas. So a call needs no `--exclusive`, and a method the service
+//! does not have is reported as such, with the ones it has.
 
 use std::time::Duration;
 
-use aegis_runtime::client::CallOptions;
-use aegis_runtime::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, headers};
+use aegis_runtime::client::{CallOptions, decode_reply};
+use aegis_runtime::codec::{self, RpcRequest, headers};
+use aegis_runtime::runner::{HEALTH_METHOD, MicroEndpointInfo, MicroInfo, STATUS_METHOD};
+use aegis_runtime::subject::{self, InstanceId, MethodName, ServiceName};
 use aegis_runtime::{CallErrorKind, ServiceClient};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::error::CliError;
+use crate::output::{self, Format};
+
+/// How long a service may take to answer `$SRV.INFO`.
+const INFO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The endpoint metadata key that marks an exclusive method (set by the runtime's micro
+/// INFO answer).
+const EXCLUSIVE_METADATA: &str = "exclusive";
 
 /// `aegis call <service> <method> '<json>'`.
 #[derive(Debug, clap::Args)]
@@ -20,72 +36,136 @@ pub(crate) struct Args {
     /// Call this instance only (its own subject), not any instance.
     #[arg(long)]
     instance: Option<String>,
-    /// The method is exclusive: unwrap its reply, retry NOT_ACTIVE until the deadline.
+    /// Treat the method as exclusive: only needed for a service that does not answer
+    /// `$SRV.INFO` (Aegis services tell there which methods are exclusive, and that wins).
     #[arg(long)]
     exclusive: bool,
     /// The call's deadline, in seconds.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    #[command(flatten)]
+    format: Format,
 }
 
-pub(crate) async fn run(nats: &async_nats::Client, args: Args) -> Result<(), String> {
-    let params: Value = codec::decode_value(args.params.as_bytes())
-        .map_err(|e| format!("the parameters are not JSON ({e}): {}", args.params))?;
+impl Args {
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+}
+
+/// What a call returned, and who ran it when that is known.
+struct Served {
+    result: Value,
+    /// The instance that ran it (exclusive calls, and calls addressed to one instance).
+    by: Option<String>,
+    /// The fencing term it ran under (calls addressed to one instance, exclusive methods).
+    term: Option<u64>,
+}
+
+pub(crate) async fn run(nats: &async_nats::Client, args: Args) -> Result<(), CliError> {
+    let params: Value =
+        codec::decode_value(args.params.as_bytes()).map_err(|source| CliError::ParamsNotJson {
+            params: args.params.clone(),
+            source,
+        })?;
     if !params.is_object() {
-        return Err(format!(
-            "the parameters must be a JSON object, like '{{\"order_id\": \"ORD-1\"}}'; got {params}"
-        ));
+        return Err(CliError::ParamsNotObject {
+            params: params.to_string(),
+        });
     }
-    let timeout = Duration::try_from_secs_f64(args.timeout)
-        .map_err(|_| format!("--timeout {} is not a duration in seconds", args.timeout))?;
-    if let Some(instance) = &args.instance {
-        return call_instance(nats, &args, instance, &params, timeout).await;
-    }
-    let client = ServiceClient::new(nats.clone(), &args.service)
-        .map_err(|e| e.to_string())?
-        .with_timeout(timeout);
-    let options = if args.exclusive {
+    let timeout = Duration::try_from_secs_f64(args.timeout).map_err(|_| CliError::BadSeconds {
+        flag: "--timeout",
+        value: args.timeout,
+    })?;
+    let service = ServiceName::new(args.service.as_str())?;
+    let method = MethodName::new(args.method.as_str())?;
+    let info = info(nats, &service).await?;
+    let exclusive = match &info {
+        // The service knows best: a plain method called with --exclusive would otherwise
+        // have its reply read as an exclusive one, and fail.
+        Some(info) => endpoint(info, &method)?.is_some_and(is_exclusive),
+        // A service that does not answer $SRV.INFO (an SDK without it): the flag decides.
+        None => args.exclusive,
+    };
+    let options = if exclusive {
         CallOptions::exclusive()
     } else {
         CallOptions::rpc()
     };
-    match client
-        .call_with_options::<_, Value>(&args.method, &params, options)
-        .await
-    {
-        Ok(result) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&result).unwrap_or_default()
-            );
-            if args.exclusive
-                && let Some(leader) = client.active_instance()
-            {
-                eprintln!("served by the active instance {leader}");
-            }
-            Ok(())
+    let served = match &args.instance {
+        Some(instance) => {
+            let instance = InstanceId::new(instance.as_str())?;
+            call_instance(
+                nats, &service, &method, &instance, &params, timeout, options,
+            )
+            .await?
         }
-        Err(err) => Err(match err.kind() {
-            CallErrorKind::NoResponders => format!(
-                "{err}; is {} running? (see `aegis services`; exclusive methods need --exclusive)",
-                args.service
-            ),
-            _ => err.to_string(),
-        }),
+        None => {
+            let client =
+                ServiceClient::for_service(nats.clone(), service.clone()).with_timeout(timeout);
+            let result = client
+                .call_with_options::<_, Value>(method.as_str(), &params, options)
+                .await
+                .map_err(|err| match err.kind() {
+                    // Nobody answered the service's subjects, and nobody answered its
+                    // INFO either: there is no such service running.
+                    CallErrorKind::NoResponders if info.is_none() => CliError::NotRunning {
+                        service: service.to_string(),
+                        subject: subject::rpc(&service, &method),
+                    },
+                    _ => CliError::Call(err),
+                })?;
+            Served {
+                result,
+                by: exclusive
+                    .then(|| client.active_instance())
+                    .flatten()
+                    .map(|id| id.to_string()),
+                term: None,
+            }
+        }
+    };
+    if args.format.json {
+        return output::json(&json!({
+            "service": service.as_str(),
+            "method": method.as_str(),
+            "exclusive": exclusive,
+            "result": served.result,
+            "served_by": served.by,
+            "term": served.term,
+        }));
     }
+    output::json(&served.result)?;
+    match (served.by, served.term, args.instance.is_some()) {
+        (Some(by), Some(term), true) => eprintln!("served by {by} under term {term}"),
+        (Some(by), None, true) => eprintln!("served by {by}"),
+        (Some(by), _, false) => eprintln!("served by the active instance {by}"),
+        (None, ..) => {}
+    }
+    Ok(())
 }
 
-/// Calls one instance through its own subject and prints who answered and under which term.
+/// Calls one instance through its own subject; the reply is read as the runtime's client
+/// reads every reply.
 async fn call_instance(
     nats: &async_nats::Client,
-    args: &Args,
-    instance: &str,
+    service: &ServiceName,
+    method: &MethodName,
+    instance: &InstanceId,
     params: &Value,
     timeout: Duration,
-) -> Result<(), String> {
-    let subject = format!("rpc.{}.{instance}.{}", args.service, args.method);
-    let request = RpcRequest::new(args.method.as_str(), params).with_timeout(timeout.as_secs_f64());
-    let payload = codec::encode(&request).map_err(|e| e.to_string())?;
+    options: CallOptions,
+) -> Result<Served, CliError> {
+    let subject = subject::rpc_instance(service, instance, method);
+    let failed = |kind| CliError::InstanceCall {
+        service: service.to_string(),
+        method: method.to_string(),
+        instance: instance.to_string(),
+        kind: Box::new(kind),
+    };
+    let request = RpcRequest::new(method.as_str(), params).with_timeout(timeout.as_secs_f64());
+    let payload =
+        codec::encode(&request).map_err(|e| failed(CallErrorKind::Encode(e.to_string())))?;
     let reply = nats
         .send_request(
             subject.clone(),
@@ -95,83 +175,139 @@ async fn call_instance(
         )
         .await
         .map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => {
-                format!("nobody serves {subject}: is instance {instance} running?")
-            }
-            _ => format!("calling {subject}: {e}"),
+            async_nats::RequestErrorKind::NoResponders => CliError::InstanceNotRunning {
+                service: service.to_string(),
+                instance: instance.to_string(),
+                subject: subject.clone(),
+            },
+            async_nats::RequestErrorKind::TimedOut => failed(CallErrorKind::Timeout(timeout)),
+            _ => failed(CallErrorKind::Transport(e.to_string())),
         })?;
     let term = reply
         .headers
         .as_ref()
         .and_then(|h| h.get(headers::TERM))
-        .map(|t| t.as_str().to_owned());
-    let result = if args.exclusive {
-        let response: RpcResponse<ExclusiveReply<Value>> =
-            codec::decode(&reply.payload).map_err(|e| e.to_string())?;
-        let nested = response
-            .into_result()?
-            .ok_or("the reply of an exclusive method has no exclusive reply in it")?;
-        if nested.is_not_active() {
-            return Err(format!(
-                "NOT_ACTIVE: {}",
-                nested.message.unwrap_or_default()
-            ));
-        }
-        nested.into_result()?
-    } else {
-        let response: RpcResponse<Value> =
-            codec::decode(&reply.payload).map_err(|e| e.to_string())?;
-        response.into_result()?
-    };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&result.unwrap_or(Value::Null)).unwrap_or_default()
-    );
-    match term {
-        Some(term) => eprintln!("served by {instance} under term {term}"),
-        None => eprintln!("served by {instance}"),
-    }
-    Ok(())
+        .and_then(|t| t.as_str().parse().ok());
+    let result = decode_reply::<Value>(&reply.payload, &options).map_err(failed)?;
+    Ok(Served {
+        result,
+        by: Some(instance.to_string()),
+        term,
+    })
 }
 
-/// `aegis schema <service>`: the endpoints and JSON Schemas from `$SRV.INFO.{service}`.
-pub(crate) async fn schema(nats: &async_nats::Client, service: &str) -> Result<(), String> {
-    let reply = tokio::time::timeout(
-        Duration::from_secs(3),
-        nats.request(format!("$SRV.INFO.{service}"), "".into()),
-    )
-    .await
-    .map_err(|_| format!("no running instance of {service} answered in 3 s"))?
-    .map_err(|e| match e.kind() {
-        async_nats::RequestErrorKind::NoResponders => {
-            format!("no running instance of {service} (see `aegis services`)")
-        }
-        _ => e.to_string(),
-    })?;
-    let info: Value = codec::decode_value(&reply.payload)
-        .map_err(|e| format!("the service's INFO does not decode: {e}"))?;
+/// The service's `$SRV.INFO` answer (from any one instance); `None` when no instance
+/// answers it in time.
+async fn info(
+    nats: &async_nats::Client,
+    service: &ServiceName,
+) -> Result<Option<MicroInfo>, CliError> {
+    let request = async_nats::Request::new().timeout(Some(INFO_TIMEOUT));
+    match nats
+        .send_request(subject::micro_info(service), request)
+        .await
+    {
+        Ok(reply) => serde_json::from_slice(&reply.payload)
+            .map(Some)
+            .map_err(|source| CliError::Decode {
+                what: format!("$SRV.INFO answer of {service}"),
+                source: Box::new(source),
+            }),
+        Err(err) => match err.kind() {
+            async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut => {
+                Ok(None)
+            }
+            _ => Err(CliError::Request {
+                what: format!("ask {service} for its methods"),
+                source: err,
+            }),
+        },
+    }
+}
+
+/// The endpoint of `method` in `info`; `None` for a built-in method (every instance has
+/// them, INFO does not list them).
+///
+/// # Errors
+/// [`CliError::UnknownMethod`], naming the methods the service has.
+fn endpoint<'a>(
+    info: &'a MicroInfo,
+    method: &MethodName,
+) -> Result<Option<&'a MicroEndpointInfo>, CliError> {
+    if let Some(endpoint) = info.endpoints.iter().find(|e| e.name == method.as_str()) {
+        return Ok(Some(endpoint));
+    }
+    if [STATUS_METHOD, HEALTH_METHOD].contains(&method.as_str()) {
+        return Ok(None);
+    }
+    let mut methods: Vec<String> = info.endpoints.iter().map(|e| e.name.clone()).collect();
+    methods.sort();
+    methods.extend([STATUS_METHOD.to_owned(), HEALTH_METHOD.to_owned()]);
+    Err(CliError::UnknownMethod {
+        service: info.name.clone(),
+        method: method.to_string(),
+        methods,
+    })
+}
+
+fn is_exclusive(endpoint: &MicroEndpointInfo) -> bool {
+    endpoint
+        .metadata
+        .get(EXCLUSIVE_METADATA)
+        .is_some_and(|value| value == "true")
+}
+
+/// `aegis schema <service>`: the methods and JSON Schemas from the service's `$SRV.INFO`.
+pub(crate) async fn schema(
+    nats: &async_nats::Client,
+    service: &str,
+    format: Format,
+) -> Result<(), CliError> {
+    let service = ServiceName::new(service)?;
+    let Some(info) = info(nats, &service).await? else {
+        return Err(CliError::NotRunning {
+            subject: subject::micro_info(&service),
+            service: service.to_string(),
+        });
+    };
+    let parse = |endpoint: &MicroEndpointInfo, key: &str| {
+        endpoint
+            .metadata
+            .get(key)
+            .and_then(|s| codec::decode_value(s.as_bytes()).ok())
+            .unwrap_or(Value::Null)
+    };
+    if format.json {
+        let methods: Vec<Value> = info
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                json!({
+                    "name": endpoint.name,
+                    "subject": endpoint.subject,
+                    "exclusive": is_exclusive(endpoint),
+                    "request": parse(endpoint, "request_schema"),
+                    "response": parse(endpoint, "response_schema"),
+                })
+            })
+            .collect();
+        return output::json(&json!({
+            "service": info.name,
+            "version": info.version,
+            "methods": methods,
+        }));
+    }
     let mut out = serde_json::Map::new();
-    for endpoint in info["endpoints"].as_array().into_iter().flatten() {
-        let name = endpoint["name"].as_str().unwrap_or_default().to_owned();
-        let metadata = &endpoint["metadata"];
-        let parse = |key: &str| {
-            metadata[key]
-                .as_str()
-                .and_then(|s| codec::decode_value(s.as_bytes()).ok())
-                .unwrap_or(Value::Null)
-        };
+    for endpoint in &info.endpoints {
         out.insert(
-            name,
-            serde_json::json!({
-                "subject": endpoint["subject"],
-                "request": parse("request_schema"),
-                "response": parse("response_schema"),
+            endpoint.name.clone(),
+            json!({
+                "subject": endpoint.subject,
+                "exclusive": is_exclusive(endpoint),
+                "request": parse(endpoint, "request_schema"),
+                "response": parse(endpoint, "response_schema"),
             }),
         );
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&Value::Object(out)).unwrap_or_default()
-    );
-    Ok(())
+    output::json(&Value::Object(out))
 }

@@ -1,101 +1,210 @@
 //! `aegis services`, `instances`, `leader`, `watch`: what the registry and the election say.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aegis_runtime::codec::{self, Timestamp};
 use aegis_runtime::election::LeaderRecord;
 use aegis_runtime::instance::ServiceInstance;
-use aegis_runtime::subject;
+use aegis_runtime::runner::DEFAULT_REGISTRY_TTL;
+use aegis_runtime::subject::{self, GroupId, ServiceName};
+use async_nats::jetstream::context::{AccountErrorKind, KeyValueErrorKind};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
+use serde_json::{Value, json};
 
-async fn bucket(nats: &async_nats::Client, name: &str) -> Result<Option<kv::Store>, String> {
-    match jetstream::new(nats.clone()).get_key_value(name).await {
+use crate::error::CliError;
+use crate::output::{self, Format};
+
+/// The bucket `name`; `None` when it does not exist (nothing has registered, or been
+/// elected, on this server yet).
+///
+/// # Errors
+/// [`CliError::NoJetStream`] when the server (or the account) has no JetStream: then no
+/// bucket can exist, and saying "nothing is registered" would be wrong.
+async fn bucket(nats: &async_nats::Client, name: &str) -> Result<Option<kv::Store>, CliError> {
+    let js = jetstream::new(nats.clone());
+    match js.get_key_value(name).await {
         Ok(store) => Ok(Some(store)),
-        Err(err) if err.kind() == jetstream::context::KeyValueErrorKind::GetBucket => Ok(None),
-        Err(err) => Err(format!("cannot open the bucket {name}: {err}")),
+        Err(err) if err.kind() == KeyValueErrorKind::GetBucket => {
+            // Either the bucket is missing or JetStream is: the account info tells which.
+            jetstream_available(&js).await?;
+            Ok(None)
+        }
+        Err(err) => Err(CliError::JetStream {
+            what: format!("open the bucket {name}"),
+            source: Box::new(err),
+        }),
     }
 }
 
-/// Every registry entry (key, entry), read from the bucket.
-async fn entries(nats: &async_nats::Client) -> Result<Vec<(String, ServiceInstance)>, String> {
+/// Whether JetStream answers for this account.
+async fn jetstream_available(js: &jetstream::Context) -> Result<(), CliError> {
+    match js.query_account().await {
+        Ok(_) => Ok(()),
+        Err(err) => match err.kind() {
+            AccountErrorKind::JetStreamUnavailable | AccountErrorKind::JetStream(_) => {
+                Err(CliError::NoJetStream { source: err })
+            }
+            _ => Err(CliError::JetStream {
+                what: "ask the server whether JetStream is enabled".to_owned(),
+                source: Box::new(err),
+            }),
+        },
+    }
+}
+
+/// Every registry entry that decodes, read from the bucket.
+async fn entries(nats: &async_nats::Client) -> Result<Vec<ServiceInstance>, CliError> {
     let Some(store) = bucket(nats, subject::REGISTRY_BUCKET).await? else {
         return Ok(Vec::new());
     };
-    let mut keys = match store.keys().await {
-        Ok(keys) => keys,
-        Err(err) => return Err(format!("cannot list the registry: {err}")),
-    };
+    let mut keys = store.keys().await.map_err(|err| CliError::JetStream {
+        what: "list the registry".to_owned(),
+        source: Box::new(err),
+    })?;
     let mut entries = Vec::new();
     while let Some(key) = keys.next().await {
         let Ok(key) = key else { continue };
         if let Ok(Some(value)) = store.get(&key).await
             && let Ok(entry) = ServiceInstance::from_json(&value)
         {
-            entries.push((key, entry));
+            entries.push(entry);
         }
     }
     Ok(entries)
 }
 
+/// Whether `entry`'s last heartbeat is older than the TTL it was written with: its
+/// instance is gone (killed, frozen, cut off) even though the registry still lists it.
+fn is_stale(entry: &ServiceInstance, now: Timestamp) -> bool {
+    entry.is_stale(entry.heartbeat_ttl().unwrap_or(DEFAULT_REGISTRY_TTL), now)
+}
+
 /// `aegis services`.
-pub(crate) async fn services(nats: &async_nats::Client) -> Result<(), String> {
-    let mut counts: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    for (_, entry) in entries(nats).await? {
-        let slot = counts
-            .entry(entry.service_name.to_string())
-            .or_insert((0, entry.version.clone()));
-        slot.0 += 1;
+pub(crate) async fn services(nats: &async_nats::Client, format: Format) -> Result<(), CliError> {
+    /// What the registry shows of one service.
+    #[derive(Default)]
+    struct Summary {
+        instances: usize,
+        stale: usize,
+        versions: BTreeSet<String>,
     }
-    if counts.is_empty() {
-        println!("no service is registered");
-        return Ok(());
+    let now = Timestamp::now();
+    let mut services: BTreeMap<String, Summary> = BTreeMap::new();
+    for entry in entries(nats).await? {
+        let summary = services.entry(entry.service_name.to_string()).or_default();
+        summary.instances += 1;
+        summary.stale += usize::from(is_stale(&entry, now));
+        summary.versions.insert(entry.version);
     }
-    println!("{:<32} {:>9}  version", "service", "instances");
-    for (service, (count, version)) in counts {
-        println!("{service:<32} {count:>9}  {version}");
+    if format.json {
+        let list: Vec<Value> = services
+            .iter()
+            .map(|(service, summary)| {
+                json!({
+                    "service": service,
+                    "instances": summary.instances,
+                    "stale_instances": summary.stale,
+                    "versions": summary.versions,
+                })
+            })
+            .collect();
+        return output::json(&json!({ "services": list }));
+    }
+    if services.is_empty() {
+        return output::line("no service is registered");
+    }
+    output::line(format_args!(
+        "{:<32} {:>9}  version",
+        "service", "instances"
+    ))?;
+    for (service, summary) in services {
+        let versions = summary.versions.into_iter().collect::<Vec<_>>().join(", ");
+        let stale = match summary.stale {
+            0 => String::new(),
+            n => format!("  ({n} stale)"),
+        };
+        output::line(format_args!(
+            "{service:<32} {:>9}  {versions}{stale}",
+            summary.instances
+        ))?;
     }
     Ok(())
 }
 
 /// `aegis instances <service>`.
-pub(crate) async fn instances(nats: &async_nats::Client, service: &str) -> Result<(), String> {
+pub(crate) async fn instances(
+    nats: &async_nats::Client,
+    service: &str,
+    format: Format,
+) -> Result<(), CliError> {
+    let service = ServiceName::new(service)?;
     let found: Vec<ServiceInstance> = entries(nats)
         .await?
         .into_iter()
-        .map(|(_, entry)| entry)
-        .filter(|entry| entry.service_name.as_str() == service)
+        .filter(|entry| entry.service_name == service)
         .collect();
     if found.is_empty() {
-        return Err(unknown_service(service));
+        return Err(unknown_service(&service));
     }
-    let now = Timestamp::now().as_datetime();
-    println!(
+    let now = Timestamp::now();
+    let age = |entry: &ServiceInstance| {
+        (now.as_datetime() - entry.last_heartbeat.as_datetime())
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let upper = |text: String| text.to_uppercase();
+    if format.json {
+        let list: Vec<Value> = found
+            .iter()
+            .map(|entry| {
+                json!({
+                    "instance_id": entry.instance_id.as_str(),
+                    "version": entry.version,
+                    "status": upper(format!("{:?}", entry.status)),
+                    "group": entry.sticky_active_group.as_ref().map(|g| g.as_str()),
+                    "role": entry.sticky_active_status.map(|r| upper(format!("{r:?}"))),
+                    "last_heartbeat": entry.last_heartbeat.to_string(),
+                    "heartbeat_age_seconds": age(entry),
+                    "ttl_seconds": entry.heartbeat_ttl().unwrap_or(DEFAULT_REGISTRY_TTL).as_secs(),
+                    "stale": is_stale(entry, now),
+                })
+            })
+            .collect();
+        return output::json(&json!({ "service": service.as_str(), "instances": list }));
+    }
+    output::line(format_args!(
         "{:<32} {:<10} {:<10} {:<9} {:>14}",
         "instance", "version", "status", "role", "heartbeat age"
-    );
-    for entry in found {
-        let age = (now - entry.last_heartbeat.as_datetime())
-            .to_std()
-            .unwrap_or_default();
+    ))?;
+    for entry in &found {
         let role = entry
             .sticky_active_status
-            .map_or("-".to_owned(), |role| format!("{role:?}").to_uppercase());
-        println!(
+            .map_or("-".to_owned(), |role| upper(format!("{role:?}")));
+        // A stale entry's status is what a dead instance last said: show that it is stale.
+        let status = if is_stale(entry, now) {
+            "STALE".to_owned()
+        } else {
+            upper(format!("{:?}", entry.status))
+        };
+        output::line(format_args!(
             "{:<32} {:<10} {:<10} {:<9} {:>13.1}s",
             entry.instance_id.as_str(),
             entry.version,
-            format!("{:?}", entry.status).to_uppercase(),
+            status,
             role,
-            age.as_secs_f64()
-        );
+            age(entry)
+        ))?;
     }
     Ok(())
 }
 
-fn unknown_service(service: &str) -> String {
-    format!("no instance of {service} is registered (see `aegis services`)")
+fn unknown_service(service: &ServiceName) -> CliError {
+    CliError::UnknownService {
+        service: service.to_string(),
+    }
 }
 
 /// `aegis leader <service> [--group]`.
@@ -103,31 +212,147 @@ pub(crate) async fn leader(
     nats: &async_nats::Client,
     service: &str,
     group: &str,
-) -> Result<(), String> {
-    let key = format!("sticky-active.{service}.{group}.leader");
-    let Some(store) = bucket(nats, subject::STICKY_ACTIVE_BUCKET).await? else {
-        return Err(format!(
-            "no leader election has run on this server ({key} does not exist)"
-        ));
+    format: Format,
+) -> Result<(), CliError> {
+    let service = ServiceName::new(service)?;
+    let group = GroupId::new(group)?;
+    let key = subject::leader_key(&service, &group);
+    let entry = match bucket(nats, subject::STICKY_ACTIVE_BUCKET).await? {
+        Some(store) => store.entry(&key).await.map_err(|err| CliError::JetStream {
+            what: format!("read {key}"),
+            source: Box::new(err),
+        })?,
+        None => None,
     };
-    match store.entry(&key).await {
-        Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-            let record: LeaderRecord = codec::decode(&entry.value)
-                .map_err(|e| format!("the leader key {key} does not decode: {e}"))?;
-            let now = Timestamp::now().as_epoch_seconds();
-            let term = record
-                .term(entry.revision)
-                .map_or_else(|| "unknown".to_owned(), |term| term.to_string());
-            println!(
-                "leader of {service} (group {group}): {}  term {term}  elected {:.1}s ago  renewed {:.1}s ago",
-                record.instance_id,
-                now - record.elected_at,
-                now - record.last_heartbeat
-            );
-            Ok(())
+    let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
+        // No leader: say whether the service exists at all.
+        let registered = entries(nats)
+            .await?
+            .iter()
+            .any(|entry| entry.service_name == service);
+        return Err(if registered {
+            CliError::NoLeader {
+                service: service.to_string(),
+                group: group.to_string(),
+            }
+        } else {
+            unknown_service(&service)
+        });
+    };
+    let record: LeaderRecord = codec::decode(&entry.value).map_err(|source| CliError::Decode {
+        what: format!("leader key {key}"),
+        source: Box::new(source),
+    })?;
+    let now = Timestamp::now().as_epoch_seconds();
+    let term = record.term(entry.revision);
+    let elected = now - record.elected_at;
+    let renewed = now - record.last_heartbeat;
+    if format.json {
+        return output::json(&json!({
+            "service": service.as_str(),
+            "group": group.as_str(),
+            "leader": record.instance_id,
+            "term": term,
+            "elected_seconds_ago": elected,
+            "renewed_seconds_ago": renewed,
+        }));
+    }
+    let term = term.map_or_else(|| "unknown".to_owned(), |term| term.to_string());
+    output::line(format_args!(
+        "leader of {service} (group {group}): {}  term {term}  elected {elected:.1}s ago  renewed {renewed:.1}s ago",
+        record.instance_id,
+    ))
+}
+
+/// One change `watch` reports.
+enum Change {
+    /// An instance wrote its entry.
+    Instance {
+        id: String,
+        entry: Result<ServiceInstance, codec::DecodeError>,
+    },
+    /// An instance deleted its entry (a stop).
+    Left { id: String },
+    /// An entry expired (no heartbeat within its TTL).
+    Expired { id: String },
+    /// The leader of a group changed: (instance, term), or `None` for no leader.
+    Leader {
+        group: String,
+        leader: Option<(String, Option<u64>)>,
+    },
+}
+
+impl Change {
+    fn print(&self, format: Format) -> Result<(), CliError> {
+        let at = Timestamp::now();
+        if format.json {
+            return output::json_line(&self.to_json(at));
         }
-        Ok(_) => Err(format!("{service} (group {group}) has no leader right now")),
-        Err(err) => Err(format!("cannot read {key}: {err}")),
+        match self {
+            Self::Instance {
+                id,
+                entry: Ok(instance),
+            } => output::line(format_args!(
+                "instance {id}: {:?} {}",
+                instance.status,
+                instance
+                    .sticky_active_status
+                    .map_or(String::new(), |r| format!("{r:?}"))
+            )),
+            Self::Instance {
+                id,
+                entry: Err(err),
+            } => output::line(format_args!("instance {id}: entry does not decode: {err}")),
+            Self::Left { id } => output::line(format_args!("instance {id}: left (stopped)")),
+            Self::Expired { id } => {
+                output::line(format_args!("instance {id}: expired (no heartbeat)"))
+            }
+            Self::Leader { group, leader } => match leader {
+                Some((leader, Some(term))) => output::line(format_args!(
+                    "{at} leader of group {group}: {leader} (term {term})"
+                )),
+                Some((leader, None)) => output::line(format_args!(
+                    "{at} leader of group {group}: {leader} (term unknown)"
+                )),
+                None => output::line(format_args!(
+                    "{at} leader of group {group}: none (released or expired)"
+                )),
+            },
+        }
+    }
+
+    /// The change as one line of `watch --json`.
+    fn to_json(&self, at: Timestamp) -> Value {
+        let at = at.to_string();
+        match self {
+            Self::Instance { id, entry } => {
+                let (status, role, error) = match entry {
+                    Ok(instance) => (
+                        Some(format!("{:?}", instance.status).to_uppercase()),
+                        instance
+                            .sticky_active_status
+                            .map(|r| format!("{r:?}").to_uppercase()),
+                        None,
+                    ),
+                    Err(err) => (None, None, Some(err.to_string())),
+                };
+                json!({
+                    "at": at, "event": "instance", "instance_id": id, "change": "updated",
+                    "status": status, "role": role, "error": error,
+                })
+            }
+            Self::Left { id } => {
+                json!({"at": at, "event": "instance", "instance_id": id, "change": "left"})
+            }
+            Self::Expired { id } => {
+                json!({"at": at, "event": "instance", "instance_id": id, "change": "expired"})
+            }
+            Self::Leader { group, leader } => json!({
+                "at": at, "event": "leader", "group": group,
+                "leader": leader.as_ref().map(|(id, _)| id),
+                "term": leader.as_ref().and_then(|(_, term)| *term),
+            }),
+        }
     }
 }
 
@@ -136,27 +361,39 @@ pub(crate) async fn watch(
     nats: &async_nats::Client,
     service: &str,
     duration: Option<Duration>,
-) -> Result<(), String> {
+    format: Format,
+) -> Result<(), CliError> {
+    let service = ServiceName::new(service)?;
     let Some(registry) = bucket(nats, subject::REGISTRY_BUCKET).await? else {
-        return Err(unknown_service(service));
+        return Err(unknown_service(&service));
     };
     let mut instances = registry
-        .watch_with_history(format!("service-instances.{service}.*"))
+        .watch_with_history(subject::registry_service_filter(&service))
         .await
-        .map_err(|e| format!("cannot watch the registry: {e}"))?;
+        .map_err(|err| CliError::JetStream {
+            what: "watch the registry".to_owned(),
+            source: Box::new(err),
+        })?;
     let mut leaders = match bucket(nats, subject::STICKY_ACTIVE_BUCKET).await? {
         Some(store) => Some(
             store
-                .watch_with_history(format!("sticky-active.{service}.*.leader"))
+                .watch_with_history(subject::leader_filter(&service))
                 .await
-                .map_err(|e| format!("cannot watch the election: {e}"))?,
+                .map_err(|err| CliError::JetStream {
+                    what: "watch the election".to_owned(),
+                    source: Box::new(err),
+                })?,
         ),
         None => None,
     };
-    println!("watching {service} (Ctrl-C to stop)");
+    if format.json {
+        // Stdout carries only JSON lines.
+        eprintln!("watching {service} (Ctrl-C to stop)");
+    } else {
+        output::line(format_args!("watching {service} (Ctrl-C to stop)"))?;
+    }
     // The leader last shown per group: (instance, term), or `None` for no leader.
-    let mut shown: std::collections::HashMap<String, Option<(String, Option<u64>)>> =
-        std::collections::HashMap::new();
+    let mut shown: HashMap<String, Option<(String, Option<u64>)>> = HashMap::new();
     let until = async {
         match duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -171,18 +408,15 @@ pub(crate) async fn watch(
             () = &mut until => return Ok(()),
             Some(Ok(entry)) = instances.next() => {
                 let id = entry.key.rsplit('.').next().unwrap_or_default().to_owned();
-                match entry.operation {
-                    kv::Operation::Put => match ServiceInstance::from_json(&entry.value) {
-                        Ok(instance) => println!(
-                            "instance {id}: {:?} {}",
-                            instance.status,
-                            instance.sticky_active_status.map_or(String::new(), |r| format!("{r:?}"))
-                        ),
-                        Err(err) => println!("instance {id}: entry does not decode: {err}"),
+                let change = match entry.operation {
+                    kv::Operation::Put => Change::Instance {
+                        id,
+                        entry: ServiceInstance::from_json(&entry.value),
                     },
-                    kv::Operation::Delete => println!("instance {id}: left (stopped)"),
-                    kv::Operation::Purge => println!("instance {id}: expired (no heartbeat)"),
-                }
+                    kv::Operation::Delete => Change::Left { id },
+                    kv::Operation::Purge => Change::Expired { id },
+                };
+                change.print(format)?;
             }
             Some(Ok(entry)) = async {
                 match leaders.as_mut() {
@@ -204,12 +438,7 @@ pub(crate) async fn watch(
                 let group = entry.key.split('.').nth(2).unwrap_or_default().to_owned();
                 let before = shown.insert(group.clone(), now.clone());
                 if before.as_ref() != Some(&now) {
-                    let at = Timestamp::now();
-                    match now {
-                        Some((leader, Some(term))) => println!("{at} leader of group {group}: {leader} (term {term})"),
-                        Some((leader, None)) => println!("{at} leader of group {group}: {leader} (term unknown)"),
-                        None => println!("{at} leader of group {group}: none (released or expired)"),
-                    }
+                    Change::Leader { group, leader: now }.print(format)?;
                 }
             }
         }

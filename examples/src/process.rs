@@ -160,6 +160,8 @@ impl Drop for ChildProcess {
 pub struct Finished {
     /// Whether it exited with status 0.
     pub success: bool,
+    /// Its exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
     /// What it printed on stdout.
     pub stdout: String,
     /// What it printed on stderr.
@@ -209,6 +211,7 @@ pub fn run_to_exit(binary: &str, args: &[&str], within: Duration) -> Finished {
     assert!(exited, "{binary} {args:?} ran longer than {within:?}");
     Finished {
         success: status.is_some_and(|s| s.success()),
+        code: status.and_then(|s| s.code()),
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
     }

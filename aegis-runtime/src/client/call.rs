@@ -430,14 +430,43 @@ impl Call<'_> {
         } else {
             None
         };
-        let value = if self.options.is_exclusive() {
-            decode_exclusive(&reply.payload)?
-        } else {
-            let response: RpcResponse<R> =
-                codec::decode(&reply.payload).map_err(CallErrorKind::Decode)?;
-            value_or_unit(unwrap_response(response)?)?
-        };
+        let value = decode_reply(&reply.payload, &self.options)?;
         Ok(Answer { value, responder })
+    }
+}
+
+/// The value of a reply to a call made as `options` say, or why there is none: the
+/// handler's error, NOT_ACTIVE (an exclusive method that only the active instance runs),
+/// a deadline that had passed on arrival, a reply that does not decode.
+///
+/// This is how [`ServiceClient`] reads every reply; it is public for callers that send a
+/// request themselves (to one instance's own subject, say) and want it read the same way.
+///
+/// ```
+/// use aegis_runtime::client::{CallOptions, decode_reply};
+/// use aegis_runtime::codec::{self, RpcRequest, RpcResponse};
+/// use aegis_runtime::CallErrorKind;
+///
+/// let request = RpcRequest::new("reserve", serde_json::json!({"sku": "A-1"}));
+/// let payload = codec::encode(&RpcResponse::<()>::err(&request, "out of stock"))?;
+/// let err = decode_reply::<serde_json::Value>(&payload, &CallOptions::rpc()).unwrap_err();
+/// assert!(matches!(err, CallErrorKind::Handler(message) if message == "out of stock"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`CallErrorKind::Handler`], [`CallErrorKind::NotActive`],
+/// [`CallErrorKind::DeadlineExceeded`], [`CallErrorKind::Decode`] or
+/// [`CallErrorKind::MissingResult`].
+pub fn decode_reply<R: DeserializeOwned>(
+    payload: &[u8],
+    options: &CallOptions,
+) -> Result<R, CallErrorKind> {
+    if options.is_exclusive() {
+        decode_exclusive(payload)
+    } else {
+        let response: RpcResponse<R> = codec::decode(payload).map_err(CallErrorKind::Decode)?;
+        value_or_unit(unwrap_response(response)?)
     }
 }
 

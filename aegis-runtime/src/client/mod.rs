@@ -26,6 +26,7 @@ use crate::leader::{Leader, LeaderWatch};
 use crate::subject::{self, GroupId, InstanceId, MethodName, ServiceName};
 
 pub use budget::RetryBudget;
+pub use call::decode_reply;
 pub use command::{CommandHandle, CommandOptions};
 pub use error::{CallError, CallErrorKind};
 pub use options::CallOptions;

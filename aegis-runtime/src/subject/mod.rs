@@ -11,6 +11,7 @@
 //! | command completion | `commands.callback.{command_id}` |
 //! | registry entry | bucket `service_registry`, key `service-instances.{service}.{instance}` |
 //! | leader key | bucket `sticky_active`, key `sticky-active.{service}.{group}.leader` |
+//! | micro INFO (ADR-32) | `$SRV.INFO.{service}` |
 //!
 //! Every builder takes validated names ([`ServiceName`], [`MethodName`], ...), so a subject
 //! built here never has an empty token, a stray dot or a wildcard in it.
@@ -122,6 +123,18 @@ pub fn leader_key(service: &ServiceName, group: &GroupId) -> String {
     join(&["sticky-active", service, group, "leader"])
 }
 
+/// Key filter that matches the leader key of every group of `service` in
+/// [`STICKY_ACTIVE_BUCKET`]: `sticky-active.{service}.*.leader`.
+pub fn leader_filter(service: &ServiceName) -> String {
+    join(&["sticky-active", service, "*", "leader"])
+}
+
+/// Subject on which every instance of `service` answers a NATS micro (ADR-32) `INFO`
+/// request with its endpoints and their metadata: `$SRV.INFO.{service}`.
+pub fn micro_info(service: &ServiceName) -> String {
+    join(&["$SRV", "INFO", service])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +175,8 @@ mod tests {
             leader_key(&service, &group),
             "sticky-active.order-svc.default.leader"
         );
+        assert_eq!(leader_filter(&service), "sticky-active.order-svc.*.leader");
+        assert_eq!(micro_info(&service), "$SRV.INFO.order-svc");
         let domain = EventToken::new("sticky_active").expect("valid");
         let kind = EventToken::new("LeaderElected").expect("valid");
         assert_eq!(event(&domain, &kind), "events.sticky_active.LeaderElected");

@@ -50,6 +50,8 @@ pub struct NatsServerBuilder {
     port: Option<u16>,
     cluster: Option<ClusterSettings>,
     extra_config: Vec<String>,
+    /// Start the server without JetStream, as a plain core-NATS server.
+    no_jetstream: bool,
 }
 
 /// Where a server sits in a cluster: its route port and the route ports of its peers.
@@ -80,6 +82,14 @@ impl NatsServerBuilder {
     /// The text is written verbatim; several calls append several blocks in order.
     pub fn config(mut self, text: impl Into<String>) -> Self {
         self.extra_config.push(text.into());
+        self
+    }
+
+    /// Starts the server without JetStream (no `jetstream` block in its config): a plain
+    /// core-NATS server, for tests of what a registry, an election or a tool does when
+    /// there is no JetStream.
+    pub fn without_jetstream(mut self) -> Self {
+        self.no_jetstream = true;
         self
     }
 
@@ -121,7 +131,12 @@ impl NatsServerBuilder {
                 Some(port) => port,
                 None => free_port()?,
             };
-            server.config = render_config(server.port, server.dir.path(), self.cluster.as_ref());
+            server.config = render_config(
+                server.port,
+                server.dir.path(),
+                self.cluster.as_ref(),
+                !self.no_jetstream,
+            );
             for extra in &self.extra_config {
                 server.config.push_str(extra);
                 server.config.push('\n');
@@ -329,15 +344,24 @@ pub(super) fn free_port() -> Result<u16, ServerError> {
         .map_err(|e| ServerError::io("find a free port", e))
 }
 
-fn render_config(port: u16, dir: &Path, cluster: Option<&ClusterSettings>) -> String {
+fn render_config(
+    port: u16,
+    dir: &Path,
+    cluster: Option<&ClusterSettings>,
+    jetstream: bool,
+) -> String {
     let store = dir.join("jetstream");
     let server_name =
         cluster.map_or_else(|| format!("aegis-test-{port}"), |c| c.server_name.clone());
     let mut config = format!(
         "server_name: {server_name:?}\n\
-         listen: \"127.0.0.1:{port}\"\n\
-         jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 268435456\n  max_file_store: 1073741824\n}}\n"
+         listen: \"127.0.0.1:{port}\"\n"
     );
+    if jetstream {
+        config.push_str(&format!(
+            "jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 268435456\n  max_file_store: 1073741824\n}}\n"
+        ));
+    }
     if let Some(cluster) = cluster {
         let routes: Vec<String> = cluster
             .peer_route_ports
