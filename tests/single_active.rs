@@ -383,8 +383,12 @@ async fn a_graceful_handover_reaches_a_default_client_as_neither_not_active_nor_
         "{handovers} graceful handovers, {calls} calls: {not_active} NOT_ACTIVE, {retries} retries"
     );
     assert_eq!(not_active, 0, "no NOT_ACTIVE reached the client");
+    // A call on its way when the old leader's process exits, before the client saw the
+    // successor (late on a loaded machine), finds no responders and is sent once more: at
+    // most one retry per handover for each of the five callers.
+    let callers = 5;
     assert!(
-        retries <= handovers,
-        "at most one retry per handover: {retries}"
+        retries <= handovers * callers,
+        "at most one retry per handover and caller: {retries}"
     );
 }
