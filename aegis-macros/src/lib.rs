@@ -3,10 +3,11 @@
 //! Use them through `aegis-runtime`, which re-exports them and documents them; every piece
 //! of logic the generated code needs lives there, behind `::aegis_runtime::__private`.
 //!
-//! The crate is laid out as parse → model → validate → expand:
-//! [`attrs`] parses attribute arguments, [`model`] turns the `impl` block into a checked
-//! description (collecting every error), [`validate`] checks what spans several methods,
-//! and [`expand`] generates code from the valid model only.
+//! The crate is laid out as parse → model → validate → expand (private modules, so no
+//! links): `attrs` parses attribute arguments, `model` turns the `impl` block into a
+//! checked description (collecting every error), `validate` checks what spans several
+//! methods and the names `reserved` by generated code, and `expand` generates code from the
+//! valid model only.
 
 mod attrs;
 mod errors;
