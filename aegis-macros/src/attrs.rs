@@ -14,6 +14,51 @@ mod kw {
     syn::custom_keyword!(idempotent);
 }
 
+/// The method attributes `#[service]` reads, one per kind of handler.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum AttrKind {
+    Rpc,
+    ExclusiveRpc,
+    Subscribe,
+    Command,
+    OnStart,
+    OnStop,
+}
+
+impl AttrKind {
+    /// Every kind, in the order the docs list them.
+    pub(crate) const ALL: [AttrKind; 6] = [
+        AttrKind::Rpc,
+        AttrKind::ExclusiveRpc,
+        AttrKind::Subscribe,
+        AttrKind::Command,
+        AttrKind::OnStart,
+        AttrKind::OnStop,
+    ];
+
+    /// The attribute's name: `rpc` for `#[rpc]`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            AttrKind::Rpc => "rpc",
+            AttrKind::ExclusiveRpc => "exclusive_rpc",
+            AttrKind::Subscribe => "subscribe",
+            AttrKind::Command => "command",
+            AttrKind::OnStart => "on_start",
+            AttrKind::OnStop => "on_stop",
+        }
+    }
+
+    /// The kind named `ident`, if it names one.
+    pub(crate) fn from_ident(ident: &syn::Ident) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| ident == kind.name())
+    }
+
+    /// Whether this is a lifecycle hook rather than something served on the wire.
+    pub(crate) fn is_hook(self) -> bool {
+        matches!(self, AttrKind::OnStart | AttrKind::OnStop)
+    }
+}
+
 /// Arguments of `#[service(name = "…", version = "…", crate = "…")]`.
 #[derive(Default)]
 pub(crate) struct ServiceArgs {

@@ -7,7 +7,7 @@ use syn::{
     ReturnType, Type,
 };
 
-use crate::attrs::{MethodArgs, ServiceArgs, SubscribeArgs};
+use crate::attrs::{AttrKind, MethodArgs, ServiceArgs, SubscribeArgs};
 use crate::errors::Errors;
 use crate::naming;
 
@@ -19,7 +19,8 @@ pub(crate) struct Service<'a> {
     pub(crate) name: (String, Span),
     /// Whether the name was derived from the type (no `name = "…"`).
     pub(crate) name_from_type: bool,
-    pub(crate) version: Option<LitStr>,
+    pub(crate) version: Version,
+    /// The runtime's path: `crate = "…"`, or `::aegis_runtime`.
     pub(crate) krate: syn::Path,
     pub(crate) methods: Vec<Method<'a>>,
 }
@@ -38,13 +39,22 @@ pub(crate) struct Method<'a> {
     pub(crate) output: Output<'a>,
 }
 
-/// What kind of Aegis method.
+/// The version a service registers with.
+pub(crate) enum Version {
+    /// `version = "…"`.
+    Given(LitStr),
+    /// No `version`: the version of the crate that defines the service.
+    CrateVersion,
+}
+
+/// What kind of Aegis method, with its attribute's values resolved (defaults applied).
 pub(crate) enum Kind {
     Rpc,
     ExclusiveRpc,
     Subscribe {
         pattern: LitStr,
-        mode: Option<LitStr>,
+        mode: SubscribeMode,
+        /// The durable consumer's name, if the subscription has one (no default).
         durable: Option<LitStr>,
     },
     Command,
@@ -54,21 +64,26 @@ pub(crate) enum Kind {
     OnStop,
 }
 
-impl Kind {
-    pub(crate) fn attribute_name(&self) -> &'static str {
-        match self {
-            Kind::Rpc => "rpc",
-            Kind::ExclusiveRpc => "exclusive_rpc",
-            Kind::Subscribe { .. } => "subscribe",
-            Kind::Command => "command",
-            Kind::OnStart => "on_start",
-            Kind::OnStop => "on_stop",
-        }
-    }
+/// Who handles an event: `mode = "compete"` (the default) or `"broadcast"`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SubscribeMode {
+    /// One instance of the service handles each event.
+    Compete,
+    /// Every instance handles every event.
+    Broadcast,
+}
 
-    /// Whether this is a lifecycle hook rather than something served on the wire.
-    pub(crate) fn is_hook(&self) -> bool {
-        matches!(self, Kind::OnStart | Kind::OnStop)
+impl Kind {
+    /// The attribute that made the method this kind.
+    pub(crate) fn attribute(&self) -> AttrKind {
+        match self {
+            Kind::Rpc => AttrKind::Rpc,
+            Kind::ExclusiveRpc => AttrKind::ExclusiveRpc,
+            Kind::Subscribe { .. } => AttrKind::Subscribe,
+            Kind::Command => AttrKind::Command,
+            Kind::OnStart => AttrKind::OnStart,
+            Kind::OnStop => AttrKind::OnStop,
+        }
     }
 
     /// The context argument this kind of handler may take.
@@ -182,12 +197,16 @@ pub(crate) fn read<'a>(
         })
         .collect();
     let name_from_type = args.name.is_none();
+    let version = match args.version {
+        Some(version) => Version::Given(version),
+        None => Version::CrateVersion,
+    };
     Some(Service {
         original: item,
         self_ident,
         name,
         name_from_type,
-        version: args.version,
+        version,
         krate,
         methods,
     })
@@ -195,9 +214,9 @@ pub(crate) fn read<'a>(
 
 /// Whether `attr` is one of ours, and which: `#[rpc]`, or a path ending in it under the
 /// runtime (`#[aegis_runtime::rpc]`, `#[aegis::rpc]`, or the `crate = "…"` path).
-pub(crate) fn aegis_attribute(attr: &syn::Attribute, krate: &syn::Path) -> Option<&'static str> {
+pub(crate) fn aegis_attribute(attr: &syn::Attribute, krate: &syn::Path) -> Option<AttrKind> {
     let path = attr.path();
-    let last = path.segments.last()?.ident.to_string();
+    let kind = AttrKind::from_ident(&path.segments.last()?.ident)?;
     let prefix: Vec<String> = path
         .segments
         .iter()
@@ -214,19 +233,7 @@ pub(crate) fn aegis_attribute(attr: &syn::Attribute, krate: &syn::Path) -> Optio
         || krate_segments
             .last()
             .is_some_and(|name| prefix == [name.as_str()]);
-    if !prefix_ok {
-        return None;
-    }
-    [
-        "rpc",
-        "exclusive_rpc",
-        "subscribe",
-        "command",
-        "on_start",
-        "on_stop",
-    ]
-    .into_iter()
-    .find(|name| last == *name)
+    prefix_ok.then_some(kind)
 }
 
 fn read_method<'a>(
@@ -234,30 +241,30 @@ fn read_method<'a>(
     krate: &syn::Path,
     errors: &Errors,
 ) -> Option<Method<'a>> {
-    let mut found: Option<(Kind, &syn::Attribute, Option<LitStr>, bool)> = None;
+    let mut found: Option<(Kind, Option<LitStr>, bool)> = None;
     for attr in &method.attrs {
         let Some(which) = aegis_attribute(attr, krate) else {
             continue;
         };
         if let Some((kind, ..)) = &found {
-            let message = if kind.attribute_name() == which {
-                format!("`#[{which}]` appears twice on this method")
+            let message = if kind.attribute() == which {
+                format!("`#[{}]` appears twice on this method", which.name())
             } else {
                 format!(
                     "a method can be only one of `#[rpc]`, `#[exclusive_rpc]`, `#[subscribe]`, `#[command]`; \
                      this one is already `#[{}]`",
-                    kind.attribute_name()
+                    kind.attribute().name()
                 )
             };
             errors.spanned(attr, message);
             continue;
         }
-        match read_attribute(which, attr) {
-            Ok((kind, name, idempotent)) => found = Some((kind, attr, name, idempotent)),
+        match read_attribute(which, attr, errors) {
+            Ok((kind, name, idempotent)) => found = Some((kind, name, idempotent)),
             Err(err) => errors.push(err),
         }
     }
-    let (kind, _, name, idempotent) = found?;
+    let (kind, name, idempotent) = found?;
     let ident = &method.sig.ident;
     let wire_name = match &name {
         Some(lit) => (lit.value(), lit.span()),
@@ -276,8 +283,14 @@ fn read_method<'a>(
     })
 }
 
-/// The kind, the `name` and the `idempotent` flag of an Aegis attribute.
-fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Option<LitStr>, bool)> {
+/// The kind, the `name` and the `idempotent` flag of an Aegis attribute. A syntax error
+/// drops the attribute (`Err`); a bad value is recorded in `errors` and replaced by its
+/// default, so the method's other problems are still reported.
+fn read_attribute(
+    which: AttrKind,
+    attr: &syn::Attribute,
+    errors: &Errors,
+) -> syn::Result<(Kind, Option<LitStr>, bool)> {
     let method_args = || -> syn::Result<MethodArgs> {
         match &attr.meta {
             syn::Meta::Path(_) => Ok(MethodArgs::default()),
@@ -285,16 +298,16 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
         }
     };
     match which {
-        "rpc" | "exclusive_rpc" => {
+        AttrKind::Rpc | AttrKind::ExclusiveRpc => {
             let args = method_args()?;
-            let kind = if which == "rpc" {
+            let kind = if which == AttrKind::Rpc {
                 Kind::Rpc
             } else {
                 Kind::ExclusiveRpc
             };
             Ok((kind, args.name, args.idempotent.is_some()))
         }
-        "command" => {
+        AttrKind::Command => {
             let args = method_args()?;
             if let Some(flag) = args.idempotent {
                 return Err(syn::Error::new(
@@ -304,24 +317,21 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
             }
             Ok((Kind::Command, args.name, false))
         }
-        "on_start" | "on_stop" => {
+        AttrKind::OnStart | AttrKind::OnStop => {
             if !matches!(attr.meta, syn::Meta::Path(_)) {
                 return Err(syn::Error::new_spanned(
                     attr,
-                    format!("`#[{which}]` takes no arguments"),
+                    format!("`#[{}]` takes no arguments", which.name()),
                 ));
             }
-            Ok((
-                if which == "on_start" {
-                    Kind::OnStart
-                } else {
-                    Kind::OnStop
-                },
-                None,
-                false,
-            ))
+            let kind = if which == AttrKind::OnStart {
+                Kind::OnStart
+            } else {
+                Kind::OnStop
+            };
+            Ok((kind, None, false))
         }
-        _ => {
+        AttrKind::Subscribe => {
             let args: SubscribeArgs = match &attr.meta {
                 syn::Meta::List(_) => attr.parse_args()?,
                 _ => {
@@ -331,10 +341,22 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
                     ));
                 }
             };
+            let mode = match args.mode.as_ref().map(|mode| (mode, mode.value())) {
+                None => SubscribeMode::Compete,
+                Some((_, value)) if value == "compete" => SubscribeMode::Compete,
+                Some((_, value)) if value == "broadcast" => SubscribeMode::Broadcast,
+                Some((mode, _)) => {
+                    errors.spanned(
+                        mode,
+                        "`mode` is \"compete\" (one instance per event) or \"broadcast\" (every instance)",
+                    );
+                    SubscribeMode::Compete
+                }
+            };
             Ok((
                 Kind::Subscribe {
                     pattern: args.pattern,
-                    mode: args.mode,
+                    mode,
                     durable: args.durable,
                 },
                 None,
@@ -347,7 +369,7 @@ fn read_attribute(which: &str, attr: &syn::Attribute) -> syn::Result<(Kind, Opti
 /// Checks the shape: `async`, `&self`, no generics, at most one context and one payload.
 fn read_signature<'a>(method: &'a ImplItemFn, kind: &Kind, errors: &Errors) -> Vec<Arg<'a>> {
     let sig = &method.sig;
-    let attribute = kind.attribute_name();
+    let attribute = kind.attribute().name();
     if sig.asyncness.is_none() {
         errors.spanned(
             sig.fn_token,

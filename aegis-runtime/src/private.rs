@@ -27,40 +27,70 @@ pub fn client_for(nats: async_nats::Client, service: &'static str) -> ServiceCli
     ServiceClient::for_service(nats, crate::subject::ServiceName::from_checked(service))
 }
 
-/// The JSON Schema of `T`.
-pub fn schema_of<T: schemars::JsonSchema + ?Sized>() -> serde_json::Value {
-    crate::service::schema_of::<T>()
+/// Asks for the JSON Schema of `T` without requiring `T: JsonSchema`: with
+/// [`ProbeSchema`] and [`ProbeNoSchema`] in scope, `schema_probe::<T>().schema()` is the
+/// schema when `T` has one, and `null` otherwise (method resolution tries `SchemaProbe<T>`
+/// before `&SchemaProbe<T>`). The descriptor asks this way so a type without
+/// `JsonSchema` is reported once, by [`assert_schema`] at the user's type, and not once
+/// more per schema in the descriptor. The `null` is never served: the assertion fails the
+/// build first.
+pub struct SchemaProbe<T: ?Sized>(::core::marker::PhantomData<T>);
+
+/// See [`SchemaProbe`].
+pub const fn schema_probe<T: ?Sized>() -> SchemaProbe<T> {
+    SchemaProbe(::core::marker::PhantomData)
 }
 
-/// Bound of RPC request types; asserted at the user's type so errors point there.
+/// The schema of a type that has one; see [`SchemaProbe`].
+pub trait ProbeSchema {
+    fn schema(self) -> serde_json::Value;
+}
+
+impl<T: schemars::JsonSchema + ?Sized> ProbeSchema for SchemaProbe<T> {
+    fn schema(self) -> serde_json::Value {
+        crate::service::schema_of::<T>()
+    }
+}
+
+/// The fallback for a type without a schema (already reported); see [`SchemaProbe`].
+pub trait ProbeNoSchema {
+    fn schema(self) -> serde_json::Value;
+}
+
+impl<T: ?Sized> ProbeNoSchema for &SchemaProbe<T> {
+    fn schema(self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// Bound of request, event and command payloads; asserted at the user's type so errors
+/// point there. `JsonSchema` is asserted on its own ([`SchemaType`]), so a type missing
+/// only that derive gets one error that names it.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an Aegis request type",
-    label = "needs `Serialize`, `Deserialize` and `JsonSchema`",
+    label = "needs `Serialize` and `Deserialize`",
     note = "derive them: `#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]`"
 )]
-pub trait RequestType:
-    serde::Serialize + serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static
-{
-}
-impl<T: serde::Serialize + serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static>
-    RequestType for T
-{
-}
+pub trait RequestType: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> RequestType for T {}
 
-/// Bound of RPC response types; asserted at the user's type so errors point there.
+/// Bound of RPC and command results; asserted at the user's type so errors point there.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an Aegis response type",
-    label = "needs `Serialize`, `Deserialize` and `JsonSchema`",
+    label = "needs `Serialize` and `Deserialize`",
     note = "derive them: `#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]`"
 )]
-pub trait ResponseType:
-    serde::Serialize + serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static
-{
-}
-impl<T: serde::Serialize + serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static>
-    ResponseType for T
-{
-}
+pub trait ResponseType: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> ResponseType for T {}
+
+/// Bound of every payload and result: the descriptor publishes their JSON Schema.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement `schemars::JsonSchema`",
+    label = "Aegis publishes the JSON Schema of this type",
+    note = "derive it: `#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]`"
+)]
+pub trait SchemaType: schemars::JsonSchema {}
+impl<T: schemars::JsonSchema + ?Sized> SchemaType for T {}
 
 /// Bound of handler error types.
 #[diagnostic::on_unimplemented(
@@ -82,5 +112,6 @@ impl<T: Send + Sync + 'static> ServiceType for T {}
 
 pub const fn assert_request<T: RequestType>() {}
 pub const fn assert_response<T: ResponseType>() {}
+pub const fn assert_schema<T: SchemaType + ?Sized>() {}
 pub const fn assert_error<T: ErrorType + ?Sized>() {}
 pub const fn assert_service<T: ServiceType + ?Sized>() {}

@@ -50,7 +50,8 @@ impl Generator<'_> {
         }
     }
 
-    pub(super) fn client_methods(&self) -> TokenStream {
+    /// The client's associated items; [`crate::reserved::CLIENT_ITEMS`] lists the fixed ones.
+    pub(crate) fn client_methods(&self) -> TokenStream {
         let k = &self.service.krate;
         let ident = self.client_ident();
         let name = &self.service.name.0;
@@ -88,7 +89,7 @@ impl Generator<'_> {
         });
         let commands = self.commands().map(|method| {
             let method_ident = method.ident;
-            let start_ident = format_ident!("start_{}", crate::naming::unraw(method.ident));
+            let start_ident = crate::reserved::command_starter(method.ident);
             let wire = &method.wire_name.0;
             let docs = self.method_docs(method);
             let output = response_type(&method.output);

@@ -7,38 +7,37 @@ use syn::spanned::Spanned;
 use syn::{GenericArgument, PathArguments, Type};
 
 use super::Generator;
-use crate::model::{Arg, ContextKind, Kind, Method, Output};
+use crate::attrs::AttrKind;
+use crate::model::{Arg, ContextKind, Kind, Method, Output, SubscribeMode, Version};
 use crate::naming;
 
 impl Generator<'_> {
-    /// Assertions spanned on the user's types, so a missing derive is reported there.
+    /// Assertions spanned on the user's types, so a missing derive is reported there, once:
+    /// `JsonSchema` is asserted here and nowhere else (the descriptor only probes for it).
     pub(super) fn checks(&self) -> TokenStream {
         let k = &self.service.krate;
         let self_ty = &self.service.original.self_ty;
         let mut checks =
             vec![quote_spanned! {self_ty.span()=> #k::__private::assert_service::<#self_ty>(); }];
+        let schema =
+            |ty: &Type| quote_spanned! {ty.span()=> #k::__private::assert_schema::<#ty>(); };
         for method in &self.service.methods {
             if let Some(payload) = method.payload() {
                 let payload = event_payload(payload).unwrap_or(payload);
                 checks.push(
                     quote_spanned! {payload.span()=> #k::__private::assert_request::<#payload>(); },
                 );
+                checks.push(schema(payload));
             }
-            match &method.output {
-                Output::Unit => {}
-                Output::Value(ty) | Output::Result { ok: ty, err: None } => {
-                    checks.push(
-                        quote_spanned! {ty.span()=> #k::__private::assert_response::<#ty>(); },
-                    );
-                }
-                Output::Result { ok, err: Some(err) } => {
-                    checks.push(
-                        quote_spanned! {ok.span()=> #k::__private::assert_response::<#ok>(); },
-                    );
-                    checks.push(
-                        quote_spanned! {err.span()=> #k::__private::assert_error::<#err>(); },
-                    );
-                }
+            let (ok, err) = match &method.output {
+                Output::Unit => continue,
+                Output::Value(ok) => (ok, None),
+                Output::Result { ok, err } => (ok, *err),
+            };
+            checks.push(quote_spanned! {ok.span()=> #k::__private::assert_response::<#ok>(); });
+            checks.push(schema(ok));
+            if let Some(err) = err {
+                checks.push(quote_spanned! {err.span()=> #k::__private::assert_error::<#err>(); });
             }
         }
         quote! {
@@ -54,10 +53,7 @@ impl Generator<'_> {
         let k = &self.service.krate;
         let self_ty = &self.service.original.self_ty;
         let name = &self.service.name.0;
-        let version = match &self.service.version {
-            Some(version) => quote!(#version),
-            None => quote!(::core::env!("CARGO_PKG_VERSION")),
-        };
+        let version = version(&self.service.version);
         let rpcs = self.rpcs().map(|method| {
             let wire = &method.wire_name.0;
             let exclusive = matches!(method.kind, Kind::ExclusiveRpc);
@@ -67,10 +63,7 @@ impl Generator<'_> {
         let subscriptions = self.service.methods.iter().filter_map(|method| {
             let Kind::Subscribe { pattern, mode, durable } = &method.kind else { return None };
             let rust_name = naming::unraw(method.ident);
-            let mode = match mode.as_ref().map(syn::LitStr::value).as_deref() {
-                Some("broadcast") => quote!(#k::__private::SubscribeMode::Broadcast),
-                _ => quote!(#k::__private::SubscribeMode::Compete),
-            };
+            let mode = subscribe_mode(k, *mode);
             let durable = optional_str(durable.as_ref().map(syn::LitStr::value));
             let handler = handler_ident("event", method);
             Some(quote! {
@@ -84,11 +77,11 @@ impl Generator<'_> {
             let handler = handler_ident("command", method);
             quote! { #k::__private::CommandDefinition { name: #wire, handler: #handler } }
         });
-        let hook = |kind: &str| match self
+        let hook = |kind: AttrKind| match self
             .service
             .methods
             .iter()
-            .find(|m| m.kind.attribute_name() == kind)
+            .find(|m| m.kind.attribute() == kind)
         {
             Some(method) => {
                 let handler = handler_ident("hook", method);
@@ -96,7 +89,7 @@ impl Generator<'_> {
             }
             None => quote!(::core::option::Option::None),
         };
-        let (on_start, on_stop) = (hook("on_start"), hook("on_stop"));
+        let (on_start, on_stop) = (hook(AttrKind::OnStart), hook(AttrKind::OnStop));
         quote! {
             #[automatically_derived]
             impl #k::__private::Service for #self_ty {
@@ -163,7 +156,7 @@ impl Generator<'_> {
             .filter(|m| matches!(m.kind, Kind::Subscribe { .. }));
         let event_handlers = events.map(|method| self.event_handler(method));
         let command_handlers = self.commands().map(|method| self.command_handler(method));
-        let hooks = self.service.methods.iter().filter(|m| m.kind.is_hook()).map(|method| {
+        let hooks = self.service.methods.iter().filter(|m| m.kind.attribute().is_hook()).map(|method| {
             let handler = handler_ident("hook", method);
             let ident = method.ident;
             quote! {
@@ -243,6 +236,8 @@ impl Generator<'_> {
     }
 
     /// The descriptor with the JSON Schema of every request, response and event payload.
+    /// Schemas are probed for (`schema_probe`), not required: a type without `JsonSchema`
+    /// is reported by `checks` alone, on the type.
     pub(super) fn describe(&self) -> TokenStream {
         let k = &self.service.krate;
         let name = &self.service.name.0;
@@ -255,8 +250,8 @@ impl Generator<'_> {
                 #k::__private::MethodDescriptor {
                     name: ::core::convert::From::from(#wire),
                     exclusive: #exclusive,
-                    request: #k::__private::schema_of::<#request>(),
-                    response: #k::__private::schema_of::<#response>(),
+                    request: #k::__private::schema_probe::<#request>().schema(),
+                    response: #k::__private::schema_probe::<#response>().schema(),
                 }
             }
         };
@@ -273,10 +268,7 @@ impl Generator<'_> {
             };
             let rust_name = naming::unraw(method.ident);
             let payload = method.payload().map(|ty| event_payload(ty).unwrap_or(ty))?;
-            let mode = match mode.as_ref().map(syn::LitStr::value).as_deref() {
-                Some("broadcast") => quote!(#k::__private::SubscribeMode::Broadcast),
-                _ => quote!(#k::__private::SubscribeMode::Compete),
-            };
+            let mode = subscribe_mode(k, *mode);
             let durable = match durable {
                 Some(durable) => {
                     quote!(::core::option::Option::Some(::core::convert::From::from(#durable)))
@@ -289,16 +281,16 @@ impl Generator<'_> {
                     pattern: ::core::convert::From::from(#pattern),
                     mode: #mode,
                     durable: #durable,
-                    payload: #k::__private::schema_of::<#payload>(),
+                    payload: #k::__private::schema_probe::<#payload>().schema(),
                 }
             })
         });
-        let version = match &self.service.version {
-            Some(version) => quote!(#version),
-            None => quote!(::core::env!("CARGO_PKG_VERSION")),
-        };
+        let version = version(&self.service.version);
         quote! {
             fn __aegis_describe() -> #k::__private::ServiceDescriptor {
+                // Both probes in scope: method resolution picks the schema when there is one.
+                #[allow(unused_imports)]
+                use #k::__private::{ProbeNoSchema as _, ProbeSchema as _};
                 #k::__private::ServiceDescriptor {
                     name: ::core::convert::From::from(#name),
                     version: ::core::convert::From::from(#version),
@@ -375,6 +367,22 @@ fn event_payload(ty: &Type) -> Option<&Type> {
     match args.args.first()? {
         GenericArgument::Type(inner) if args.args.len() == 1 => Some(inner),
         _ => None,
+    }
+}
+
+/// The service's version: the given literal, or the defining crate's.
+fn version(version: &Version) -> TokenStream {
+    match version {
+        Version::Given(version) => quote!(#version),
+        Version::CrateVersion => quote!(::core::env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The runtime's `SubscribeMode` for `mode`.
+fn subscribe_mode(k: &syn::Path, mode: SubscribeMode) -> TokenStream {
+    match mode {
+        SubscribeMode::Compete => quote!(#k::__private::SubscribeMode::Compete),
+        SubscribeMode::Broadcast => quote!(#k::__private::SubscribeMode::Broadcast),
     }
 }
 

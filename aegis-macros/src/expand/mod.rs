@@ -8,7 +8,7 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
 use syn::ItemImpl;
 
-use crate::attrs::ServiceArgs;
+use crate::attrs::{AttrKind, ServiceArgs};
 use crate::errors::Errors;
 use crate::model::{self, Service};
 use crate::validate;
@@ -49,10 +49,11 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// `#[rpc]` & co. used outside a `#[service]` impl block: a spanned error, and the item.
 pub(crate) fn outside_service(
-    attribute: &str,
+    attribute: AttrKind,
     _args: TokenStream,
     item: TokenStream,
 ) -> TokenStream {
+    let attribute = attribute.name();
     let message = format!(
         "`#[{attribute}]` is only valid on a method inside a `#[service]` impl block; \
          put `#[aegis_runtime::service]` on the `impl` that holds this method"

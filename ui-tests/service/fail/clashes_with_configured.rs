@@ -1,0 +1,9 @@
+struct Svc;
+
+#[aegis_runtime::service]
+impl Svc {
+    #[rpc]
+    async fn configured(&self) {}
+}
+
+fn main() {}
