@@ -4,64 +4,22 @@
 //! served by its own dispatch (exclusive subscriptions follow leadership, and a handler
 //! error is an envelope, not a `Nats-Service-Error` header); this module only reports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// Answer to `$SRV.INFO…` (`io.nats.micro.v1.info_response`): async-nats's own type.
+pub use async_nats::service::Info as MicroInfo;
+/// Answer to `$SRV.PING…` (`io.nats.micro.v1.ping_response`): async-nats's own type.
+pub use async_nats::service::PingResponse as MicroPing;
+/// One endpoint in [`MicroInfo`]; its metadata has `exclusive`, `request_schema` and
+/// `response_schema` (JSON Schemas, as JSON text).
+pub use async_nats::service::endpoint::Info as MicroEndpointInfo;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::dispatch::{consume, stopping, subscribe_subject};
 use super::{Core, StartError};
-use crate::subject::{self, MethodName};
-
-/// Answer to `$SRV.PING…` (`io.nats.micro.v1.ping_response`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MicroPing {
-    /// Always `io.nats.micro.v1.ping_response`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The service name.
-    pub name: String,
-    /// The instance id.
-    pub id: String,
-    /// The service version.
-    pub version: String,
-    /// Service metadata.
-    pub metadata: BTreeMap<String, String>,
-}
-
-/// Answer to `$SRV.INFO…` (`io.nats.micro.v1.info_response`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MicroInfo {
-    /// Always `io.nats.micro.v1.info_response`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The service name.
-    pub name: String,
-    /// The instance id.
-    pub id: String,
-    /// The service version.
-    pub version: String,
-    /// Service metadata.
-    pub metadata: BTreeMap<String, String>,
-    /// A description of the service.
-    pub description: String,
-    /// Its endpoints.
-    pub endpoints: Vec<MicroEndpointInfo>,
-}
-
-/// One endpoint in [`MicroInfo`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MicroEndpointInfo {
-    /// The method name.
-    pub name: String,
-    /// The subject it is served on.
-    pub subject: String,
-    /// The queue group.
-    pub queue_group: String,
-    /// `exclusive`, `request_schema` and `response_schema` (JSON Schemas, as JSON text).
-    pub metadata: BTreeMap<String, String>,
-}
+use crate::subject::{self, MethodName, MicroVerb};
 
 /// Answer to `$SRV.STATS…` (`io.nats.micro.v1.stats_response`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,32 +62,20 @@ pub struct MicroEndpointStats {
     pub average_processing_time: u64,
 }
 
+// async-nats's own `Stats` has no `metadata`, which ADR-32 gives every answer: this one
+// is ours; `PING` and `INFO` answers are async-nats's types.
+
 const PING: &str = "io.nats.micro.v1.ping_response";
 const INFO: &str = "io.nats.micro.v1.info_response";
 const STATS: &str = "io.nats.micro.v1.stats_response";
-
-#[derive(Clone, Copy)]
-enum Verb {
-    Ping,
-    Info,
-    Stats,
-}
 
 /// Subscribes `$SRV.{VERB}`, `$SRV.{VERB}.{name}` and `$SRV.{VERB}.{name}.{id}`.
 pub(super) async fn subscribe(
     core: &Arc<Core>,
     listeners: &mut JoinSet<()>,
 ) -> Result<(), StartError> {
-    for (verb, token) in [
-        (Verb::Ping, "PING"),
-        (Verb::Info, "INFO"),
-        (Verb::Stats, "STATS"),
-    ] {
-        for subject in [
-            format!("$SRV.{token}"),
-            format!("$SRV.{token}.{}", core.service_name),
-            format!("$SRV.{token}.{}.{}", core.service_name, core.instance_id),
-        ] {
+    for verb in MicroVerb::ALL {
+        for subject in subject::micro(verb, &core.service_name, &core.instance_id) {
             let subscriber = subscribe_subject(&core.nats, subject, None).await?;
             listeners.spawn(answer(core.clone(), verb, subscriber));
         }
@@ -137,7 +83,7 @@ pub(super) async fn subscribe(
     Ok(())
 }
 
-async fn answer(core: Arc<Core>, verb: Verb, subscriber: async_nats::Subscriber) {
+async fn answer(core: Arc<Core>, verb: MicroVerb, subscriber: async_nats::Subscriber) {
     let accept = |message: async_nats::Message| {
         let core = core.clone();
         async move {
@@ -145,9 +91,9 @@ async fn answer(core: Arc<Core>, verb: Verb, subscriber: async_nats::Subscriber)
                 return;
             };
             let body = match verb {
-                Verb::Ping => serde_json::to_vec(&ping(&core)),
-                Verb::Info => serde_json::to_vec(&info(&core)),
-                Verb::Stats => serde_json::to_vec(&stats(&core)),
+                MicroVerb::Ping => serde_json::to_vec(&ping(&core)),
+                MicroVerb::Info => serde_json::to_vec(&info(&core)),
+                MicroVerb::Stats => serde_json::to_vec(&stats(&core)),
             };
             match body {
                 Ok(body) => {
@@ -165,14 +111,16 @@ async fn answer(core: Arc<Core>, verb: Verb, subscriber: async_nats::Subscriber)
 /// The instance's metadata: the framework, and while it is the leader of its group, the
 /// group and the fencing term its exclusive handlers see (the number `aegis leader` and
 /// the status method show too).
-fn metadata(core: &Core) -> BTreeMap<String, String> {
-    let mut metadata = BTreeMap::from([("framework".to_owned(), "aegis".to_owned())]);
+fn metadata<M: FromIterator<(String, String)> + Extend<(String, String)>>(core: &Core) -> M {
+    let mut metadata = M::from_iter([("framework".to_owned(), "aegis".to_owned())]);
     if let Some(term) = core.leadership.term() {
-        metadata.insert(
-            "leader_group".to_owned(),
-            core.leadership.group().to_string(),
-        );
-        metadata.insert("leader_term".to_owned(), term.to_string());
+        metadata.extend([
+            (
+                "leader_group".to_owned(),
+                core.leadership.group().to_string(),
+            ),
+            ("leader_term".to_owned(), term.to_string()),
+        ]);
     }
     metadata
 }
@@ -202,7 +150,7 @@ fn info(core: &Core) -> MicroInfo {
         .map(|endpoint| {
             let (subject, queue_group) = endpoint_subject(core, endpoint.name);
             let mut metadata =
-                BTreeMap::from([("exclusive".to_owned(), endpoint.exclusive.to_string())]);
+                HashMap::from([("exclusive".to_owned(), endpoint.exclusive.to_string())]);
             if let Some(described) = core
                 .descriptor
                 .rpcs

@@ -11,7 +11,7 @@
 //! | command completion | `commands.callback.{command_id}` |
 //! | registry entry | bucket `service_registry`, key `service-instances.{service}.{instance}` |
 //! | leader key | bucket `sticky_active`, key `sticky-active.{service}.{group}.leader` |
-//! | micro INFO (ADR-32) | `$SRV.INFO.{service}` |
+//! | micro (ADR-32) `PING`, `INFO`, `STATS` | `$SRV.{VERB}`, `$SRV.{VERB}.{service}`, `$SRV.{VERB}.{service}.{instance}` |
 //!
 //! Every builder takes validated names ([`ServiceName`], [`MethodName`], ...), so a subject
 //! built here never has an empty token, a stray dot or a wildcard in it.
@@ -129,10 +129,58 @@ pub fn leader_filter(service: &ServiceName) -> String {
     join(&["sticky-active", service, "*", "leader"])
 }
 
+/// The requests of the NATS micro protocol (ADR-32) every instance answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MicroVerb {
+    /// `PING`: who is there.
+    Ping,
+    /// `INFO`: the endpoints and their metadata.
+    Info,
+    /// `STATS`: per-endpoint counters.
+    Stats,
+}
+
+impl MicroVerb {
+    /// All three.
+    pub const ALL: [MicroVerb; 3] = [MicroVerb::Ping, MicroVerb::Info, MicroVerb::Stats];
+
+    /// The verb's token in the subject.
+    pub fn token(self) -> &'static str {
+        match self {
+            MicroVerb::Ping => "PING",
+            MicroVerb::Info => "INFO",
+            MicroVerb::Stats => "STATS",
+        }
+    }
+}
+
+/// The subjects an instance answers `verb` on: every service (`$SRV.{VERB}`), every
+/// instance of its service (`$SRV.{VERB}.{service}`), and it alone
+/// (`$SRV.{VERB}.{service}.{instance}`).
+///
+/// ```
+/// use aegis_runtime::subject::{self, InstanceId, MicroVerb, ServiceName};
+///
+/// let service = ServiceName::new("echo")?;
+/// let instance = InstanceId::new("echo-1")?;
+/// assert_eq!(
+///     subject::micro(MicroVerb::Stats, &service, &instance),
+///     ["$SRV.STATS", "$SRV.STATS.echo", "$SRV.STATS.echo.echo-1"]
+/// );
+/// # Ok::<(), aegis_runtime::subject::InvalidName>(())
+/// ```
+pub fn micro(verb: MicroVerb, service: &ServiceName, instance: &InstanceId) -> [String; 3] {
+    [
+        join(&["$SRV", verb.token()]),
+        join(&["$SRV", verb.token(), service]),
+        join(&["$SRV", verb.token(), service, instance]),
+    ]
+}
+
 /// Subject on which every instance of `service` answers a NATS micro (ADR-32) `INFO`
 /// request with its endpoints and their metadata: `$SRV.INFO.{service}`.
 pub fn micro_info(service: &ServiceName) -> String {
-    join(&["$SRV", "INFO", service])
+    join(&["$SRV", MicroVerb::Info.token(), service])
 }
 
 #[cfg(test)]
