@@ -102,13 +102,7 @@ async fn inspection_commands_show_the_running_service() {
 
     let unknown = aegis_at(&url, &["instances", "no-such-service"]).await;
     assert_eq!(unknown.code, Some(3), "unknown service: {}", unknown.stderr);
-    assert!(
-        unknown
-            .stderr
-            .contains("no instance of no-such-service is registered"),
-        "{}",
-        unknown.stderr
-    );
+    assert_says(&unknown, "no instance of no-such-service is registered");
     instance.stop().await;
 }
 
@@ -147,13 +141,7 @@ async fn call_reaches_any_instance_the_leader_or_one_instance() {
     assert_eq!(detected.code, Some(0), "{}", detected.stderr);
     let result: serde_json::Value = serde_json::from_str(&detected.stdout).expect("JSON");
     assert_eq!(result["order_id"], "ORD-CLI", "{}", detected.stdout);
-    assert!(
-        detected
-            .stderr
-            .contains("served by the active instance orders-cli"),
-        "{}",
-        detected.stderr
-    );
+    assert_says(&detected, "served by the active instance orders-cli");
 
     let addressed = aegis_at(
         &url,
@@ -169,11 +157,7 @@ async fn call_reaches_any_instance_the_leader_or_one_instance() {
     )
     .await;
     assert!(addressed.success, "{}", addressed.stderr);
-    assert!(
-        addressed.stderr.contains("served by orders-cli under term"),
-        "{}",
-        addressed.stderr
-    );
+    assert_says(&addressed, "served by orders-cli under term");
 
     let bad = aegis_at(
         &url,
@@ -181,11 +165,7 @@ async fn call_reaches_any_instance_the_leader_or_one_instance() {
     )
     .await;
     assert_eq!(bad.code, Some(2), "a usage error: {}", bad.stderr);
-    assert!(
-        bad.stderr.contains("must be a JSON object"),
-        "{}",
-        bad.stderr
-    );
+    assert_says(&bad, "must be a JSON object");
 
     let failing = aegis_at(
         &url,
@@ -199,11 +179,7 @@ async fn call_reaches_any_instance_the_leader_or_one_instance() {
     )
     .await;
     assert_eq!(failing.code, Some(1), "a handler error: {}", failing.stderr);
-    assert!(
-        failing.stderr.contains("must be positive"),
-        "{}",
-        failing.stderr
-    );
+    assert_says(&failing, "must be positive");
     assert!(
         failing.stderr.contains("1 attempt"),
         "a handler error is not retried: {}",
@@ -271,12 +247,7 @@ fn an_unreachable_server_is_a_clear_error() {
         "exit 5: cannot reach NATS; {}",
         run.stderr
     );
-    assert!(
-        run.stderr
-            .contains("cannot reach a NATS server at nats://127.0.0.1:1"),
-        "{}",
-        run.stderr
-    );
+    assert_says(&run, "cannot reach a NATS server at nats://127.0.0.1:1");
     let json = aegis(
         &["--server", "nats://127.0.0.1:1", "instances", "x", "--json"],
         Duration::from_secs(20),
@@ -297,6 +268,16 @@ async fn until_leader(instance: &aegis_runtime::RunningService) {
 }
 
 /// Parses the one JSON value a `--json` run printed.
+/// Asserts that what `run` printed on stderr says `what`.
+#[track_caller]
+fn assert_says(run: &Finished, what: &str) {
+    assert!(
+        run.stderr.contains(what),
+        "stderr does not say {what:?}:\n{}",
+        run.stderr
+    );
+}
+
 fn parsed(run: &Finished) -> Value {
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|err| panic!("not one JSON value ({err}):\n{}", run.stdout))
@@ -472,11 +453,7 @@ async fn exit_codes_tell_unknown_services_and_methods_from_failed_calls() {
     )
     .await;
     assert_eq!(handler.code, Some(1), "a handler error: {}", handler.stderr);
-    assert!(
-        handler.stderr.contains("at least one item"),
-        "{}",
-        handler.stderr
-    );
+    assert_says(&handler, "at least one item");
 
     let unknown_method = aegis_at(&url, &["call", "order-processor", "no_such_method"]).await;
     assert_eq!(
@@ -485,12 +462,9 @@ async fn exit_codes_tell_unknown_services_and_methods_from_failed_calls() {
         "unknown method: {}",
         unknown_method.stderr
     );
-    assert!(
-        unknown_method
-            .stderr
-            .contains("order-processor has no method no_such_method; its methods: "),
-        "{}",
-        unknown_method.stderr
+    assert_says(
+        &unknown_method,
+        "order-processor has no method no_such_method; its methods: ",
     );
     for method in ["process_order", "whoami", "get_quote"] {
         assert!(
@@ -521,12 +495,9 @@ async fn exit_codes_tell_unknown_services_and_methods_from_failed_calls() {
         "unknown service: {}",
         unknown_service.stderr
     );
-    assert!(
-        unknown_service
-            .stderr
-            .contains("no instance of no-such-service is running"),
-        "{}",
-        unknown_service.stderr
+    assert_says(
+        &unknown_service,
+        "no instance of no-such-service is running",
     );
     for command in [
         &["schema", "no-such-service"][..],
@@ -567,7 +538,7 @@ async fn an_exclusive_call_that_no_leader_runs_fails_with_exit_1() {
     )
     .await;
     assert_eq!(standby.code, Some(1), "NOT_ACTIVE: {}", standby.stderr);
-    assert!(standby.stderr.contains("NOT_ACTIVE"), "{}", standby.stderr);
+    assert_says(&standby, "NOT_ACTIVE");
     let error = parsed(&standby);
     assert_eq!(error["error"]["kind"], "not_active", "{error}");
 
@@ -585,12 +556,7 @@ async fn an_exclusive_call_that_no_leader_runs_fails_with_exit_1() {
     )
     .await;
     assert_eq!(any.code, Some(1), "the call failed: {}", any.stderr);
-    assert!(
-        any.stderr
-            .contains("call of order-processor.process_order failed"),
-        "{}",
-        any.stderr
-    );
+    assert_says(&any, "call of order-processor.process_order failed");
     instance.stop().await;
 }
 
