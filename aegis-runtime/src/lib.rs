@@ -70,6 +70,7 @@ pub mod discovery;
 pub mod election;
 pub mod events;
 pub mod instance;
+mod jetstream_error;
 pub mod leader;
 mod leadership;
 mod lifecycle;
@@ -99,10 +100,11 @@ pub use async_nats as nats;
 pub use aegis_macros::{command, exclusive_rpc, on_start, on_stop, rpc, service, subscribe};
 pub use client::{
     CallError, CallErrorKind, CallOptions, CommandHandle, CommandOptions, RetryPolicy,
-    ServiceClient,
+    ServiceClient, TransportError,
 };
 pub use codec::Event;
 pub use connect::{ConnectConfig, ConnectError};
+pub use jetstream_error::{JetStreamError, Permission};
 pub use leadership::Leadership;
 pub use lifecycle::Lifecycle;
 pub use runner::{RunningService, ServiceRunner, StartError};

@@ -30,7 +30,9 @@ const EVENTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 
 
 /// Gets the `EVENTS` stream, creating it (limits retention on `events.>`, a day) if
 /// missing; an existing one is used as it is.
-pub(crate) async fn events_stream(js: &jetstream::Context) -> Result<stream::Stream, String> {
+pub(crate) async fn events_stream(
+    js: &jetstream::Context,
+) -> Result<stream::Stream, crate::JetStreamError> {
     js.get_or_create_stream(stream::Config {
         name: crate::subject::EVENTS_STREAM.to_owned(),
         subjects: vec!["events.>".to_owned()],
@@ -39,9 +41,9 @@ pub(crate) async fn events_stream(js: &jetstream::Context) -> Result<stream::Str
     })
     .await
     .map_err(|e| {
-        format!(
-            "cannot get or create the {} stream: {e}",
-            crate::subject::EVENTS_STREAM
+        crate::JetStreamError::from_nats(
+            format!("get or create the stream {}", crate::subject::EVENTS_STREAM),
+            e,
         )
     })
 }
