@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::codec::{self, Event, Timestamp};
 use crate::JetStreamError;
+use crate::codec::{self, Event, Timestamp};
 use crate::leadership::Leadership;
 use crate::registry::{self, Registration, TtlWriteError};
 use crate::subject::{self, EventToken, GroupId, InstanceId, ServiceName};
@@ -247,12 +247,9 @@ impl Election {
     ///
     /// A key with no entry at all after `seen_held` counts as [`Look::Vanished`].
     async fn try_acquire(&self, seen_held: bool) -> Result<Look, JetStreamError> {
-        let expected = match self
-            .store
-            .entry(&self.key)
-            .await
-            .map_err(|e| JetStreamError::from_nats(format!("read the leader key {}", self.key), e))?
-        {
+        let expected = match self.store.entry(&self.key).await.map_err(|e| {
+            JetStreamError::from_nats(format!("read the leader key {}", self.key), e)
+        })? {
             None if seen_held => return Ok(Look::Vanished),
             None => 0,
             Some(entry) if entry.operation != kv::Operation::Put => entry.revision,

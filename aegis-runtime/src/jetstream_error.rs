@@ -241,7 +241,9 @@ fn found_in(error: &(dyn StdError + 'static)) -> Option<Found> {
             }
         } else if let Some(e) = error.downcast_ref::<context::CreateStreamError>() {
             match e.kind() {
-                CreateStream::JetStreamUnavailable => Some(Found::NotEnabled { for_account: false }),
+                CreateStream::JetStreamUnavailable => {
+                    Some(Found::NotEnabled { for_account: false })
+                }
                 CreateStream::TimedOut => Some(Found::TimedOut),
                 CreateStream::JetStream(e) => code_found(&e),
                 _ => None,
@@ -267,8 +269,7 @@ fn found_in(error: &(dyn StdError + 'static)) -> Option<Found> {
                 _ => None,
             }
         } else if let Some(e) = error.downcast_ref::<jetstream::consumer::StreamError>() {
-            (e.kind() == jetstream::consumer::StreamErrorKind::TimedOut)
-                .then_some(Found::TimedOut)
+            (e.kind() == jetstream::consumer::StreamErrorKind::TimedOut).then_some(Found::TimedOut)
         } else if let Some(e) = error.downcast_ref::<kv::EntryError>() {
             (e.kind() == kv::EntryErrorKind::TimedOut).then_some(Found::TimedOut)
         } else if let Some(e) = error.downcast_ref::<context::PublishError>() {
@@ -309,7 +310,10 @@ mod tests {
             Some((Permission::Subscribe, "rpc.orders.>".to_owned()))
         );
         assert_eq!(parse_violation("authorization violation"), None);
-        assert_eq!(parse_violation("Permissions Violation for Publish to \"x"), None);
+        assert_eq!(
+            parse_violation("Permissions Violation for Publish to \"x"),
+            None
+        );
     }
 
     #[test]
@@ -326,11 +330,20 @@ mod tests {
         );
         let err = JetStreamError::from_nats("open the KV bucket b", create);
         assert!(
-            matches!(err, JetStreamError::NotEnabled { for_account: false, .. }),
+            matches!(
+                err,
+                JetStreamError::NotEnabled {
+                    for_account: false,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert!(err.to_string().contains("-js"), "{err}");
-        assert!(err.source().is_some(), "async-nats's error stays the source");
+        assert!(
+            err.source().is_some(),
+            "async-nats's error stays the source"
+        );
     }
 
     #[test]

@@ -101,7 +101,9 @@ pub struct TransportError {
 
 impl TransportError {
     /// Wraps `error`.
-    pub(crate) fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+    pub(crate) fn new(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
         Self {
             source: error.into(),
         }

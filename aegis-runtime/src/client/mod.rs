@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::jetstream_error::BoxError;
 use crate::discovery::{Discovery, WatchDiscovery};
+use crate::jetstream_error::BoxError;
 use crate::leader::{Leader, LeaderWatch};
 use crate::subject::{self, GroupId, InstanceId, MethodName, ServiceName};
 

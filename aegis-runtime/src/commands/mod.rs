@@ -34,7 +34,10 @@ pub(crate) async fn commands_stream(
     .await
     .map_err(|e| {
         crate::JetStreamError::from_nats(
-            format!("get or create the stream {}", crate::subject::COMMANDS_STREAM),
+            format!(
+                "get or create the stream {}",
+                crate::subject::COMMANDS_STREAM
+            ),
             e,
         )
     })

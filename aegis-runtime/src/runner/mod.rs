@@ -33,8 +33,8 @@ pub use crate::registry::{
     CLUSTER_BUCKET_REPLICAS, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL,
     UNHEALTHY_AFTER_FAILURES,
 };
-pub use hooks::HookError;
 pub use builtins::{HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport};
+pub use hooks::HookError;
 pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
 
 /// Default number of calls an instance runs at once.
@@ -339,12 +339,9 @@ impl<S: Service> ServiceRunner<S> {
                         service: service_name.clone(),
                         instance: instance_id.clone(),
                     },
-                    registry::ClaimError::Read { key, source } => {
-                        StartError::Registry(JetStreamError::from_nats(
-                            format!("read the registry entry {key}"),
-                            source,
-                        ))
-                    }
+                    registry::ClaimError::Read { key, source } => StartError::Registry(
+                        JetStreamError::from_nats(format!("read the registry entry {key}"), source),
+                    ),
                 })
         };
         let expected = unless_refused(&mut refused, Step::Register, claimed).await?;
