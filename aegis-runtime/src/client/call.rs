@@ -68,7 +68,7 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
     let payload: Bytes = match codec::encode(&request) {
         Ok(bytes) => bytes.into(),
         Err(err) => {
-            let kind = CallErrorKind::Encode(err.to_string());
+            let kind = CallErrorKind::Encode(err);
             return Err(CallError::new(
                 &client.inner.service,
                 method.as_str(),

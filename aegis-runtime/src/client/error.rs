@@ -58,16 +58,16 @@ pub enum CallErrorKind {
     BudgetExhausted(Box<CallErrorKind>),
     /// The reply could not be decoded.
     #[error("{0}")]
-    Decode(DecodeError),
+    Decode(#[source] DecodeError),
     /// The reply had no result where one was expected.
     #[error("{0}")]
     MissingResult(String),
     /// The request could not be encoded.
     #[error("the request cannot be encoded: {0}")]
-    Encode(String),
+    Encode(#[source] crate::codec::EncodeError),
     /// The method name breaks the naming rule.
     #[error("{0}")]
-    InvalidName(InvalidName),
+    InvalidName(#[source] InvalidName),
     /// The NATS connection failed; the [`TransportError`] holds async-nats's error.
     #[error("NATS error: {0}")]
     Transport(#[source] TransportError),

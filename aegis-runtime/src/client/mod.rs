@@ -370,8 +370,7 @@ impl ServiceClient {
             .with_source(self.inner.source.as_ref());
         command.max_retries = options.max_retries;
         command.timeout = options.timeout.as_secs_f64();
-        let bytes =
-            codec::encode(&command).map_err(|e| fail(CallErrorKind::Encode(e.to_string())))?;
+        let bytes = codec::encode(&command).map_err(|e| fail(CallErrorKind::Encode(e)))?;
         let transport = |e: BoxError| fail(CallErrorKind::Transport(TransportError::new(e)));
         // Listen before sending, so neither progress nor the outcome can be missed.
         let progress = self

@@ -48,6 +48,11 @@ pub(crate) async fn events_stream(
     })
 }
 
+/// A context made outside a running instance has no connection to publish on.
+#[derive(Debug, thiserror::Error)]
+#[error("this context has no NATS connection (it was not made by a running instance)")]
+struct NoConnection;
+
 /// Publishes through the publisher of a handler's context, if it has one.
 pub(crate) async fn publish_through<P: serde::Serialize>(
     events: Option<&EventPublisher>,
@@ -57,8 +62,8 @@ pub(crate) async fn publish_through<P: serde::Serialize>(
 ) -> Result<(), PublishError> {
     match events {
         Some(events) => events.publish(domain, event_type, payload).await,
-        None => Err(PublishError::Transport(
-            "this context has no NATS connection (it was not made by a running instance)".into(),
-        )),
+        None => Err(PublishError::Transport(crate::client::TransportError::new(
+            NoConnection,
+        ))),
     }
 }
