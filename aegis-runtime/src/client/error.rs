@@ -100,10 +100,9 @@ pub struct TransportError {
 }
 
 impl TransportError {
-    /// Wraps `error`.
-    pub(crate) fn new(
-        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
+    /// Wraps `error`, for tools that make a request themselves and report it as a
+    /// [`CallError`].
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self {
             source: error.into(),
         }
