@@ -58,6 +58,10 @@
 //!   envelopes, MessagePack or JSON, byte-compatible with the Python SDK), [`instance`]
 //!   (the registry entry of a live instance).
 //! - `testing` (feature `testing`): a real nats-server for tests, examples and the demo.
+//! - Errors: [`StartError`] (why an instance did not start), [`CallError`] (why a call
+//!   failed, with a [`CallErrorKind`] to match), [`JetStreamError`] (JetStream not enabled,
+//!   a permission refused on a subject, a bucket or stream Aegis cannot use, no answer in
+//!   time), each with its causes as [`source`](std::error::Error::source)s.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
