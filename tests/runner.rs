@@ -758,3 +758,32 @@ async fn a_registry_bucket_without_per_message_ttl_is_named_with_the_fix() {
         other => panic!("not a misconfigured bucket: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn discovery_without_jetstream_says_so_in_its_source() {
+    use aegis_runtime::discovery::{BasicDiscovery, Discovery, DiscoveryError};
+    let server = NatsServer::builder()
+        .without_jetstream()
+        .start()
+        .await
+        .expect("nats-server");
+    let discovery = BasicDiscovery::new(server.connect().await.expect("connect"));
+    let service = aegis_runtime::subject::ServiceName::new("order-processor").expect("name");
+    let err = discovery
+        .instances(&service)
+        .await
+        .expect_err("no registry to read");
+    let DiscoveryError::Registry(registry) = &err else {
+        panic!("not a registry error: {err:?}");
+    };
+    assert!(
+        matches!(
+            registry
+                .inner()
+                .downcast_ref::<aegis_runtime::JetStreamError>(),
+            Some(aegis_runtime::JetStreamError::NotEnabled { .. })
+        ),
+        "{registry:?}"
+    );
+    assert!(err.to_string().contains("-js"), "{err}");
+}

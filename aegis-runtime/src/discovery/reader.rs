@@ -32,6 +32,17 @@ pub(super) enum FeedError {
     Ended,
 }
 
+impl FeedError {
+    /// The public error: a JetStream failure as the [`JetStreamError`] itself, so that
+    /// callers can downcast to it.
+    pub(super) fn into_registry_error(self) -> super::RegistryError {
+        match self {
+            FeedError::JetStream(err) => super::RegistryError::new(err),
+            other => super::RegistryError::new(other),
+        }
+    }
+}
+
 /// One change to an entry of the registry.
 #[derive(Debug)]
 pub(super) enum Change {
