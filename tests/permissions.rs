@@ -384,10 +384,21 @@ async fn a_missing_permission_fails_the_start_at_once_and_names_it() {
     let took = began.elapsed();
     let err = started.expect_err("the start fails");
     println!("refused start after {took:?}: {err}");
-    assert!(
-        matches!(err, aegis_runtime::StartError::PermissionDenied { .. }),
-        "{err:?}"
-    );
+    // A refused write of the registry entry: the registry step's JetStream error says so.
+    match &err {
+        aegis_runtime::StartError::Registry(aegis_runtime::JetStreamError::PermissionDenied {
+            permission,
+            subject,
+            ..
+        }) => {
+            assert_eq!(*permission, aegis_runtime::Permission::Publish);
+            assert!(
+                subject.starts_with("$KV.service_registry.service-instances.order-processor."),
+                "{subject}"
+            );
+        }
+        other => panic!("not a refused registry write: {other:?}"),
+    }
     let message = err.to_string();
     assert!(
         message.contains("$KV.service_registry.service-instances.order-processor."),
@@ -396,6 +407,69 @@ async fn a_missing_permission_fails_the_start_at_once_and_names_it() {
     assert!(message.contains("docs/security.md"), "{message}");
     assert!(!message.contains("service-secret"), "{message}");
     // At once: not after the JetStream timeouts (5 s each) it used to wait out.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+/// The [`JetStreamError`](aegis_runtime::JetStreamError) in the source chain of `err`.
+fn jetstream_error_in(err: &aegis_runtime::StartError) -> Option<&aegis_runtime::JetStreamError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<aegis_runtime::JetStreamError>() {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_user_without_jetstream_rights_is_told_which_subject_was_refused() {
+    // The service may serve its subjects, but not make a single JetStream request.
+    let block = authorization_block().replacen(
+        "users: [",
+        "users: [\n    { user: \"no-js\", password: \"no-js-secret\", permissions: { \
+         publish: { allow: [\"_INBOX.>\"] }, \
+         subscribe: { allow: [\"rpc.order-processor.>\", \"_INBOX.>\"] } } }",
+        1,
+    );
+    let server = NatsServer::builder()
+        .config(block)
+        .start()
+        .await
+        .expect("nats-server");
+    let began = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        ServiceRunner::new(OrderProcessor::default())
+            .connect_with(
+                aegis_runtime::connect::ConnectConfig::new(server.url())
+                    .user_and_password("no-js", "no-js-secret"),
+            )
+            .start(),
+    )
+    .await
+    .expect("the start ends")
+    .expect_err("the start fails");
+    let took = began.elapsed();
+    println!("refused start after {took:?}: {err}");
+    let found = jetstream_error_in(&err).expect("a JetStream error in the source chain");
+    let aegis_runtime::JetStreamError::PermissionDenied {
+        permission,
+        subject,
+        ..
+    } = found
+    else {
+        panic!("not a refused permission: {found:?}");
+    };
+    assert_eq!(*permission, aegis_runtime::Permission::Publish);
+    // The first JetStream request of a start looks up the registry bucket.
+    assert!(subject.starts_with("$JS.API."), "{subject}");
+    assert!(subject.contains("KV_service_registry"), "{subject}");
+    assert_eq!(found.refused_subject(), Some(subject.as_str()));
+    assert!(
+        err.to_string().contains("$JS.API.>"),
+        "the fix is named: {err}"
+    );
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 

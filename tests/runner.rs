@@ -657,3 +657,133 @@ async fn two_instances_share_the_calls() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The start's error when it fails, within 10 s.
+async fn failed_start(nats: async_nats::Client) -> aegis_runtime::StartError {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        ServiceRunner::new(OrderProcessor::default())
+            .nats(nats)
+            .start(),
+    )
+    .await
+    .expect("the start ends")
+    .expect_err("the start fails")
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_fails_the_start_with_the_not_enabled_kind() {
+    let server = NatsServer::builder()
+        .without_jetstream()
+        .start()
+        .await
+        .expect("nats-server");
+    let began = Instant::now();
+    let err = failed_start(server.connect().await.expect("connect")).await;
+    assert!(
+        matches!(
+            &err,
+            aegis_runtime::StartError::Registry(aegis_runtime::JetStreamError::NotEnabled {
+                for_account: false,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    // Nothing answers on $JS.API at once (no responders): no timeout is waited out.
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(err.to_string().contains("-js"), "the fix is named: {err}");
+    // async-nats's own error stays reachable below it.
+    let source = std::error::Error::source(&err).expect("the JetStream error");
+    assert!(std::error::Error::source(source).is_some(), "{source:?}");
+}
+
+#[tokio::test]
+async fn an_account_without_jetstream_fails_the_start_with_the_not_enabled_kind() {
+    let server = NatsServer::builder()
+        .config(
+            "accounts {\n  WITH: { jetstream: enabled, users: [{ user: with, password: with }] }\n  \
+             WITHOUT: { users: [{ user: without, password: without }] }\n}",
+        )
+        .start()
+        .await
+        .expect("nats-server");
+    let nats =
+        async_nats::ConnectOptions::with_user_and_password("without".into(), "without".into())
+            .connect(server.url())
+            .await
+            .expect("connect");
+    let err = failed_start(nats).await;
+    assert!(
+        matches!(
+            &err,
+            aegis_runtime::StartError::Registry(aegis_runtime::JetStreamError::NotEnabled {
+                for_account: true,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("account"), "{err}");
+}
+
+#[tokio::test]
+async fn a_registry_bucket_without_per_message_ttl_is_named_with_the_fix() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    // As `nats kv add service_registry` makes it: no per-message TTL, so no write of an
+    // entry (they all carry a TTL) could ever land.
+    async_nats::jetstream::new(nats.clone())
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: REGISTRY.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("bucket");
+    let err = failed_start(nats).await;
+    match &err {
+        aegis_runtime::StartError::Registry(aegis_runtime::JetStreamError::Misconfigured {
+            resource,
+            setting,
+            fix,
+        }) => {
+            assert!(resource.contains(REGISTRY), "{resource}");
+            assert!(setting.contains("TTL"), "{setting}");
+            assert!(fix.contains("--marker-ttl"), "{fix}");
+        }
+        other => panic!("not a misconfigured bucket: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn discovery_without_jetstream_says_so_in_its_source() {
+    use aegis_runtime::discovery::{BasicDiscovery, Discovery, DiscoveryError};
+    let server = NatsServer::builder()
+        .without_jetstream()
+        .start()
+        .await
+        .expect("nats-server");
+    let discovery = BasicDiscovery::new(server.connect().await.expect("connect"));
+    let service = aegis_runtime::subject::ServiceName::new("order-processor").expect("name");
+    let err = discovery
+        .instances(&service)
+        .await
+        .expect_err("no registry to read");
+    let DiscoveryError::Registry(registry) = &err else {
+        panic!("not a registry error: {err:?}");
+    };
+    assert!(
+        matches!(
+            registry
+                .inner()
+                .downcast_ref::<aegis_runtime::JetStreamError>(),
+            Some(aegis_runtime::JetStreamError::NotEnabled { .. })
+        ),
+        "{registry:?}"
+    );
+    assert!(err.to_string().contains("-js"), "{err}");
+}

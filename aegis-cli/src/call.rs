@@ -10,7 +10,7 @@ use aegis_runtime::client::{CallOptions, decode_reply};
 use aegis_runtime::codec::{self, RpcRequest, headers};
 use aegis_runtime::runner::{HEALTH_METHOD, MicroEndpointInfo, MicroInfo, STATUS_METHOD};
 use aegis_runtime::subject::{self, InstanceId, MethodName, ServiceName};
-use aegis_runtime::{CallErrorKind, ServiceClient};
+use aegis_runtime::{CallErrorKind, ServiceClient, TransportError};
 use serde_json::{Value, json};
 
 use crate::error::CliError;
@@ -164,8 +164,7 @@ async fn call_instance(
         kind: Box::new(kind),
     };
     let request = RpcRequest::new(method.as_str(), params).with_timeout(timeout.as_secs_f64());
-    let payload =
-        codec::encode(&request).map_err(|e| failed(CallErrorKind::Encode(e.to_string())))?;
+    let payload = codec::encode(&request).map_err(|e| failed(CallErrorKind::Encode(e)))?;
     let reply = nats
         .send_request(
             subject.clone(),
@@ -181,7 +180,7 @@ async fn call_instance(
                 subject: subject.clone(),
             },
             async_nats::RequestErrorKind::TimedOut => failed(CallErrorKind::Timeout(timeout)),
-            _ => failed(CallErrorKind::Transport(e.to_string())),
+            _ => failed(CallErrorKind::Transport(TransportError::new(e))),
         })?;
     let term = reply
         .headers

@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::JetStreamError;
 use crate::codec::{self, Event, Timestamp};
 use crate::leadership::Leadership;
 use crate::registry::{self, Registration, TtlWriteError};
@@ -149,7 +150,7 @@ impl Election {
         leadership: Leadership,
         registration: Arc<Registration>,
         ttl: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, JetStreamError> {
         let js = jetstream::new(nats.clone());
         let store = registry::ttl_bucket(&js, subject::STICKY_ACTIVE_BUCKET).await?;
         let group = leadership.group().clone();
@@ -245,13 +246,10 @@ impl Election {
     /// run of it) is not taken over: it expires first, or is removed once stale.
     ///
     /// A key with no entry at all after `seen_held` counts as [`Look::Vanished`].
-    async fn try_acquire(&self, seen_held: bool) -> Result<Look, String> {
-        let expected = match self
-            .store
-            .entry(&self.key)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+    async fn try_acquire(&self, seen_held: bool) -> Result<Look, JetStreamError> {
+        let expected = match self.store.entry(&self.key).await.map_err(|e| {
+            JetStreamError::from_nats(format!("read the leader key {}", self.key), e)
+        })? {
             None if seen_held => return Ok(Look::Vanished),
             None => 0,
             Some(entry) if entry.operation != kv::Operation::Put => entry.revision,
@@ -274,7 +272,11 @@ impl Election {
                 Ok(Look::Won(term))
             }
             Err(TtlWriteError::Conflict) => Ok(Look::Held(MIN_RECHECK)),
-            Err(err @ (TtlWriteError::Failed(_) | TtlWriteError::NoBucket)) => Err(err.to_string()),
+            Err(TtlWriteError::Failed(err)) => Err(err),
+            Err(err @ TtlWriteError::NoBucket) => Err(JetStreamError::Other {
+                action: format!("take the leader key {}", self.key),
+                source: Box::new(err),
+            }),
         }
     }
 

@@ -80,14 +80,14 @@ impl ServiceInstance {
     /// A fresh entry for an instance that is starting: ACTIVE, heartbeat now, no group.
     ///
     /// # Errors
-    /// A message naming the rule when `version` is not `MAJOR.MINOR.PATCH`.
+    /// [`InvalidVersion`], naming the rule, when `version` is not `MAJOR.MINOR.PATCH`.
     pub fn new(
         service_name: ServiceName,
         instance_id: InstanceId,
         version: impl Into<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InvalidVersion> {
         let version = version.into();
-        check_version(&version)?;
+        check_version(&version).map_err(|message| InvalidVersion { message })?;
         Ok(Self {
             service_name,
             instance_id,
@@ -146,6 +146,25 @@ impl WireMessage for ServiceInstance {
 }
 
 pub use crate::subject::rules::check_version;
+
+/// A service version that is not `MAJOR.MINOR.PATCH` (with optional pre-release and
+/// build), as [`check_version`] says.
+///
+/// ```
+/// use aegis_runtime::instance::ServiceInstance;
+/// use aegis_runtime::subject::{InstanceId, ServiceName};
+///
+/// let err = ServiceInstance::new(ServiceName::new("orders")?, InstanceId::new("orders-1")?, "1.0")
+///     .unwrap_err();
+/// assert!(err.to_string().contains("\"1.0\""));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidVersion {
+    /// The rule's words.
+    message: String,
+}
 
 fn deserialize_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let version = String::deserialize(deserializer)?;

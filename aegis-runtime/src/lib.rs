@@ -58,6 +58,10 @@
 //!   envelopes, MessagePack or JSON, byte-compatible with the Python SDK), [`instance`]
 //!   (the registry entry of a live instance).
 //! - `testing` (feature `testing`): a real nats-server for tests, examples and the demo.
+//! - Errors: [`StartError`] (why an instance did not start), [`CallError`] (why a call
+//!   failed, with a [`CallErrorKind`] to match), [`JetStreamError`] (JetStream not enabled,
+//!   a permission refused on a subject, a bucket or stream Aegis cannot use, no answer in
+//!   time), each with its causes as [`source`](std::error::Error::source)s.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -70,6 +74,7 @@ pub mod discovery;
 pub mod election;
 pub mod events;
 pub mod instance;
+mod jetstream_error;
 pub mod leader;
 mod leadership;
 mod lifecycle;
@@ -99,10 +104,11 @@ pub use async_nats as nats;
 pub use aegis_macros::{command, exclusive_rpc, on_start, on_stop, rpc, service, subscribe};
 pub use client::{
     CallError, CallErrorKind, CallOptions, CommandHandle, CommandOptions, RetryPolicy,
-    ServiceClient,
+    ServiceClient, TransportError,
 };
 pub use codec::Event;
 pub use connect::{ConnectConfig, ConnectError};
+pub use jetstream_error::{JetStreamError, Permission};
 pub use leadership::Leadership;
 pub use lifecycle::Lifecycle;
 pub use runner::{RunningService, ServiceRunner, StartError};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, message::PublishMessage};
 
+use crate::JetStreamError;
 use crate::backoff::{Exponential, jittered};
 use crate::codec::Timestamp;
 use crate::instance::{InstanceStatus, ServiceInstance};
@@ -33,7 +34,10 @@ pub const CLUSTER_BUCKET_REPLICAS: usize = 3;
 /// [`CLUSTER_BUCKET_REPLICAS`] replicas when the server is part of a cluster (one on a
 /// single server, or when the cluster cannot place three). A bucket made by another
 /// instance, or by the Python SDK, is used as it is.
-pub(crate) async fn ttl_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, String> {
+pub(crate) async fn ttl_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<kv::Store, JetStreamError> {
     let clustered = js.client().server_info().cluster.is_some();
     let config = kv::Config {
         bucket: bucket.to_owned(),
@@ -50,7 +54,7 @@ pub(crate) async fn ttl_bucket(js: &jetstream::Context, bucket: &str) -> Result<
     match js.create_key_value(config.clone()).await {
         Ok(store) => Ok(store),
         Err(create_error) => match js.get_key_value(bucket).await {
-            Ok(store) => Ok(store),
+            Ok(store) => usable_ttl_bucket(store),
             // A cluster with fewer JetStream servers than replicas cannot place them.
             Err(_) if clustered => {
                 tracing::warn!(%bucket, %create_error, "cannot create the bucket with {CLUSTER_BUCKET_REPLICAS} replicas; creating it with one, which the loss of its server takes down");
@@ -59,37 +63,57 @@ pub(crate) async fn ttl_bucket(js: &jetstream::Context, bucket: &str) -> Result<
                     ..config
                 };
                 js.create_key_value(single).await.map_err(|single_error| {
-                    format!("cannot create the KV bucket {bucket} ({create_error}; with one replica: {single_error})")
+                    JetStreamError::from_nats(
+                        format!(
+                            "create the KV bucket {bucket} (with {CLUSTER_BUCKET_REPLICAS} replicas: {create_error}; with one)"
+                        ),
+                        single_error,
+                    )
                 })
             }
-            Err(get_error) => Err(format!(
-                "cannot create ({create_error}) nor open ({get_error}) the KV bucket {bucket}"
+            Err(get_error) => Err(JetStreamError::from_nats(
+                format!("create (or open: {get_error}) the KV bucket {bucket}"),
+                create_error,
             )),
         },
     }
 }
 
-/// Why a write with a time to live failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TtlWriteError {
-    /// The key was not at the expected revision: someone else wrote it first.
-    Conflict,
-    /// The bucket does not exist (nothing stores its subjects), even after re-creating it.
-    NoBucket,
-    /// Anything else (no server, timeout, …).
-    Failed(String),
+/// `store` when Aegis can write entries with a time to live in it: a bucket made without
+/// per-message TTL (`nats kv add` without `--marker-ttl`) would refuse every write.
+fn usable_ttl_bucket(store: kv::Store) -> Result<kv::Store, JetStreamError> {
+    if store.stream.cached_info().config.allow_message_ttl {
+        return Ok(store);
+    }
+    Err(JetStreamError::Misconfigured {
+        resource: format!("KV bucket {}", store.name),
+        setting: "per-message TTL off (allow_msg_ttl: false)".to_owned(),
+        fix: format!(
+            "registry entries and leader keys are written with a TTL; delete the bucket \
+             (`nats kv del {name}`) and Aegis creates it, or create it with \
+             `nats kv add {name} --history 1 --marker-ttl 60s` (docs/operations.md)",
+            name = store.name
+        ),
+    })
 }
 
-impl std::error::Error for TtlWriteError {}
+/// The connection is down: a write would wait in the client's buffer.
+#[derive(Debug, thiserror::Error)]
+#[error("not connected to NATS")]
+pub(crate) struct NotConnected;
 
-impl std::fmt::Display for TtlWriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TtlWriteError::Conflict => f.write_str("the key changed (wrong last sequence)"),
-            TtlWriteError::NoBucket => f.write_str("the KV bucket does not exist"),
-            TtlWriteError::Failed(err) => f.write_str(err),
-        }
-    }
+/// Why a write with a time to live failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TtlWriteError {
+    /// The key was not at the expected revision: someone else wrote it first.
+    #[error("the key changed (wrong last sequence)")]
+    Conflict,
+    /// The bucket does not exist (nothing stores its subjects), even after re-creating it.
+    #[error("the KV bucket does not exist")]
+    NoBucket,
+    /// Anything else (no server, timeout, …).
+    #[error(transparent)]
+    Failed(#[from] JetStreamError),
 }
 
 /// Writes `value` under `key` with a time to live, by publishing to the bucket's subject
@@ -112,9 +136,7 @@ pub(crate) async fn put_with_ttl(
     match publish_with_ttl(js, bucket, key, value.clone(), ttl, expected).await {
         Err(TtlWriteError::NoBucket) => {
             tracing::warn!(bucket, "the KV bucket is gone; re-creating it");
-            ttl_bucket(js, bucket)
-                .await
-                .map_err(TtlWriteError::Failed)?;
+            ttl_bucket(js, bucket).await?;
             publish_with_ttl(js, bucket, key, value, ttl, expected).await
         }
         written => written,
@@ -135,17 +157,20 @@ async fn publish_with_ttl(
     if let Some(expected) = expected {
         message = message.expected_last_subject_sequence(expected);
     }
-    let failed = |e: &jetstream::context::PublishError| match e.kind() {
+    let failed = |e: jetstream::context::PublishError| match e.kind() {
         jetstream::context::PublishErrorKind::WrongLastSequence => TtlWriteError::Conflict,
         jetstream::context::PublishErrorKind::StreamNotFound => TtlWriteError::NoBucket,
-        _ => TtlWriteError::Failed(e.to_string()),
+        _ => TtlWriteError::Failed(JetStreamError::from_nats(
+            format!("write {key} in the KV bucket {bucket}"),
+            e,
+        )),
     };
     let ack = js
         .send_publish(subject::kv_key(bucket, key), message)
         .await
-        .map_err(|e| failed(&e))?
+        .map_err(failed)?
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(failed)?;
     Ok(ack.sequence)
 }
 
@@ -247,6 +272,31 @@ pub(crate) enum RegistryWriteError {
         /// What failed.
         source: kv::EntryError,
     },
+}
+
+impl RegistryWriteError {
+    /// The JetStream error this is, for a start that fails on it.
+    pub(crate) fn into_jetstream(self) -> JetStreamError {
+        match self {
+            RegistryWriteError::Failed {
+                source: TtlWriteError::Failed(source),
+                ..
+            } => source,
+            RegistryWriteError::Read { key, source } => {
+                JetStreamError::from_nats(format!("read the registry entry {key}"), source)
+            }
+            RegistryWriteError::TimedOut { key, after } => JetStreamError::TimedOut {
+                action: format!("write the registry entry {key} (waited {after:?})"),
+                source: None,
+            },
+            other @ (RegistryWriteError::TakenOver { .. } | RegistryWriteError::Failed { .. }) => {
+                JetStreamError::Other {
+                    action: "register the instance".to_owned(),
+                    source: Box::new(other),
+                }
+            }
+        }
+    }
 }
 
 /// Why an instance may not register under its id.
@@ -361,7 +411,7 @@ impl Registration {
         entry: ServiceInstance,
         ttl: Duration,
         expected: u64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, JetStreamError> {
         let mut entry = entry;
         entry.set_heartbeat_ttl(whole_seconds(ttl));
         let js = jetstream::new(nats);
@@ -380,7 +430,10 @@ impl Registration {
                 values: Vec::new(),
             }),
         };
-        registration.beat().await.map_err(|e| e.to_string())?;
+        registration
+            .beat()
+            .await
+            .map_err(RegistryWriteError::into_jetstream)?;
         Ok(registration)
     }
 
@@ -419,7 +472,10 @@ impl Registration {
         if self.js.client().connection_state() != async_nats::connection::State::Connected {
             return Err(RegistryWriteError::Failed {
                 key: self.key.clone(),
-                source: TtlWriteError::Failed("not connected to NATS".into()),
+                source: TtlWriteError::Failed(JetStreamError::Other {
+                    action: format!("write the registry entry {}", self.key),
+                    source: Box::new(NotConnected),
+                }),
             });
         }
         written.sending(&value);
@@ -554,7 +610,10 @@ impl Registration {
             .await
             .map_err(|e| RegistryWriteError::Failed {
                 key: self.key.clone(),
-                source: TtlWriteError::Failed(e.to_string()),
+                source: TtlWriteError::Failed(JetStreamError::from_nats(
+                    format!("delete the registry entry {}", self.key),
+                    e,
+                )),
             })
     }
 }
@@ -572,7 +631,7 @@ pub(crate) fn initial_entry(
     instance: InstanceId,
     version: &str,
     group: Option<crate::subject::GroupId>,
-) -> Result<ServiceInstance, String> {
+) -> Result<ServiceInstance, crate::instance::InvalidVersion> {
     let mut entry = ServiceInstance::new(service, instance, version)?;
     entry.metadata.insert(
         "start_time".into(),

@@ -68,7 +68,7 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
     let payload: Bytes = match codec::encode(&request) {
         Ok(bytes) => bytes.into(),
         Err(err) => {
-            let kind = CallErrorKind::Encode(err.to_string());
+            let kind = CallErrorKind::Encode(err);
             return Err(CallError::new(
                 &client.inner.service,
                 method.as_str(),
@@ -418,7 +418,7 @@ impl Call<'_> {
             .map_err(|e| match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => CallErrorKind::NoResponders,
                 async_nats::RequestErrorKind::TimedOut => CallErrorKind::Timeout(wait),
-                _ => CallErrorKind::Transport(e.to_string()),
+                _ => CallErrorKind::Transport(super::error::TransportError::new(e)),
             })?;
         // Who answered matters only to pin exclusive calls to the active instance.
         let responder = if self.options.is_exclusive() {

@@ -107,7 +107,7 @@ impl<R: DeserializeOwned> CommandHandle<R> {
                     Ok(Some(message)) => message,
                     Ok(None) => {
                         return Err(fail(CallErrorKind::Transport(
-                            "the connection closed".into(),
+                            super::error::TransportError::new(super::error::ConnectionClosed),
                         )));
                     }
                     Err(_) => return Err(fail(CallErrorKind::Timeout(self.wait))),

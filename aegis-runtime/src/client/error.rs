@@ -58,20 +58,66 @@ pub enum CallErrorKind {
     BudgetExhausted(Box<CallErrorKind>),
     /// The reply could not be decoded.
     #[error("{0}")]
-    Decode(DecodeError),
+    Decode(#[source] DecodeError),
     /// The reply had no result where one was expected.
     #[error("{0}")]
     MissingResult(String),
     /// The request could not be encoded.
     #[error("the request cannot be encoded: {0}")]
-    Encode(String),
+    Encode(#[source] crate::codec::EncodeError),
     /// The method name breaks the naming rule.
     #[error("{0}")]
-    InvalidName(InvalidName),
-    /// The NATS connection failed.
+    InvalidName(#[source] InvalidName),
+    /// The NATS connection failed; the [`TransportError`] holds async-nats's error.
     #[error("NATS error: {0}")]
-    Transport(String),
+    Transport(#[source] TransportError),
 }
+
+/// What failed on the NATS connection: async-nats's error (a
+/// [`RequestError`](async_nats::RequestError), a
+/// [`SubscribeError`](async_nats::SubscribeError), a JetStream
+/// [`PublishError`](async_nats::jetstream::context::PublishError), a
+/// [`JetStreamError`](crate::JetStreamError), …) as its source, shown as it shows itself.
+///
+/// ```
+/// use aegis_runtime::{CallError, CallErrorKind};
+///
+/// fn timed_out_on_the_wire(err: &CallError) -> bool {
+///     match err.kind() {
+///         CallErrorKind::Transport(transport) => transport
+///             .inner()
+///             .downcast_ref::<async_nats::RequestError>()
+///             .is_some_and(|e| e.kind() == async_nats::RequestErrorKind::TimedOut),
+///         _ => false,
+///     }
+/// }
+/// # let _ = timed_out_on_the_wire;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct TransportError {
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl TransportError {
+    /// Wraps `error`, for tools that make a request themselves and report it as a
+    /// [`CallError`].
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            source: error.into(),
+        }
+    }
+
+    /// The error that failed the operation, to downcast to async-nats's types.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.source.as_ref()
+    }
+}
+
+/// The connection was closed while a reply was awaited.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection closed")]
+pub(crate) struct ConnectionClosed;
 
 impl CallErrorKind {
     /// Whether the call provably did not run, so retrying it cannot run it twice.

@@ -22,13 +22,14 @@ use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::discovery::{Discovery, WatchDiscovery};
+use crate::jetstream_error::BoxError;
 use crate::leader::{Leader, LeaderWatch};
 use crate::subject::{self, GroupId, InstanceId, MethodName, ServiceName};
 
 pub use budget::RetryBudget;
 pub use call::decode_reply;
 pub use command::{CommandHandle, CommandOptions};
-pub use error::{CallError, CallErrorKind};
+pub use error::{CallError, CallErrorKind, TransportError};
 pub use options::CallOptions;
 pub use retry::{RetryPolicy, StickyActiveConfig};
 pub use selection::Selection;
@@ -369,31 +370,30 @@ impl ServiceClient {
             .with_source(self.inner.source.as_ref());
         command.max_retries = options.max_retries;
         command.timeout = options.timeout.as_secs_f64();
-        let bytes =
-            codec::encode(&command).map_err(|e| fail(CallErrorKind::Encode(e.to_string())))?;
-        let transport = |e: &dyn std::fmt::Display| fail(CallErrorKind::Transport(e.to_string()));
+        let bytes = codec::encode(&command).map_err(|e| fail(CallErrorKind::Encode(e)))?;
+        let transport = |e: BoxError| fail(CallErrorKind::Transport(TransportError::new(e)));
         // Listen before sending, so neither progress nor the outcome can be missed.
         let progress = self
             .inner
             .nats
             .subscribe(subject::command_progress(&command.message_id))
             .await
-            .map_err(|e| transport(&e))?;
+            .map_err(|e| transport(e.into()))?;
         let callback = self
             .inner
             .nats
             .subscribe(subject::command_callback(&command.message_id))
             .await
-            .map_err(|e| transport(&e))?;
+            .map_err(|e| transport(e.into()))?;
         let js = async_nats::jetstream::new(self.inner.nats.clone());
         crate::commands::commands_stream(&js)
             .await
-            .map_err(|e| transport(&e))?;
+            .map_err(|e| transport(e.into()))?;
         js.publish(subject::command(&self.inner.service, &method), bytes.into())
             .await
-            .map_err(|e| transport(&e))?
+            .map_err(|e| transport(e.into()))?
             .await
-            .map_err(|e| transport(&e))?;
+            .map_err(|e| transport(e.into()))?;
         let runs = options.max_retries.saturating_add(1);
         Ok(CommandHandle {
             id: command.message_id,

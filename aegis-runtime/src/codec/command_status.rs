@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Timestamp, WireMessage};
+use super::{BrokenRule, Timestamp, WireMessage};
 
 /// Progress of a running command, published on `commands.progress.{command_id}`.
 ///
@@ -42,14 +42,14 @@ impl CommandProgress {
 impl WireMessage for CommandProgress {
     const NAME: &'static str = "command progress";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BrokenRule> {
         if (0.0..=100.0).contains(&self.progress) {
             Ok(())
         } else {
-            Err(format!(
+            Err(BrokenRule::new(format!(
                 "`progress` must be between 0 and 100, got {}",
                 self.progress
-            ))
+            )))
         }
     }
 }
@@ -135,13 +135,15 @@ impl<R> CommandCallback<R> {
 impl<R: DeserializeOwned> WireMessage for CommandCallback<R> {
     const NAME: &'static str = "command callback";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BrokenRule> {
         match (self.status, &self.error) {
-            (CommandStatus::Completed, Some(error)) => {
-                Err(format!("a completed command has no `error`, got {error:?}"))
-            }
+            (CommandStatus::Completed, Some(error)) => Err(BrokenRule::new(format!(
+                "a completed command has no `error`, got {error:?}"
+            ))),
             (CommandStatus::Completed, None) | (_, Some(_)) => Ok(()),
-            (status, None) => Err(format!("a command that ended {status:?} needs an `error`")),
+            (status, None) => Err(BrokenRule::new(format!(
+                "a command that ended {status:?} needs an `error`"
+            ))),
         }
     }
 }

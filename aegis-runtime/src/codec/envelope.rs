@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Timestamp, WireMessage, new_message_id};
+use super::{BrokenRule, Timestamp, WireMessage, new_message_id};
 
 /// Defines an envelope struct whose map starts with the six fields every message carries,
 /// in the order the Python SDK writes them, followed by the envelope's own fields.
@@ -315,20 +315,20 @@ impl<P> Command<P> {
     }
 }
 
-fn check_timeout(timeout: f64) -> Result<(), String> {
+fn check_timeout(timeout: f64) -> Result<(), BrokenRule> {
     if timeout.is_finite() && timeout >= 0.0 {
         Ok(())
     } else {
-        Err(format!(
+        Err(BrokenRule::new(format!(
             "`timeout` must be a non-negative number of seconds, got {timeout}"
-        ))
+        )))
     }
 }
 
 impl<P: DeserializeOwned> WireMessage for RpcRequest<P> {
     const NAME: &'static str = "RPC request";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BrokenRule> {
         check_timeout(self.timeout)
     }
 }
@@ -336,7 +336,7 @@ impl<P: DeserializeOwned> WireMessage for RpcRequest<P> {
 impl<R: DeserializeOwned> WireMessage for RpcResponse<R> {
     const NAME: &'static str = "RPC response";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BrokenRule> {
         check_success_matches_error(self.success, self.error.as_deref())
     }
 }
@@ -348,7 +348,7 @@ impl<P: DeserializeOwned> WireMessage for Event<P> {
 impl<P: DeserializeOwned> WireMessage for Command<P> {
     const NAME: &'static str = "command";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BrokenRule> {
         check_timeout(self.timeout)
     }
 }
@@ -357,10 +357,12 @@ impl<P: DeserializeOwned> WireMessage for Command<P> {
 pub(super) fn check_success_matches_error(
     success: bool,
     error: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), BrokenRule> {
     match (success, error) {
-        (true, Some(error)) => Err(format!("`success` is true but `error` is set ({error:?})")),
-        (false, None) => Err("`success` is false but `error` is nil".to_owned()),
+        (true, Some(error)) => Err(BrokenRule::new(format!(
+            "`success` is true but `error` is set ({error:?})"
+        ))),
+        (false, None) => Err(BrokenRule::new("`success` is false but `error` is nil")),
         _ => Ok(()),
     }
 }

@@ -77,6 +77,29 @@ pub enum DecodeError {
     },
 }
 
+/// A rule across the fields of a message that it breaks, in a sentence: what
+/// [`WireMessage::check`](super::WireMessage::check) returns, and the `detail` of
+/// [`DecodeError::Invalid`].
+///
+/// ```
+/// use aegis_runtime::codec::BrokenRule;
+///
+/// let broken = BrokenRule::new("`progress` must be between 0 and 100, got 140");
+/// assert_eq!(broken.to_string(), "`progress` must be between 0 and 100, got 140");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rule}")]
+pub struct BrokenRule {
+    rule: String,
+}
+
+impl BrokenRule {
+    /// The rule that is broken, as a sentence naming the fields and their values.
+    pub fn new(rule: impl Into<String>) -> Self {
+        Self { rule: rule.into() }
+    }
+}
+
 impl DecodeError {
     pub(super) fn from_msgpack(what: &'static str, err: rmp_serde::decode::Error) -> Self {
         use rmp_serde::decode::Error as E;

@@ -4,8 +4,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::WireMessage;
 use super::envelope::check_success_matches_error;
+use super::{BrokenRule, WireMessage};
 
 /// What an `#[exclusive_rpc]` method returns inside `RpcResponse::result`, as the Python SDK
 /// nests it: the outer response is successful and this says whether the method ran.
@@ -88,7 +88,7 @@ impl<R> ExclusiveReply<R> {
 impl<R: DeserializeOwned> WireMessage for ExclusiveReply<R> {
     const NAME: &'static str = "exclusive reply";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BrokenRule> {
         check_success_matches_error(self.success, self.error.as_deref())
     }
 }

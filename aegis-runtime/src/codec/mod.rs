@@ -38,7 +38,7 @@ pub use envelope::{
     Command, DEFAULT_COMMAND_MAX_RETRIES, DEFAULT_COMMAND_TIMEOUT_SECS, DEFAULT_RPC_TIMEOUT_SECS,
     EVENT_VERSION, Event, Priority, RpcRequest, RpcResponse,
 };
-pub use error::{DecodeError, EncodeError};
+pub use error::{BrokenRule, DecodeError, EncodeError};
 pub use exclusive::ExclusiveReply;
 pub use timestamp::{InvalidTimestamp, Timestamp};
 
@@ -119,8 +119,8 @@ pub trait WireMessage: DeserializeOwned {
     /// Checks rules across fields after decoding.
     ///
     /// # Errors
-    /// A sentence that says which rule the message breaks.
-    fn check(&self) -> Result<(), String> {
+    /// [`BrokenRule`], saying which rule the message breaks.
+    fn check(&self) -> Result<(), BrokenRule> {
         Ok(())
     }
 }
@@ -164,9 +164,10 @@ pub fn decode<T: WireMessage>(bytes: &[u8]) -> Result<T, DecodeError> {
 pub fn decode_with_limit<T: WireMessage>(bytes: &[u8], max_size: usize) -> Result<T, DecodeError> {
     let what = T::NAME;
     let message: T = decode_as(bytes, what, max_size)?;
-    message
-        .check()
-        .map_err(|detail| DecodeError::Invalid { what, detail })?;
+    message.check().map_err(|broken| DecodeError::Invalid {
+        what,
+        detail: broken.to_string(),
+    })?;
     Ok(message)
 }
 

@@ -21,7 +21,9 @@ pub const MAX_DELIVER: i64 = 10;
 
 /// Gets the `COMMANDS` stream, creating it (work queue on `commands.>`) if missing; an
 /// existing one, such as the Python SDK's, is used as it is.
-pub(crate) async fn commands_stream(js: &jetstream::Context) -> Result<stream::Stream, String> {
+pub(crate) async fn commands_stream(
+    js: &jetstream::Context,
+) -> Result<stream::Stream, crate::JetStreamError> {
     js.get_or_create_stream(stream::Config {
         name: crate::subject::COMMANDS_STREAM.to_owned(),
         subjects: vec!["commands.>".to_owned()],
@@ -31,9 +33,12 @@ pub(crate) async fn commands_stream(js: &jetstream::Context) -> Result<stream::S
     })
     .await
     .map_err(|e| {
-        format!(
-            "cannot get or create the {} stream: {e}",
-            crate::subject::COMMANDS_STREAM
+        crate::JetStreamError::from_nats(
+            format!(
+                "get or create the stream {}",
+                crate::subject::COMMANDS_STREAM
+            ),
+            e,
         )
     })
 }

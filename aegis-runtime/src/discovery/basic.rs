@@ -40,7 +40,7 @@ impl Discovery for BasicDiscovery {
         Box::pin(async move {
             let entries = RegistryFeed::snapshot(&self.nats, service)
                 .await
-                .map_err(DiscoveryError::Registry)?;
+                .map_err(|err| DiscoveryError::Registry(err.into_registry_error()))?;
             usable(service, entries)
         })
     }

@@ -108,7 +108,7 @@ pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Why the instances of a service are not known.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
     /// Instances are registered, but none is usable.
@@ -121,9 +121,60 @@ pub enum DiscoveryError {
         /// How many instances are registered.
         registered: usize,
     },
-    /// The registry could not be read.
+    /// The registry could not be read (no bucket yet: no instance ever registered;
+    /// JetStream missing; the server unreachable); the [`RegistryError`] holds the cause.
     #[error("cannot read the service registry: {0}")]
-    Registry(String),
+    Registry(#[source] RegistryError),
+}
+
+/// Why the registry could not be read: its [`source`](std::error::Error::source) is the
+/// cause, a [`JetStreamError`](crate::JetStreamError) when JetStream failed. Cheap to clone,
+/// as discovery shares its results.
+///
+/// ```
+/// use aegis_runtime::JetStreamError;
+/// use aegis_runtime::discovery::DiscoveryError;
+///
+/// fn jetstream_missing(err: &DiscoveryError) -> bool {
+///     match err {
+///         DiscoveryError::Registry(registry) => matches!(
+///             registry.inner().downcast_ref::<JetStreamError>(),
+///             Some(JetStreamError::NotEnabled { .. })
+///         ),
+///         _ => false,
+///     }
+/// }
+/// # let _ = jetstream_missing;
+/// ```
+#[derive(Debug, Clone)]
+pub struct RegistryError {
+    inner: Arc<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl RegistryError {
+    /// Wraps `error`, for a [`Discovery`] of your own.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            inner: Arc::from(error.into()),
+        }
+    }
+
+    /// The cause, to downcast.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.inner.as_ref()
+    }
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for RegistryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.inner.as_ref())
+    }
 }
 
 /// The TTL assumed for entries that do not say theirs (the Python SDK's): 30 s.
@@ -202,12 +253,12 @@ mod tests {
             vec![entry("a", InstanceStatus::Unhealthy, Duration::ZERO)],
         )
         .expect_err("unavailable");
-        assert_eq!(
-            err,
-            DiscoveryError::Unavailable {
-                service: "svc".into(),
-                registered: 1
-            }
+        assert!(
+            matches!(
+                &err,
+                DiscoveryError::Unavailable { service, registered: 1 } if service == "svc"
+            ),
+            "{err:?}"
         );
         assert!(err.to_string().contains("none is usable"), "{err}");
     }

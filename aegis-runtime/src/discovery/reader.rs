@@ -8,12 +8,40 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode, consumer};
 use futures_util::StreamExt;
 
+use crate::JetStreamError;
 use crate::instance::ServiceInstance;
 use crate::subject::{self, ServiceName};
 
-/// Why there is nothing to read: distinct from an empty service, so that a cache can keep
-/// serving what it knew when the bucket was deleted.
-pub(super) const NO_BUCKET: &str = "the registry bucket service_registry does not exist (no instance registered yet, or it was deleted)";
+/// Why the registry cannot be read, or stopped being read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FeedError {
+    /// Nothing to read: distinct from an empty service, so that a cache can keep serving
+    /// what it knew when the bucket was deleted.
+    #[error(
+        "the registry bucket service_registry does not exist (no instance registered yet, or it was deleted)"
+    )]
+    NoBucket,
+    /// The bucket or its consumer could not be opened.
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
+    /// The watch failed after it was opened.
+    #[error("registry watch failed: {0}")]
+    Watch(#[source] consumer::push::OrderedError),
+    /// The watch ended (the connection closed).
+    #[error("registry watch ended")]
+    Ended,
+}
+
+impl FeedError {
+    /// The public error: a JetStream failure as the [`JetStreamError`] itself, so that
+    /// callers can downcast to it.
+    pub(super) fn into_registry_error(self) -> super::RegistryError {
+        match self {
+            FeedError::JetStream(err) => super::RegistryError::new(err),
+            other => super::RegistryError::new(other),
+        }
+    }
+}
 
 /// One change to an entry of the registry.
 #[derive(Debug)]
@@ -37,7 +65,7 @@ impl RegistryFeed {
     pub(super) async fn open(
         nats: &async_nats::Client,
         service: &ServiceName,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, FeedError> {
         let js = jetstream::new(nats.clone());
         let stream = match js
             .get_stream(format!("KV_{}", subject::REGISTRY_BUCKET))
@@ -50,10 +78,10 @@ impl RegistryFeed {
                 {
                     return Ok(None);
                 }
-                return Err(format!(
-                    "registry bucket {}: {err}",
-                    subject::REGISTRY_BUCKET
-                ));
+                return Err(FeedError::JetStream(JetStreamError::from_nats(
+                    format!("open the registry bucket {}", subject::REGISTRY_BUCKET),
+                    err,
+                )));
             }
         };
         let consumer = stream
@@ -69,22 +97,22 @@ impl RegistryFeed {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("cannot watch the registry: {e}"))?;
+            .map_err(|e| JetStreamError::from_nats("watch the registry", e))?;
         let initial = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
             .await
-            .map_err(|e| format!("cannot watch the registry: {e}"))?;
+            .map_err(|e| JetStreamError::from_nats("watch the registry", e))?;
         Ok(Some(Self { messages, initial }))
     }
 
     /// The next change, or the error that ended the feed.
-    pub(super) async fn next(&mut self) -> Result<Change, String> {
+    pub(super) async fn next(&mut self) -> Result<Change, FeedError> {
         loop {
             let message = match self.messages.next().await {
                 Some(Ok(message)) => message,
-                Some(Err(err)) => return Err(format!("registry watch failed: {err}")),
-                None => return Err("registry watch ended".into()),
+                Some(Err(err)) => return Err(FeedError::Watch(err)),
+                None => return Err(FeedError::Ended),
             };
             self.initial = self.initial.saturating_sub(1);
             if let Some(change) = change_of(&message.message) {
@@ -97,9 +125,9 @@ impl RegistryFeed {
     pub(super) async fn snapshot(
         nats: &async_nats::Client,
         service: &ServiceName,
-    ) -> Result<Vec<ServiceInstance>, String> {
+    ) -> Result<Vec<ServiceInstance>, FeedError> {
         let Some(mut feed) = Self::open(nats, service).await? else {
-            return Err(NO_BUCKET.into());
+            return Err(FeedError::NoBucket);
         };
         let mut entries = std::collections::BTreeMap::new();
         while feed.initial > 0 {

@@ -11,7 +11,21 @@ use crate::instance::ServiceInstance;
 use crate::service::BoxFuture;
 use crate::subject::ServiceName;
 
-use super::reader::{Change, RegistryFeed, instance_of_key};
+use super::reader::{Change, FeedError, RegistryFeed, instance_of_key};
+
+/// Why a watch of the registry was given up (and is opened again).
+#[derive(Debug, thiserror::Error)]
+enum WatchLost {
+    /// The feed failed or ended.
+    #[error(transparent)]
+    Feed(FeedError),
+    /// The bucket's advisory said it was deleted.
+    #[error("the registry bucket was deleted")]
+    BucketDeleted,
+    /// The connection is a new one: the feed's consumer may be gone with the old one.
+    #[error("the connection to NATS was re-established")]
+    Reconnected,
+}
 use super::{CachedDiscovery, Discovery, DiscoveryError, Instances, usable};
 
 /// How long the first lookup of a service waits for its watch to catch up.
@@ -244,17 +258,17 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
                     let change = tokio::select! {
                         change = feed.next() => match change {
                             Ok(change) => change,
-                            Err(err) => break err,
+                            Err(err) => break WatchLost::Feed(err),
                         },
                         Some(advisory) = next_advisory(&mut advisories) => {
                             if advisory == "DELETED" {
-                                break "the registry bucket was deleted".to_owned();
+                                break WatchLost::BucketDeleted;
                             }
                             continue;
                         }
                         _ = check.tick() => {
                             if connects(&nats) != connected {
-                                break "the connection to NATS was re-established".to_owned();
+                                break WatchLost::Reconnected;
                             }
                             continue;
                         }

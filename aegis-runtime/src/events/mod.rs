@@ -30,7 +30,9 @@ const EVENTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 
 
 /// Gets the `EVENTS` stream, creating it (limits retention on `events.>`, a day) if
 /// missing; an existing one is used as it is.
-pub(crate) async fn events_stream(js: &jetstream::Context) -> Result<stream::Stream, String> {
+pub(crate) async fn events_stream(
+    js: &jetstream::Context,
+) -> Result<stream::Stream, crate::JetStreamError> {
     js.get_or_create_stream(stream::Config {
         name: crate::subject::EVENTS_STREAM.to_owned(),
         subjects: vec!["events.>".to_owned()],
@@ -39,12 +41,17 @@ pub(crate) async fn events_stream(js: &jetstream::Context) -> Result<stream::Str
     })
     .await
     .map_err(|e| {
-        format!(
-            "cannot get or create the {} stream: {e}",
-            crate::subject::EVENTS_STREAM
+        crate::JetStreamError::from_nats(
+            format!("get or create the stream {}", crate::subject::EVENTS_STREAM),
+            e,
         )
     })
 }
+
+/// A context made outside a running instance has no connection to publish on.
+#[derive(Debug, thiserror::Error)]
+#[error("this context has no NATS connection (it was not made by a running instance)")]
+struct NoConnection;
 
 /// Publishes through the publisher of a handler's context, if it has one.
 pub(crate) async fn publish_through<P: serde::Serialize>(
@@ -55,8 +62,8 @@ pub(crate) async fn publish_through<P: serde::Serialize>(
 ) -> Result<(), PublishError> {
     match events {
         Some(events) => events.publish(domain, event_type, payload).await,
-        None => Err(PublishError::Transport(
-            "this context has no NATS connection (it was not made by a running instance)".into(),
-        )),
+        None => Err(PublishError::Transport(crate::client::TransportError::new(
+            NoConnection,
+        ))),
     }
 }

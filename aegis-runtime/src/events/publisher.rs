@@ -6,7 +6,9 @@ use async_nats::jetstream;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
+use crate::client::TransportError;
 use crate::codec::{self, Event};
+use crate::jetstream_error::BoxError;
 use crate::subject::{self, EventToken, InvalidName};
 
 /// Publishes events in the Python SDK's envelope on `events.{domain}.{event_type}`: to
@@ -48,10 +50,11 @@ pub enum PublishError {
     InvalidName(#[from] InvalidName),
     /// The payload cannot be encoded.
     #[error("the event cannot be encoded: {0}")]
-    Encode(String),
-    /// NATS refused it or did not confirm it.
+    Encode(#[source] codec::EncodeError),
+    /// NATS refused it or did not confirm it; the [`TransportError`] holds async-nats's
+    /// error.
     #[error("the event was not published: {0}")]
-    Transport(String),
+    Transport(#[source] TransportError),
 }
 
 impl EventPublisher {
@@ -91,22 +94,22 @@ impl EventPublisher {
     ) -> Result<(), PublishError> {
         let subject = subject::event(&EventToken::new(domain)?, &EventToken::new(event_type)?);
         let event = Event::new(domain, event_type, payload).with_source(self.inner.source.as_str());
-        let bytes = codec::encode(&event).map_err(|e| PublishError::Encode(e.to_string()))?;
-        let transport = |e: &dyn std::fmt::Display| PublishError::Transport(e.to_string());
+        let bytes = codec::encode(&event).map_err(PublishError::Encode)?;
+        let transport = |e: BoxError| PublishError::Transport(TransportError::new(e));
         match self.stream().await {
             Some(js) => {
                 js.publish(subject, bytes.into())
                     .await
-                    .map_err(|e| transport(&e))?
+                    .map_err(|e| transport(e.into()))?
                     .await
-                    .map_err(|e| transport(&e))?;
+                    .map_err(|e| transport(e.into()))?;
             }
             None => self
                 .inner
                 .nats
                 .publish(subject, bytes.into())
                 .await
-                .map_err(|e| transport(&e))?,
+                .map_err(|e| transport(e.into()))?,
         }
         Ok(())
     }

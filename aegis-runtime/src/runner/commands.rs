@@ -22,7 +22,9 @@ use futures_util::StreamExt;
 use futures_util::future::Either;
 use tokio::sync::Semaphore;
 
+use super::StartError;
 use super::invoke::{self, Delivery, HandlerKind, Invoked};
+use crate::JetStreamError;
 use crate::codec::{self, Command, CommandCallback, Priority};
 use crate::commands::MAX_DELIVER;
 use crate::service::{CommandCall, CommandDefinition, CommandOutcome, NoParams, WorkFailure};
@@ -38,10 +40,12 @@ pub(crate) async fn open<S>(
     nats: &async_nats::Client,
     service_name: &ServiceName,
     command: &CommandDefinition<S>,
-) -> Result<Commands, String> {
+) -> Result<Commands, StartError> {
+    let method = MethodName::new(command.name)?;
     let js = jetstream::new(nats.clone());
-    let stream = crate::commands::commands_stream(&js).await?;
-    let method = MethodName::new(command.name).map_err(|e| e.to_string())?;
+    let stream = crate::commands::commands_stream(&js)
+        .await
+        .map_err(StartError::Commands)?;
     let durable = format!("{service_name}-{method}");
     // Created or updated: a consumer made by an earlier version, without a delivery bound,
     // gets one.
@@ -55,11 +59,21 @@ pub(crate) async fn open<S>(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("cannot create the consumer {durable}: {e}"))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("cannot consume {durable}: {e}"))?;
+        .map_err(|e| {
+            StartError::Commands(JetStreamError::from_nats(
+                format!(
+                    "create the command consumer {durable} of the stream {}",
+                    crate::subject::COMMANDS_STREAM
+                ),
+                e,
+            ))
+        })?;
+    let messages = consumer.messages().await.map_err(|e| {
+        StartError::Commands(JetStreamError::from_nats(
+            format!("consume the command consumer {durable}"),
+            e,
+        ))
+    })?;
     Ok(Commands { messages, durable })
 }
 

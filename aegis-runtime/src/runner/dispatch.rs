@@ -83,9 +83,7 @@ pub(super) async fn subscribe_all<S: Service>(
         ));
     }
     for command in shared.definition.commands {
-        let commands = super::commands::open(&core.nats, &core.service_name, command)
-            .await
-            .map_err(StartError::Commands)?;
+        let commands = super::commands::open(&core.nats, &core.service_name, command).await?;
         workers.spawn(super::commands::serve(
             commands,
             core.nats.clone(),

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::invoke::{self, Delivery, HandlerKind, Invoked};
+use crate::JetStreamError;
 use crate::events::{EventPublisher, MAX_DELIVER};
 use crate::service::{EventCall, EventContext, SubscribeMode, SubscriptionDefinition, WorkFailure};
 use crate::subject::{InstanceId, ServiceName};
@@ -67,7 +68,7 @@ impl Subscription {
         service: &ServiceName,
         instance: &InstanceId,
         definition: &SubscriptionDefinition<S>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, JetStreamError> {
         let js = jetstream::new(nats.clone());
         let stream = crate::events::events_stream(&js).await?;
         let name = consumer_name(
@@ -96,11 +97,18 @@ impl Subscription {
                 },
             )
             .await
-            .map_err(|e| format!("cannot create the event consumer {name}: {e}"))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("cannot consume {name}: {e}"))?;
+            .map_err(|e| {
+                JetStreamError::from_nats(
+                    format!(
+                        "create the event consumer {name} of the stream {}",
+                        crate::subject::EVENTS_STREAM
+                    ),
+                    e,
+                )
+            })?;
+        let messages = consumer.messages().await.map_err(|e| {
+            JetStreamError::from_nats(format!("consume the event consumer {name}"), e)
+        })?;
         Ok(Self { messages, name })
     }
 

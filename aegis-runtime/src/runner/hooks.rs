@@ -5,7 +5,36 @@ use std::sync::Arc;
 
 use super::Core;
 use super::invoke::{self, HandlerKind, Invoked};
-use crate::service::LifecycleHook;
+use crate::service::{LifecycleHook, WorkFailure};
+
+/// Why the service's `#[on_start]` method failed: the source of
+/// [`StartError::Hook`](super::StartError::Hook).
+///
+/// ```
+/// use aegis_runtime::StartError;
+/// use aegis_runtime::runner::HookError;
+///
+/// fn panicked(err: &StartError) -> bool {
+///     matches!(err, StartError::Hook(HookError::Panicked { .. }))
+/// }
+/// # let _ = panicked;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookError {
+    /// The method returned an error.
+    #[error("{0}")]
+    Failed(#[source] WorkFailure),
+    /// The method panicked.
+    #[error("the handler panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// The method ran past its limit and was dropped.
+    #[error("it ran longer than {0:?}")]
+    TimedOut(std::time::Duration),
+}
 
 /// Runs the `#[on_start]` hook of `service`: `Err` with what went wrong when it failed or
 /// panicked (the start then fails before anything is registered).
@@ -13,13 +42,13 @@ pub(super) async fn on_start<S>(
     service_name: &'static str,
     hook: LifecycleHook<S>,
     service: Arc<S>,
-) -> Result<(), String> {
+) -> Result<(), HookError> {
     let span = tracing::info_span!("on_start", service = service_name);
     match invoke::invoke(HandlerKind::OnStart, "on_start", span, None, hook(service)).await {
         Invoked::Returned(Ok(())) => Ok(()),
-        Invoked::Returned(Err(err)) => Err(err.to_string()),
-        Invoked::Panicked(message) => Err(invoke::panicked(&message)),
-        Invoked::TimedOut(limit) => Err(format!("it ran longer than {limit:?}")),
+        Invoked::Returned(Err(err)) => Err(HookError::Failed(err)),
+        Invoked::Panicked(message) => Err(HookError::Panicked { message }),
+        Invoked::TimedOut(limit) => Err(HookError::TimedOut(limit)),
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::JetStreamError;
 use crate::codec::Timestamp;
 use crate::instance::InstanceStatus;
 use crate::leader::LeaderWatch;
@@ -33,6 +34,7 @@ pub use crate::registry::{
     UNHEALTHY_AFTER_FAILURES,
 };
 pub use builtins::{HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport};
+pub use hooks::HookError;
 pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
 
 /// Default number of calls an instance runs at once.
@@ -101,6 +103,37 @@ pub struct ServiceRunner<S> {
 }
 
 /// Why an instance could not start.
+///
+/// The JetStream steps (registry, election, commands, events) carry a [`JetStreamError`]
+/// as their source, to match what went wrong:
+///
+/// ```no_run
+/// use aegis_runtime::{JetStreamError, ServiceRunner, StartError, service};
+///
+/// struct Echo;
+///
+/// #[service(name = "echo-start")]
+/// impl Echo {
+///     #[rpc]
+///     async fn ping(&self) -> String {
+///         "pong".into()
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() {
+/// match ServiceRunner::new(Echo).url("nats://127.0.0.1:4222").start().await {
+///     Ok(running) => running.stop_on_signal().await,
+///     Err(StartError::Registry(JetStreamError::NotEnabled { .. })) => {
+///         eprintln!("this NATS server runs without JetStream: start it with -js");
+///     }
+///     Err(StartError::Registry(JetStreamError::PermissionDenied { subject, .. })) => {
+///         eprintln!("the service's user may not use {subject}");
+///     }
+///     Err(err) => eprintln!("{err}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
@@ -125,18 +158,20 @@ pub enum StartError {
         /// The client's error.
         source: async_nats::SubscribeError,
     },
-    /// The registry could not be written.
-    #[error("cannot register the instance: {0} (is JetStream enabled on the server?)")]
-    Registry(String),
-    /// The leader election could not be set up.
-    #[error("cannot take part in the leader election: {0} (is JetStream enabled on the server?)")]
-    Election(String),
-    /// The consumer of a command could not be set up.
-    #[error("cannot take commands: {0} (is JetStream enabled on the server?)")]
-    Commands(String),
-    /// An event subscription could not be set up.
-    #[error("cannot subscribe to events: {0} (is JetStream enabled on the server?)")]
-    Events(String),
+    /// The registry (the KV bucket `service_registry`) could not be read or written: the
+    /// [`JetStreamError`] says why (JetStream not enabled, a permission refused, the bucket
+    /// unusable, no answer in time) and how to fix it.
+    #[error("cannot register the instance: {0}")]
+    Registry(#[source] JetStreamError),
+    /// The leader election (the KV bucket `sticky_active`) could not be set up.
+    #[error("cannot take part in the leader election: {0}")]
+    Election(#[source] JetStreamError),
+    /// The consumer of a command (on the stream `COMMANDS`) could not be set up.
+    #[error("cannot take commands: {0}")]
+    Commands(#[source] JetStreamError),
+    /// An event subscription (a consumer on the stream `EVENTS`) could not be set up.
+    #[error("cannot subscribe to events: {0}")]
+    Events(#[source] JetStreamError),
     /// A live instance (fresh heartbeat, answers its status RPC) already has this id.
     #[error(
         "the instance id {instance} is in use by a live instance of {service} (its registry \
@@ -151,10 +186,11 @@ pub enum StartError {
     },
     /// The service's `#[on_start]` method failed.
     #[error("the service's #[on_start] method failed: {0}")]
-    Hook(String),
-    /// The server refused an operation the instance needs (reported when the runner made
-    /// the connection itself, with [`url`](ServiceRunner::url) or
-    /// [`connect_with`](ServiceRunner::connect_with)).
+    Hook(#[source] HookError),
+    /// The server refused an operation the instance needs other than a JetStream one (a
+    /// refused JetStream request is a [`JetStreamError::PermissionDenied`] of the step that
+    /// made it). Reported when the runner made the connection itself, with
+    /// [`url`](ServiceRunner::url) or [`connect_with`](ServiceRunner::connect_with).
     #[error(
         "the NATS server refused an operation this instance needs ({violation}); give the \
          service's user that permission (docs/security.md, \"Permissions\")"
@@ -303,10 +339,12 @@ impl<S: Service> ServiceRunner<S> {
                         service: service_name.clone(),
                         instance: instance_id.clone(),
                     },
-                    read => StartError::Registry(read.to_string()),
+                    registry::ClaimError::Read { key, source } => StartError::Registry(
+                        JetStreamError::from_nats(format!("read the registry entry {key}"), source),
+                    ),
                 })
         };
-        let expected = unless_refused(&mut refused, claimed).await?;
+        let expected = unless_refused(&mut refused, Step::Register, claimed).await?;
         let service = Arc::new(self.service);
         if let Some(on_start) = definition.on_start
             && let Err(failure) = hooks::on_start(definition.name, on_start, service.clone()).await
@@ -322,13 +360,13 @@ impl<S: Service> ServiceRunner<S> {
             definition.version,
             exclusive_group,
         )
-        .map_err(StartError::InvalidConfig)?;
+        .map_err(|err| StartError::InvalidConfig(err.to_string()))?;
         let registered = async {
             Registration::register(nats.clone(), entry, ttl, expected)
                 .await
                 .map_err(StartError::Registry)
         };
-        let registration = unless_refused(&mut refused, registered).await?;
+        let registration = unless_refused(&mut refused, Step::Register, registered).await?;
 
         let leader_watch = definition
             .has_exclusive_methods()
@@ -381,7 +419,7 @@ impl<S: Service> ServiceRunner<S> {
             builtins::subscribe(&core, &mut listeners).await?;
             micro::subscribe(&core, &mut listeners).await
         };
-        let subscribed = unless_refused(&mut refused, async {
+        let subscribed = unless_refused(&mut refused, Step::Subscribe, async {
             subscribed.await?;
             // The server answers a connection in order: its refusal of a subscription comes
             // before the round trip's message.
@@ -406,7 +444,7 @@ impl<S: Service> ServiceRunner<S> {
                 core.registration.clone(),
                 self.leader_ttl,
             );
-            let opened = unless_refused(&mut refused, async {
+            let opened = unless_refused(&mut refused, Step::Elect, async {
                 opened.await.map_err(StartError::Election)
             })
             .await;
@@ -449,20 +487,69 @@ impl<S: Service> ServiceRunner<S> {
     }
 }
 
+/// A step of a start that uses JetStream, to name it when the server refuses an operation.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Claiming the id and writing the registry entry.
+    Register,
+    /// Subscribing, and opening the event and command consumers.
+    Subscribe,
+    /// Opening the election.
+    Elect,
+}
+
 /// Runs one step of a start, failing it at once when the server refuses an operation on the
 /// connection: a refused operation is otherwise only unanswered, and the step would wait out
 /// its timeouts before failing with a misleading error.
 async fn unless_refused<T>(
     refused: &mut Option<crate::connect::RefusedOperations>,
-    step: impl std::future::Future<Output = Result<T, StartError>>,
+    step: Step,
+    run: impl std::future::Future<Output = Result<T, StartError>>,
 ) -> Result<T, StartError> {
     let Some(refused) = refused else {
-        return step.await;
+        return run.await;
     };
     tokio::select! {
-        result = step => result,
-        violation = refused.next() => Err(StartError::PermissionDenied { violation }),
+        result = run => result,
+        violation = refused.next() => Err(refused_in(step, violation)),
     }
+}
+
+/// The error of `step` when the server refused an operation with `violation`: a
+/// [`JetStreamError::PermissionDenied`] of the step when the subject is JetStream's, else
+/// [`StartError::PermissionDenied`].
+fn refused_in(step: Step, violation: String) -> StartError {
+    use crate::subject::{COMMANDS_STREAM, EVENTS_STREAM, REGISTRY_BUCKET, STICKY_ACTIVE_BUCKET};
+    let Some((permission, subject)) = crate::jetstream_error::parse_violation(&violation) else {
+        return StartError::PermissionDenied { violation };
+    };
+    if !crate::jetstream_error::is_jetstream_subject(&subject) {
+        return StartError::PermissionDenied { violation };
+    }
+    let (wrap, action): (fn(JetStreamError) -> StartError, String) = match step {
+        Step::Register => (
+            StartError::Registry,
+            format!("use the KV bucket {REGISTRY_BUCKET}"),
+        ),
+        Step::Elect => (
+            StartError::Election,
+            format!("use the KV bucket {STICKY_ACTIVE_BUCKET}"),
+        ),
+        Step::Subscribe if subject.contains(COMMANDS_STREAM) => (
+            StartError::Commands,
+            format!("use the stream {COMMANDS_STREAM}"),
+        ),
+        Step::Subscribe if subject.contains(EVENTS_STREAM) => (
+            StartError::Events,
+            format!("use the stream {EVENTS_STREAM}"),
+        ),
+        Step::Subscribe => return StartError::PermissionDenied { violation },
+    };
+    wrap(JetStreamError::PermissionDenied {
+        action,
+        permission,
+        subject,
+    })
 }
 
 /// One RPC method as the instance counts it.
