@@ -19,10 +19,10 @@
 //! #[derive(Serialize, Deserialize, JsonSchema)]
 //! struct Say { text: String }
 //!
-//! struct Echo;
+//! struct Greeter;
 //!
-//! #[service(name = "echo", version = "1.0.0")]
-//! impl Echo {
+//! #[service(name = "greeter", version = "1.0.0")]
+//! impl Greeter {
 //!     #[rpc]
 //!     async fn say(&self, ctx: &RpcContext, request: Say) -> Result<String, String> {
 //!         Ok(format!("{} (from {})", request.text, ctx.instance_id()))
@@ -32,8 +32,8 @@
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let nats = nats::connect("nats://127.0.0.1:4222").await?;
-//!     let instance = ServiceRunner::new(Echo).nats(nats.clone()).start().await?;
-//!     let reply = EchoClient::new(nats).say(Say { text: "hi".into() }).await?;
+//!     let instance = ServiceRunner::new(Greeter).nats(nats.clone()).start().await?;
+//!     let reply = GreeterClient::new(nats).say(Say { text: "hi".into() }).await?;
 //!     println!("{reply}");
 //!     instance.stop().await;
 //!     Ok(())
