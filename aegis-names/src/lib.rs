@@ -10,7 +10,7 @@
 //!
 //! assert!(check_service_name("order-processor").is_ok());
 //! let violation = check_service_name("Orders!").unwrap_err();
-//! assert_eq!(violation.kind(), NameKind::Service);
+//! assert_eq!(violation.kind, NameKind::Service);
 //! ```
 
 use std::fmt;
