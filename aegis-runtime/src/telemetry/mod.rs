@@ -24,6 +24,7 @@
 mod otel;
 
 #[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub use otel::{OtlpError, OtlpGuard, init_otlp};
 
 use std::fmt;
