@@ -152,6 +152,11 @@ impl Traced {
         Err("no such order".to_owned())
     }
 
+    #[rpc]
+    async fn explode(&self, _ping: Ping) -> Ping {
+        panic!("boom")
+    }
+
     #[subscribe("events.traced.*")]
     async fn on_traced(&self, _event: Event<Ping>) {}
 
@@ -315,6 +320,32 @@ async fn a_handler_error_is_recorded_on_both_spans() {
         "{call:?}"
     );
     assert_eq!(call.field("otel.status_code"), Some("ERROR"));
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn a_handler_panic_is_recorded_on_its_span() {
+    spans();
+    let server = NatsServer::start().await.expect("nats-server");
+    let instance = start(&server).await;
+    let client = TracedClient::new(server.connect().await.expect("connect"));
+    let tag = "exploded";
+    client
+        .explode(Ping {
+            tag: tag.to_owned(),
+        })
+        .instrument(tracing::info_span!("test.explode", tag))
+        .await
+        .expect_err("panicked");
+    let call = client_span("test.explode", tag, "aegis.call");
+    let handler = one("rpc", "trace_id", call.field("trace_id").expect("trace id")).await;
+    assert_eq!(handler.field("method"), Some("explode"));
+    assert_eq!(
+        handler.field("error"),
+        Some("the handler panicked: boom"),
+        "{handler:?}"
+    );
+    assert_eq!(handler.field("otel.status_code"), Some("ERROR"));
     instance.stop().await;
 }
 

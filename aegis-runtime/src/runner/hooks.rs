@@ -90,7 +90,8 @@ pub(super) async fn on_stop(core: &Core, limit: std::time::Duration) {
     }
 }
 
-/// The span a lifecycle hook runs in: a new trace, so that what the hook calls is traced
+/// The span a lifecycle hook runs in, with a trace context (that of the span the instance
+/// is started or stopped from, or a new trace), so that the calls the hook makes are traced
 /// under it.
 fn hook_span(kind: HandlerKind, service: &'static str) -> tracing::Span {
     let span = match kind {
@@ -101,6 +102,7 @@ fn hook_span(kind: HandlerKind, service: &'static str) -> tracing::Span {
             instance = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
             error = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         ),
@@ -110,6 +112,7 @@ fn hook_span(kind: HandlerKind, service: &'static str) -> tracing::Span {
             service,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
             error = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         ),
