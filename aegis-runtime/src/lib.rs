@@ -84,6 +84,7 @@ pub mod runner;
 pub mod service;
 mod stats;
 pub mod subject;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -16,6 +16,7 @@ use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, Timestamp, hea
 use crate::discovery::DiscoveryError;
 use crate::leader::{LeaderState, LeaderView};
 use crate::subject::InstanceId;
+use crate::telemetry;
 
 /// At most this many instances are avoided by the retries of one call.
 const MAX_EXCLUDED: usize = 3;
@@ -54,17 +55,29 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
 ) -> Result<R, CallError> {
     let method = &known.name;
     let deadline = options.deadline_override().unwrap_or(client.inner.timeout);
-    let request = RpcRequest::new(method.as_str(), params)
-        .with_source(client.inner.source.as_ref())
-        .with_target(client.inner.service.as_str())
-        .with_timeout(deadline.as_secs_f64());
     let span = tracing::info_span!(
         "aegis.call",
         service = %client.inner.service,
         method = %method,
-        trace_id = %request.trace_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span = tracing::field::Empty,
         attempts = tracing::field::Empty,
+        error = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
+    // Trace context only matters when a subscriber records the call's span: nothing is
+    // computed, and no header sent, otherwise. (The deadline needs no header: it is the
+    // envelope's timestamp + timeout.)
+    let trace = telemetry::start(&span, None);
+    let mut request = RpcRequest::new(method.as_str(), params)
+        .with_source(client.inner.source.as_ref())
+        .with_target(client.inner.service.as_str())
+        .with_timeout(deadline.as_secs_f64());
+    if let Some(trace) = &trace {
+        // One trace id format on both sides: the envelope's is the W3C one too.
+        request.trace_id = trace.trace_id.to_string();
+    }
     let payload: Bytes = match codec::encode(&request) {
         Ok(bytes) => bytes.into(),
         Err(err) => {
@@ -77,21 +90,27 @@ pub(super) async fn run<P: Serialize, R: DeserializeOwned>(
             ));
         }
     };
-    // Trace context only matters when a subscriber records the call's span. (The
-    // deadline needs no header: it is the envelope's timestamp + timeout.)
-    let traceparent = (!span.is_disabled()).then(|| headers::traceparent(&request.trace_id));
+    let trace_headers = trace.map(|trace| {
+        let mut map = HeaderMap::new();
+        trace.inject(&mut map);
+        map
+    });
     let call = Call {
         known,
         client,
         options,
         deadline,
         payload,
-        traceparent,
+        trace_headers,
     };
     async move {
         let started = Instant::now();
         let (attempts, outcome) = call.attempts(started).await;
-        tracing::Span::current().record("attempts", attempts);
+        let span = tracing::Span::current();
+        span.record("attempts", attempts);
+        if let Err(kind) = &outcome {
+            telemetry::record_error(&span, kind);
+        }
         call.known.metrics.finished(
             attempts,
             started.elapsed(),
@@ -118,8 +137,8 @@ struct Call<'a> {
     options: CallOptions,
     deadline: Duration,
     payload: Bytes,
-    /// The caller's trace context, sent as a header when a subscriber records the call.
-    traceparent: Option<String>,
+    /// The call's trace context headers, sent when a subscriber records the call.
+    trace_headers: Option<HeaderMap>,
 }
 
 impl Call<'_> {
@@ -404,10 +423,8 @@ impl Call<'_> {
         let mut request = async_nats::Request::new()
             .payload(self.payload.clone())
             .timeout(Some(wait));
-        if let Some(traceparent) = &self.traceparent {
-            let mut map = HeaderMap::new();
-            map.insert(headers::name::TRACEPARENT, traceparent.as_str());
-            request = request.headers(map);
+        if let Some(map) = &self.trace_headers {
+            request = request.headers(map.clone());
         }
         let reply = self
             .client

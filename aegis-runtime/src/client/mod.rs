@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::codec;
 use crate::discovery::{Discovery, WatchDiscovery};
 use crate::jetstream_error::BoxError;
 use crate::leader::{Leader, LeaderWatch};
 use crate::subject::{self, GroupId, InstanceId, MethodName, ServiceName};
+use crate::telemetry;
 
 pub use budget::RetryBudget;
 pub use call::decode_reply;
@@ -364,36 +366,70 @@ impl ServiceClient {
     ) -> Result<CommandHandle<R>, CallError> {
         let fail = |kind| CallError::new(&self.inner.service, name, 1, kind);
         let method = MethodName::new(name).map_err(|e| fail(CallErrorKind::InvalidName(e)))?;
+        let span = tracing::info_span!(
+            "aegis.command",
+            service = %self.inner.service,
+            command = name,
+            id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        // The handler's span joins this one through the headers, sent only when a
+        // subscriber records it.
+        let trace = telemetry::start(&span, None);
         let mut command = codec::Command::new(name, payload)
             .with_priority(options.priority)
             .with_target(self.inner.service.as_str())
             .with_source(self.inner.source.as_ref());
         command.max_retries = options.max_retries;
         command.timeout = options.timeout.as_secs_f64();
-        let bytes = codec::encode(&command).map_err(|e| fail(CallErrorKind::Encode(e)))?;
-        let transport = |e: BoxError| fail(CallErrorKind::Transport(TransportError::new(e)));
-        // Listen before sending, so neither progress nor the outcome can be missed.
-        let progress = self
-            .inner
-            .nats
-            .subscribe(subject::command_progress(&command.message_id))
-            .await
-            .map_err(|e| transport(e.into()))?;
-        let callback = self
-            .inner
-            .nats
-            .subscribe(subject::command_callback(&command.message_id))
-            .await
-            .map_err(|e| transport(e.into()))?;
-        let js = async_nats::jetstream::new(self.inner.nats.clone());
-        crate::commands::commands_stream(&js)
-            .await
-            .map_err(|e| transport(e.into()))?;
-        js.publish(subject::command(&self.inner.service, &method), bytes.into())
-            .await
-            .map_err(|e| transport(e.into()))?
-            .await
-            .map_err(|e| transport(e.into()))?;
+        span.record("id", command.message_id.as_str());
+        let headers = trace.map(|trace| {
+            // One trace id format on both sides: the envelope's is the W3C one too.
+            command.trace_id = trace.trace_id.to_string();
+            let mut headers = async_nats::HeaderMap::new();
+            trace.inject(&mut headers);
+            headers
+        });
+        let sent = async {
+            let bytes = codec::encode(&command).map_err(|e| fail(CallErrorKind::Encode(e)))?;
+            let transport = |e: BoxError| fail(CallErrorKind::Transport(TransportError::new(e)));
+            // Listen before sending, so neither progress nor the outcome can be missed.
+            let progress = self
+                .inner
+                .nats
+                .subscribe(subject::command_progress(&command.message_id))
+                .await
+                .map_err(|e| transport(e.into()))?;
+            let callback = self
+                .inner
+                .nats
+                .subscribe(subject::command_callback(&command.message_id))
+                .await
+                .map_err(|e| transport(e.into()))?;
+            let js = async_nats::jetstream::new(self.inner.nats.clone());
+            crate::commands::commands_stream(&js)
+                .await
+                .map_err(|e| transport(e.into()))?;
+            let subject = subject::command(&self.inner.service, &method);
+            let ack = match headers {
+                Some(headers) => {
+                    js.publish_with_headers(subject, headers, bytes.into())
+                        .await
+                }
+                None => js.publish(subject, bytes.into()).await,
+            };
+            ack.map_err(|e| transport(e.into()))?
+                .await
+                .map_err(|e| transport(e.into()))?;
+            Ok((progress, callback))
+        }
+        .instrument(span.clone())
+        .await;
+        let (progress, callback) = sent.inspect_err(|err| telemetry::record_error(&span, err))?;
         let runs = options.max_retries.saturating_add(1);
         Ok(CommandHandle {
             id: command.message_id,

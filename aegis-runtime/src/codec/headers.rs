@@ -11,8 +11,10 @@ pub const TERM: &str = "Aegis-Term";
 /// the leader): the forwarding instance. A forwarded call is never forwarded again.
 pub const FORWARDED_BY: &str = "Aegis-Forwarded-By";
 /// On a request: the W3C trace context (`00-{trace id}-{span id}-01`) of the calling span,
-/// so the server's span joins the caller's trace.
+/// so the server's span joins the caller's trace (see [`crate::telemetry`]).
 pub const TRACEPARENT: &str = "traceparent";
+/// Beside [`TRACEPARENT`]: the W3C vendor trace state, passed along unchanged.
+pub const TRACESTATE: &str = "tracestate";
 
 /// The same names as [`async_nats::HeaderName`]s, made at compile time: inserting or
 /// looking up a `&str` name validates and copies it on every message.
@@ -23,38 +25,5 @@ pub(crate) mod name {
     pub(crate) const TERM: HeaderName = HeaderName::from_static(super::TERM);
     pub(crate) const FORWARDED_BY: HeaderName = HeaderName::from_static(super::FORWARDED_BY);
     pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
-}
-
-/// A `traceparent` value for the trace `trace_id` (any string; its hex digits are used,
-/// padded or cut to 32) and a new span.
-pub fn traceparent(trace_id: &str) -> String {
-    let hex: String = trace_id
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .map(|c| c.to_ascii_lowercase())
-        .chain(std::iter::repeat('0'))
-        .take(32)
-        .collect();
-    format!("00-{hex}-{:016x}-01", fastrand::u64(1..))
-}
-
-/// The trace id and parent span id of a `traceparent` value.
-pub fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
-    let mut parts = value.split('-');
-    let (_version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
-    (trace.len() == 32 && span.len() == 16).then_some((trace, span))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_carries_the_trace_id() {
-        let value = traceparent("4bf92f35-77b3-4da6-a3ce-929d0e0e4736");
-        let (trace, span) = parse_traceparent(&value).expect("valid");
-        assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(span.len(), 16);
-        assert_eq!(parse_traceparent("garbage"), None);
-    }
+    pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static(super::TRACESTATE);
 }

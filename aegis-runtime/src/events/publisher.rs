@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream;
 use serde::Serialize;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 use crate::client::TransportError;
 use crate::codec::{self, Event};
 use crate::jetstream_error::BoxError;
 use crate::subject::{self, EventToken, InvalidName};
+use crate::telemetry;
 
 /// Publishes events in the Python SDK's envelope on `events.{domain}.{event_type}`: to
 /// JetStream (stream `EVENTS`, created if missing), waiting for the stream to store each
@@ -93,18 +96,68 @@ impl EventPublisher {
         payload: &P,
     ) -> Result<(), PublishError> {
         let subject = subject::event(&EventToken::new(domain)?, &EventToken::new(event_type)?);
-        let event = Event::new(domain, event_type, payload).with_source(self.inner.source.as_str());
+        let span = tracing::info_span!(
+            "aegis.publish",
+            domain,
+            event_type,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        // The subscribers' handler spans join the publisher's trace through the headers,
+        // sent only when a subscriber records this span.
+        let trace = telemetry::start(&span, None);
+        let mut event =
+            Event::new(domain, event_type, payload).with_source(self.inner.source.as_str());
+        let headers = trace.map(|trace| {
+            // One trace id format on both sides: the envelope's is the W3C one too.
+            event.trace_id = trace.trace_id.to_string();
+            let mut headers = HeaderMap::new();
+            trace.inject(&mut headers);
+            headers
+        });
+        let sent = self
+            .send(subject, headers, event)
+            .instrument(span.clone())
+            .await;
+        if let Err(err) = &sent {
+            telemetry::record_error(&span, err);
+        }
+        sent
+    }
+
+    async fn send<P: Serialize>(
+        &self,
+        subject: String,
+        headers: Option<HeaderMap>,
+        event: Event<&P>,
+    ) -> Result<(), PublishError> {
         let bytes = codec::encode(&event).map_err(PublishError::Encode)?;
         let transport = |e: BoxError| PublishError::Transport(TransportError::new(e));
-        match self.stream().await {
-            Some(js) => {
+        match (self.stream().await, headers) {
+            (Some(js), Some(headers)) => {
+                js.publish_with_headers(subject, headers, bytes.into())
+                    .await
+                    .map_err(|e| transport(e.into()))?
+                    .await
+                    .map_err(|e| transport(e.into()))?;
+            }
+            (Some(js), None) => {
                 js.publish(subject, bytes.into())
                     .await
                     .map_err(|e| transport(e.into()))?
                     .await
                     .map_err(|e| transport(e.into()))?;
             }
-            None => self
+            (None, Some(headers)) => self
+                .inner
+                .nats
+                .publish_with_headers(subject, headers, bytes.into())
+                .await
+                .map_err(|e| transport(e.into()))?,
+            (None, None) => self
                 .inner
                 .nats
                 .publish(subject, bytes.into())

@@ -29,6 +29,7 @@ use crate::codec::{self, Command, CommandCallback, Priority};
 use crate::commands::MAX_DELIVER;
 use crate::service::{CommandCall, CommandDefinition, CommandOutcome, NoParams, WorkFailure};
 use crate::subject::{self, MethodName, ServiceName};
+use crate::telemetry::{self, TraceContext};
 
 /// How long the server waits for an ack before redelivering: longer than most commands;
 /// a running command also sends "in progress" acks.
@@ -255,10 +256,20 @@ impl<S: Send + Sync + 'static> Delivery for CommandDelivery<S> {
     fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "command",
+            kind = "command",
             command = self.command.name,
             id = self.id.as_deref(),
             delivery = self.delivered,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         )
+    }
+
+    fn remote_trace(&self) -> Option<TraceContext> {
+        TraceContext::extract(self.message.headers.as_ref())
     }
 
     fn limit(&self) -> Option<Duration> {
@@ -302,6 +313,14 @@ impl<S: Send + Sync + 'static> Delivery for CommandDelivery<S> {
     async fn settle(self, invoked: Invoked<CommandOutcome>) {
         let name = self.command.name;
         let delivered = self.delivered;
+        // A panic or a timeout is recorded where it is caught.
+        if let Invoked::Returned(CommandOutcome {
+            failure: Some(failure),
+            ..
+        }) = &invoked
+        {
+            telemetry::record_error(&tracing::Span::current(), failure);
+        }
         let (callback, ack) = match invoked {
             Invoked::TimedOut(limit) => {
                 tracing::warn!(

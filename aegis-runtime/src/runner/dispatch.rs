@@ -18,6 +18,7 @@ use crate::service::{
     NoParams, Outcome, Reply, RpcCall, RpcContext, RpcDefinition, Service, ServiceDefinition,
 };
 use crate::subject::{self, MethodName};
+use crate::telemetry::{self, TraceContext};
 
 /// What the handlers of one instance share.
 pub(super) struct Shared<S: 'static> {
@@ -267,18 +268,14 @@ fn serve_call<S: Service>(
     let Some(reply_to) = message.reply else {
         return;
     };
-    let traceparent = message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(headers::name::TRACEPARENT))
-        .map(|value| value.as_str().to_owned());
+    let trace = TraceContext::extract(message.headers.as_ref());
     invoke::serve(
         permit,
         RpcDelivery {
             shared: shared.clone(),
             index,
             payload: message.payload,
-            traceparent,
+            trace,
             reply_to,
             term: None,
             started: Instant::now(),
@@ -401,8 +398,8 @@ struct RpcDelivery<S: 'static> {
     /// The method's index in the definition's `rpcs`.
     index: usize,
     payload: Bytes,
-    /// The caller's trace context (`traceparent`).
-    traceparent: Option<String>,
+    /// The caller's trace context (`traceparent`, `tracestate`).
+    trace: Option<TraceContext>,
     reply_to: async_nats::Subject,
     /// For exclusive calls: the term they run under, read when the call starts.
     term: Option<u64>,
@@ -443,21 +440,24 @@ impl<S: Service> Delivery for RpcDelivery<S> {
     }
 
     fn span(&self) -> tracing::Span {
-        let (trace_id, parent_span) = self
-            .traceparent
-            .as_deref()
-            .and_then(headers::parse_traceparent)
-            .unzip();
         tracing::info_span!(
             "rpc",
+            kind = self.kind().as_str(),
             service = self.shared.definition.name,
             method = self.rpc().name,
             instance = %self.shared.core.instance_key,
             correlation_id = tracing::field::Empty,
             term = self.term,
-            trace_id,
-            parent_span,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         )
+    }
+
+    fn remote_trace(&self) -> Option<TraceContext> {
+        self.trace.clone()
     }
 
     /// Runs the active check, then the handler (which decodes the request, and refuses
@@ -487,7 +487,7 @@ impl<S: Service> Delivery for RpcDelivery<S> {
 
     /// Replies (with the panic named, when the handler panicked) and counts the call.
     async fn settle(self, invoked: Invoked<Reply>) {
-        let (reply, failure) = match invoked {
+        let (mut reply, failure) = match invoked {
             Invoked::Returned(reply) => (reply, None),
             Invoked::Panicked(message) => {
                 let failure = invoke::panicked(&message);
@@ -505,6 +505,13 @@ impl<S: Service> Delivery for RpcDelivery<S> {
                 )
             }
         };
+        let returned = reply.error.take();
+        if let Some(error) = &returned {
+            // At `info`: an error the handler returns is an outcome of the call, which the
+            // caller gets and handles (not found, refused); it is no fault of this service.
+            // A panic is (logged at `error` where it is caught).
+            tracing::info!(%error, "the handler returned an error");
+        }
         let error = match reply.outcome() {
             Outcome::Ok | Outcome::NotActive => None,
             // The status RPC's last error names a panic.
@@ -514,6 +521,9 @@ impl<S: Service> Delivery for RpcDelivery<S> {
             Outcome::BadRequest => Some("the request could not be decoded".to_owned()),
             Outcome::DeadlineExceeded => Some("the caller's deadline had passed".to_owned()),
         };
+        if let Some(error) = returned.as_ref().or(error.as_ref()) {
+            telemetry::record_error(&tracing::Span::current(), error);
+        }
         let core = &self.shared.core;
         core.endpoints[self.index]
             .stats

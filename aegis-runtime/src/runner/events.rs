@@ -18,6 +18,7 @@ use crate::JetStreamError;
 use crate::events::{EventPublisher, MAX_DELIVER};
 use crate::service::{EventCall, EventContext, SubscribeMode, SubscriptionDefinition, WorkFailure};
 use crate::subject::{InstanceId, ServiceName};
+use crate::telemetry::{self, TraceContext};
 
 /// How long the server waits for an ack before it redelivers an event.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -178,11 +179,21 @@ impl<S: Send + Sync + 'static> Delivery for EventDelivery<S> {
     fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "event",
+            kind = "event",
             method = self.definition.method,
             subject = %self.message.subject,
             instance = %self.instance,
             delivery = self.delivered,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         )
+    }
+
+    fn remote_trace(&self) -> Option<TraceContext> {
+        TraceContext::extract(self.message.headers.as_ref())
     }
 
     fn start(&mut self) -> impl Future<Output = Self::Output> + Send + 'static {
@@ -210,6 +221,9 @@ impl<S: Send + Sync + 'static> Delivery for EventDelivery<S> {
                 "the handler ran longer than {limit:?}"
             ))),
         };
+        if let Some(failure) = &failure {
+            telemetry::record_error(&tracing::Span::current(), failure);
+        }
         let ack = match failure {
             None => AckKind::Ack,
             Some(WorkFailure::BadPayload(error)) => {

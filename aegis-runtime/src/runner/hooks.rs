@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::Core;
 use super::invoke::{self, HandlerKind, Invoked};
 use crate::service::{LifecycleHook, WorkFailure};
+use crate::telemetry;
 
 /// Why the service's `#[on_start]` method failed: the source of
 /// [`StartError::Hook`](super::StartError::Hook).
@@ -43,10 +44,20 @@ pub(super) async fn on_start<S>(
     hook: LifecycleHook<S>,
     service: Arc<S>,
 ) -> Result<(), HookError> {
-    let span = tracing::info_span!("on_start", service = service_name);
-    match invoke::invoke(HandlerKind::OnStart, "on_start", span, None, hook(service)).await {
+    let span = hook_span(HandlerKind::OnStart, service_name);
+    let ran = invoke::invoke(
+        HandlerKind::OnStart,
+        "on_start",
+        span.clone(),
+        None,
+        hook(service),
+    );
+    match ran.await {
         Invoked::Returned(Ok(())) => Ok(()),
-        Invoked::Returned(Err(err)) => Err(HookError::Failed(err)),
+        Invoked::Returned(Err(err)) => {
+            telemetry::record_error(&span, &err);
+            Err(HookError::Failed(err))
+        }
         Invoked::Panicked(message) => Err(HookError::Panicked { message }),
         Invoked::TimedOut(limit) => Err(HookError::TimedOut(limit)),
     }
@@ -57,11 +68,12 @@ pub(super) async fn on_start<S>(
 /// abandoned; the stop goes on either way.
 pub(super) async fn on_stop(core: &Core, limit: std::time::Duration) {
     let Some(hook) = &core.on_stop else { return };
-    let span = tracing::info_span!("on_stop", instance = %core.instance_id);
+    let span = hook_span(HandlerKind::OnStop, core.name);
+    span.record("instance", tracing::field::display(&core.instance_id));
     match invoke::invoke(
         HandlerKind::OnStop,
         "on_stop",
-        span,
+        span.clone(),
         Some(limit),
         (hook.0)(),
     )
@@ -69,10 +81,42 @@ pub(super) async fn on_stop(core: &Core, limit: std::time::Duration) {
     {
         Invoked::Returned(Ok(())) | Invoked::Panicked(_) => {}
         Invoked::Returned(Err(err)) => {
+            telemetry::record_error(&span, &err);
             tracing::warn!(instance = %core.instance_id, %err, "the service's #[on_stop] method failed");
         }
         Invoked::TimedOut(limit) => {
             tracing::warn!(instance = %core.instance_id, ?limit, "the service's #[on_stop] method did not finish within the drain timeout; abandoned");
         }
     }
+}
+
+/// The span a lifecycle hook runs in, with a trace context (that of the span the instance
+/// is started or stopped from, or a new trace), so that the calls the hook makes are traced
+/// under it.
+fn hook_span(kind: HandlerKind, service: &'static str) -> tracing::Span {
+    let span = match kind {
+        HandlerKind::OnStop => tracing::info_span!(
+            "on_stop",
+            kind = kind.as_str(),
+            service,
+            instance = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        ),
+        _ => tracing::info_span!(
+            "on_start",
+            kind = kind.as_str(),
+            service,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        ),
+    };
+    telemetry::start(&span, None);
+    span
 }

@@ -22,6 +22,8 @@ use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use crate::telemetry::{self, TraceContext};
+
 /// The kinds of handler the runtime runs, as logs and metrics name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandlerKind {
@@ -75,8 +77,14 @@ pub(crate) trait Delivery: Send + Sized + 'static {
     /// The handler's method name, for logs and metrics.
     fn method(&self) -> &'static str;
 
-    /// The span the handler runs in.
+    /// The span the handler runs in (and its delivery is settled in), with the fields
+    /// `trace_id`, `span_id`, `parent_span`, `error` and `otel.status_code` declared empty.
     fn span(&self) -> tracing::Span;
+
+    /// The trace context the message carried (`traceparent`), if any.
+    fn remote_trace(&self) -> Option<TraceContext> {
+        None
+    }
 
     /// How long the handler may run; `None` for no limit (a caller's deadline is checked
     /// when the request is decoded, before the method runs).
@@ -101,15 +109,19 @@ pub(crate) trait Delivery: Send + Sized + 'static {
 pub(crate) fn serve<D: Delivery>(permit: OwnedSemaphorePermit, mut delivery: D) {
     let handler = delivery.start();
     tokio::spawn(async move {
+        let span = delivery.span();
+        telemetry::start(&span, delivery.remote_trace());
         let invoked = invoke(
             delivery.kind(),
             delivery.method(),
-            delivery.span(),
+            span.clone(),
             delivery.limit(),
             handler,
         )
         .await;
-        delivery.settle(invoked).await;
+        // Settled inside the span: its logs carry the call's fields, and it records the
+        // outcome on the span.
+        delivery.settle(invoked).instrument(span).await;
         drop(permit);
     });
 }
@@ -123,11 +135,15 @@ pub(crate) async fn invoke<F: Future>(
     limit: Option<Duration>,
     handler: F,
 ) -> Invoked<F::Output> {
+    let recorder = span.clone();
     let guarded =
         async {
             AssertUnwindSafe(handler).catch_unwind().await.map_err(|panic| {
-            // Logged here, inside the span, so the line carries the call's fields.
+            // Logged here, inside the span, so the line carries the call's fields. At
+            // `error`: a panic is a bug of the service, unlike an error the handler
+            // returns (an outcome its caller handles, logged at `info` or `warn`).
             let message = panic_message(panic.as_ref());
+            telemetry::record_error(&tracing::Span::current(), &panicked(&message));
             tracing::error!(kind = kind.as_str(), method, panic = %message, "handler panicked");
             metrics::counter!(
                 crate::metrics::HANDLER_PANICS,
@@ -143,7 +159,11 @@ pub(crate) async fn invoke<F: Future>(
         None => guarded.await,
         Some(limit) => match tokio::time::timeout(limit, guarded).await {
             Ok(ran) => ran,
-            Err(_elapsed) => return Invoked::TimedOut(limit),
+            Err(_elapsed) => {
+                let failure = format!("the handler ran longer than {limit:?}");
+                telemetry::record_error(&recorder, &failure);
+                return Invoked::TimedOut(limit);
+            }
         },
     };
     match ran {

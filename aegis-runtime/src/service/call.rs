@@ -248,6 +248,8 @@ pub enum Outcome {
 pub struct Reply {
     pub(crate) payload: Vec<u8>,
     pub(crate) outcome: Outcome,
+    /// The handler's own error message, when it returned one: recorded on its span.
+    pub(crate) error: Option<String>,
 }
 
 impl Reply {
@@ -288,12 +290,17 @@ impl Reply {
     /// The method ran and failed with `error`.
     pub fn handler_error(context: &RpcContext, error: &dyn Display) -> Self {
         let message = error.to_string();
-        if context.exclusive {
+        // Kept beside the encoded reply for the span and the log (a failure is rare: the
+        // copy costs nothing on the path of calls that succeed).
+        let kept = Some(message.clone());
+        let mut reply = if context.exclusive {
             let reply = ExclusiveReply::<()>::execution_error(message);
             Self::encode(context, true, Some(reply), None, Outcome::HandlerError)
         } else {
             Self::encode::<()>(context, false, None, Some(message), Outcome::HandlerError)
-        }
+        };
+        reply.error = kept;
+        reply
     }
 
     /// The instance is not the active one; the exclusive method did not run.
@@ -355,7 +362,11 @@ impl Reply {
             error,
         };
         match codec::encode(&response) {
-            Ok(payload) => Self { payload, outcome },
+            Ok(payload) => Self {
+                payload,
+                outcome,
+                error: None,
+            },
             Err(err) => {
                 // The user's value could not be encoded (a map with non-string keys, say):
                 // the caller still gets an answer saying so.
@@ -377,6 +388,7 @@ impl Reply {
                 Self {
                     payload,
                     outcome: Outcome::HandlerError,
+                    error: None,
                 }
             }
         }
