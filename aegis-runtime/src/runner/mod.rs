@@ -381,7 +381,12 @@ impl<S: Service> ServiceRunner<S> {
             instance_key: instance_id.as_str().into(),
             events: crate::events::EventPublisher::new(nats.clone()).with_source(definition.name),
             leader_watch,
-            leadership: Leadership::for_service(&service_name, group),
+            // Leader gauges only for services that elect a leader.
+            leadership: if definition.has_exclusive_methods() {
+                Leadership::for_service(&service_name, group)
+            } else {
+                Leadership::new(group)
+            },
             permits: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
             lifecycle,
