@@ -10,8 +10,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use aegis_examples::echo::{Echo, EchoClient, Say};
-use aegis_examples::orders::{OrderProcessorClient, OrderRequest, Reindex};
+use aegis_examples::orders::{
+    OrderCreated, OrderProcessor, OrderProcessorClient, OrderRequest, Reindex,
+};
+use aegis_runtime::events::EventPublisher;
 use aegis_runtime::metrics::{self, MetricKind, install_prometheus_exporter};
+use aegis_runtime::subject::{self, InstanceId, ServiceName};
 use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{CommandOptions, ServiceRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -129,7 +133,14 @@ async fn calls_failover_and_commands_are_counted_on_the_prometheus_endpoint() {
         .await,
         "the first instance leads"
     );
-    let second = support::start_orders(&server, "orders-prom-2").await;
+    // Quick heartbeats, so a deleted registry entry is written again soon.
+    let second = ServiceRunner::new(OrderProcessor::default())
+        .nats(server.connect().await.expect("connect"))
+        .instance_id("orders-prom-2")
+        .heartbeat_interval(Duration::from_millis(300))
+        .start()
+        .await
+        .expect("start");
     let orders = OrderProcessorClient::new(server.connect().await.expect("connect"));
     let order = |n: u32, amount: f64| OrderRequest {
         order_id: format!("ORD-{n}"),
@@ -168,6 +179,47 @@ async fn calls_failover_and_commands_are_counted_on_the_prometheus_endpoint() {
         .await
         .expect("completed");
     assert_eq!(reindexed.reindexed, 10);
+    EventPublisher::new(server.connect().await.expect("connect"))
+        .publish(
+            "orders",
+            "created",
+            &OrderCreated {
+                order_id: "ORD-1".into(),
+            },
+        )
+        .await
+        .expect("published");
+    // An operator deletes the second instance's registry entry: its next heartbeat writes
+    // it again.
+    let registry = async_nats::jetstream::new(server.connect().await.expect("connect"))
+        .get_key_value(subject::REGISTRY_BUCKET)
+        .await
+        .expect("the registry");
+    registry
+        .delete(subject::registry_key(
+            &ServiceName::new("order-processor").expect("a name"),
+            &InstanceId::new("orders-prom-2").expect("an id"),
+        ))
+        .await
+        .expect("deleted");
+    // The event's ack and the entry's re-creation happen in the background.
+    let settled = |body: &str| {
+        total(body, metrics::EVENT_ACKS, &[r#"ack="ack""#]) == Some(1.0)
+            && total(
+                body,
+                metrics::REGISTRATION_RECREATIONS,
+                &[r#"service="order-processor""#],
+            )
+            .is_some_and(|n| n >= 1.0)
+    };
+    assert!(
+        support::until(Duration::from_secs(10), || async {
+            settled(&scrape(address).await)
+        })
+        .await,
+        "the event is acked and the entry re-created: {}",
+        scrape(address).await
+    );
 
     let body = scrape(address).await;
     let process = [r#"service="order-processor""#, r#"method="process_order""#];
@@ -187,6 +239,8 @@ async fn calls_failover_and_commands_are_counted_on_the_prometheus_endpoint() {
         metrics::LEADER_TERM,
         metrics::LEADER_CHANGES,
         metrics::COMMAND_DELIVERIES,
+        metrics::EVENT_ACKS,
+        metrics::REGISTRATION_RECREATIONS,
         metrics::CALLS,
         metrics::CALL_SECONDS,
         metrics::DISCOVERY_HITS,
