@@ -174,7 +174,7 @@ const fn metric(
 
 use MetricKind::{Counter, Gauge, Histogram};
 
-const SM: &[&str] = &["service", "method"];
+const SERVICE_METHOD: &[&str] = &["service", "method"];
 
 /// Every metric Aegis records.
 pub const ALL: &[MetricInfo] = &[
@@ -195,29 +195,35 @@ pub const ALL: &[MetricInfo] = &[
     metric(
         ATTEMPTS,
         Counter,
-        SM,
+        SERVICE_METHOD,
         "",
         "Requests clients sent, retries included.",
     ),
-    metric(RETRIES, Counter, SM, "", "Client attempts after the first."),
+    metric(
+        RETRIES,
+        Counter,
+        SERVICE_METHOD,
+        "",
+        "Client attempts after the first.",
+    ),
     metric(
         NOT_ACTIVE,
         Counter,
-        SM,
+        SERVICE_METHOD,
         "",
         "NOT_ACTIVE answers clients received.",
     ),
     metric(
         CALL_SECONDS,
         Histogram,
-        SM,
+        SERVICE_METHOD,
         "seconds",
         "Client calls: time from the first attempt to the outcome.",
     ),
     metric(
         FAILOVER_SECONDS,
         Histogram,
-        SM,
+        SERVICE_METHOD,
         "seconds",
         "Client calls that succeeded after retries: time from the first attempt to success.",
     ),
@@ -287,7 +293,7 @@ pub const ALL: &[MetricInfo] = &[
     metric(
         FORWARDED_CALLS,
         Counter,
-        SM,
+        SERVICE_METHOD,
         "",
         "Exclusive calls a non-leader forwarded to the leader.",
     ),
@@ -308,18 +314,24 @@ pub const ALL: &[MetricInfo] = &[
     metric(
         SERVER_HANDLER_SECONDS,
         Histogram,
-        SM,
+        SERVICE_METHOD,
         "seconds",
         "Time from an RPC handler's start to its reply.",
     ),
     metric(
         SERVER_QUEUE_SECONDS,
         Histogram,
-        SM,
+        SERVICE_METHOD,
         "seconds",
         "Time from an RPC call's receipt to its handler's start.",
     ),
-    metric(SERVER_IN_FLIGHT, Gauge, SM, "", "RPC calls running now."),
+    metric(
+        SERVER_IN_FLIGHT,
+        Gauge,
+        SERVICE_METHOD,
+        "",
+        "RPC calls running now.",
+    ),
     metric(
         LEADER,
         Gauge,
