@@ -421,8 +421,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Gives the `# HELP` text and unit of every metric in [`ALL`] to the installed recorder.
 ///
 /// A recorder keeps descriptions it receives after it is installed: call this once the
-/// recorder is in place. [`install_prometheus_exporter`] and every instance's start call it;
-/// calling it again is harmless.
+/// recorder is in place. `install_prometheus_exporter` (feature `prometheus`) and every
+/// instance's start call it; calling it again is harmless.
 pub fn describe() {
     for info in ALL {
         let unit = if info.unit == "seconds" {
