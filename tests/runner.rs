@@ -602,7 +602,27 @@ async fn the_status_counts_recent_errors() {
         (quote.calls, quote.errors, quote.errors_last_minute),
         (3, 3, 3)
     );
-    assert_eq!(quote.last_error.as_deref(), Some("the handler failed"));
+    // The handler's own error, not a generic "the handler failed".
+    assert_eq!(
+        quote.last_error.as_deref(),
+        Some("an order needs at least one item")
+    );
+    let nats = server.connect().await.expect("connect");
+    let reply = nats
+        .request("$SRV.STATS.order-processor.orders-errors", "".into())
+        .await
+        .expect("$SRV.STATS");
+    let stats: MicroStats = serde_json::from_slice(&reply.payload).expect("stats");
+    let quote = stats
+        .endpoints
+        .iter()
+        .find(|e| e.name == "get_quote")
+        .expect("endpoint");
+    assert_eq!(
+        (quote.num_errors, quote.last_error.as_str()),
+        (3, "an order needs at least one item"),
+        "$SRV.STATS carries the real last error"
+    );
     instance.stop().await;
 }
 

@@ -46,6 +46,8 @@ struct State {
     /// The term whose shared exclusive subjects are being subscribed, and how many are: a
     /// new leader announces itself once all of them are (see [`Leadership::subscribed`]).
     subscribed: tokio::sync::watch::Sender<(u64, usize)>,
+    /// The leader gauges of a served instance (none for a bare `Leadership`).
+    metrics: Option<crate::metrics::LeaderMetrics>,
 }
 
 /// The instant all lease deadlines count from (monotonic).
@@ -63,6 +65,16 @@ fn nanos_since_base(at: Instant) -> u64 {
 impl Leadership {
     /// A standby instance's view of `group`.
     pub fn new(group: GroupId) -> Self {
+        Self::with_metrics(group, None)
+    }
+
+    /// The leadership of an instance of `service`, recorded in the leader metrics.
+    pub(crate) fn for_service(service: &crate::subject::ServiceName, group: GroupId) -> Self {
+        let metrics = crate::metrics::LeaderMetrics::new(service, &group);
+        Self::with_metrics(group, Some(metrics))
+    }
+
+    fn with_metrics(group: GroupId, metrics: Option<crate::metrics::LeaderMetrics>) -> Self {
         let (changes, _) = tokio::sync::watch::channel(0);
         let (subscribed, _) = tokio::sync::watch::channel((0, 0));
         Self {
@@ -74,6 +86,7 @@ impl Leadership {
                 changes,
                 exclusive_subjects: AtomicUsize::new(0),
                 subscribed,
+                metrics,
             }),
         }
     }
@@ -128,7 +141,10 @@ impl Leadership {
     fn activate(&self, term: u64) {
         let term = term.max(1);
         self.inner.electing.store(0, Ordering::Release);
-        self.inner.term.store(term, Ordering::Release);
+        let before = self.inner.term.swap(term, Ordering::AcqRel);
+        if let Some(metrics) = self.inner.metrics.as_ref().filter(|_| before == 0) {
+            metrics.elected(term);
+        }
         self.inner.changes.send_replace(term);
     }
 
@@ -148,7 +164,10 @@ impl Leadership {
 
     /// Makes this instance standby.
     pub(crate) fn step_down(&self) {
-        self.inner.term.store(0, Ordering::Release);
+        let before = self.inner.term.swap(0, Ordering::AcqRel);
+        if let Some(metrics) = self.inner.metrics.as_ref().filter(|_| before != 0) {
+            metrics.lost();
+        }
         self.inner.electing.store(0, Ordering::Release);
         self.inner.changes.send_replace(0);
     }

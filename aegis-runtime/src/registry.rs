@@ -136,6 +136,7 @@ pub(crate) async fn put_with_ttl(
     match publish_with_ttl(js, bucket, key, value.clone(), ttl, expected).await {
         Err(TtlWriteError::NoBucket) => {
             tracing::warn!(bucket, "the KV bucket is gone; re-creating it");
+            crate::metrics::bucket_recreated(bucket);
             ttl_bucket(js, bucket).await?;
             publish_with_ttl(js, bucket, key, value, ttl, expected).await
         }
@@ -400,6 +401,7 @@ impl Health {
         let value = u8::from(status != InstanceStatus::Active);
         if self.status.swap(value, Ordering::AcqRel) != value {
             tracing::info!(?status, "instance status changed");
+            crate::metrics::health_changed(status);
         }
     }
 }
@@ -515,6 +517,14 @@ impl Registration {
         })
     }
 
+    /// The service name, for metrics (read on rare paths only).
+    fn service(&self) -> String {
+        self.entry
+            .lock()
+            .map(|entry| entry.service_name.to_string())
+            .unwrap_or_default()
+    }
+
     /// The entry under this instance's key as the bucket holds it now.
     async fn current_entry(&self) -> Result<Option<kv::Entry>, RegistryWriteError> {
         self.store
@@ -531,6 +541,13 @@ impl Registration {
     /// write that timed out and landed after all); else the id was taken over.
     async fn own_revision(&self, written: &Written) -> Result<u64, RegistryWriteError> {
         let current = self.current_entry().await?;
+        if current
+            .as_ref()
+            .is_none_or(|entry| entry.operation != kv::Operation::Put)
+        {
+            // The entry is gone: the write that follows re-creates it.
+            crate::metrics::registration_recreated(&self.service());
+        }
         match current {
             None => Ok(0),
             Some(entry) if entry.operation != kv::Operation::Put => Ok(entry.revision),
@@ -578,6 +595,7 @@ impl Registration {
                 Err(err) => {
                     failures += 1;
                     tracing::warn!(key = %self.key, failures, %err, "heartbeat failed");
+                    crate::metrics::heartbeat_failed(&self.service());
                     if failures >= UNHEALTHY_AFTER_FAILURES {
                         self.health.set(InstanceStatus::Unhealthy);
                     }

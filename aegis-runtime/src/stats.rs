@@ -5,12 +5,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::ServerMetrics;
+use crate::service::Outcome;
+use crate::subject::ServiceName;
+
 /// The window of "recent" errors.
 pub(crate) const RECENT: Duration = Duration::from_secs(60);
 
-/// Counters of one endpoint (an RPC method).
-#[derive(Debug, Default)]
+/// Counters of one endpoint (an RPC method), and its metric handles.
+#[derive(Debug)]
 pub(crate) struct EndpointStats {
+    metrics: ServerMetrics,
     requests: AtomicU64,
     errors: AtomicU64,
     processing_nanos: AtomicU64,
@@ -30,13 +35,50 @@ pub(crate) struct EndpointSnapshot {
 }
 
 impl EndpointStats {
-    /// Counts a request when it arrives, before it runs.
-    pub(crate) fn received(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    /// The stats of `method` of `service`.
+    pub(crate) fn new(service: &ServiceName, method: &'static str) -> Self {
+        Self {
+            metrics: ServerMetrics::new(service, method),
+            requests: AtomicU64::default(),
+            errors: AtomicU64::default(),
+            processing_nanos: AtomicU64::default(),
+            last_error: Mutex::default(),
+            recent_errors: Mutex::default(),
+        }
     }
 
-    /// Records how a request ended.
-    pub(crate) fn finished(&self, took: Duration, error: Option<String>) {
+    /// Counts a request as its handler starts; `received` is when it arrived. Returns
+    /// the handler's start, for [`finished`](Self::finished).
+    pub(crate) fn received(&self, received: Instant) -> Instant {
+        let now = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.started(received, now);
+        now
+    }
+
+    /// Records how a request ended: it arrived at `received`, its handler started at
+    /// `running` and answered with `outcome`; `error` describes a failure.
+    pub(crate) fn finished(
+        &self,
+        received: Instant,
+        running: Instant,
+        outcome: Outcome,
+        error: Option<String>,
+    ) {
+        let now = Instant::now();
+        // The micro protocol's processing time counts from receipt, as it always did.
+        let took = now.saturating_duration_since(received);
+        let error_kind = match outcome {
+            Outcome::Ok | Outcome::NotActive => None,
+            Outcome::HandlerError => Some("handler"),
+            Outcome::BadRequest => Some("bad_request"),
+            Outcome::DeadlineExceeded => Some("deadline_exceeded"),
+        };
+        self.metrics.finished(
+            now.saturating_duration_since(running),
+            error_kind,
+            outcome == Outcome::NotActive,
+        );
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.processing_nanos.fetch_add(nanos, Ordering::Relaxed);
         if let Some(error) = error {
@@ -86,17 +128,26 @@ mod tests {
 
     #[test]
     fn counts_requests_errors_and_recent_errors() {
-        let stats = EndpointStats::default();
-        stats.received();
-        stats.finished(Duration::from_millis(2), None);
-        stats.received();
-        stats.finished(Duration::from_millis(3), Some("boom".into()));
+        let stats = EndpointStats::new(&ServiceName::new("svc").expect("a valid name"), "method");
+        let Some(received) = Instant::now().checked_sub(Duration::from_millis(5)) else {
+            return;
+        };
+        let running = stats.received(received);
+        stats.finished(received, running, Outcome::Ok, None);
+        let running = stats.received(received);
+        stats.finished(
+            received,
+            running,
+            Outcome::HandlerError,
+            Some("boom".into()),
+        );
         let snapshot = stats.snapshot();
         assert_eq!(
             (snapshot.requests, snapshot.errors, snapshot.recent_errors),
             (2, 1, 1)
         );
-        assert_eq!(snapshot.processing, Duration::from_millis(5));
+        // Each counts from receipt: at least the 5 ms before the handler started.
+        assert!(snapshot.processing >= Duration::from_millis(10));
         assert_eq!(snapshot.last_error.as_deref(), Some("boom"));
     }
 

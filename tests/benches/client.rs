@@ -5,7 +5,8 @@
 //! per-instance subject, retry bookkeeping, metrics, dispatch, the deadline check and
 //! stats.
 //!
-//! Run with: `cargo bench -p aegis-tests --bench client`
+//! Run with: `cargo bench -p aegis-tests --bench client`; with `AEGIS_BENCH_METRICS=1`, the
+//! Prometheus recorder is installed first, so both sides record their metrics.
 //!
 //! Method. The callers take turns in short blocks (each block: 256 sequential calls for
 //! latency, then 2048 calls from 64 concurrent tasks for throughput), the order reversed
@@ -241,6 +242,13 @@ fn main() {
 }
 
 async fn run(plan: Plan) {
+    if std::env::var_os("AEGIS_BENCH_METRICS").is_some() {
+        // What recording costs: the Prometheus recorder (buckets and all) takes every
+        // metric, as in production; without it the `metrics` calls are no-ops.
+        aegis_runtime::metrics::install_prometheus_exporter(([127, 0, 0, 1], 0).into())
+            .expect("the only recorder");
+        println!("with the Prometheus recorder installed (AEGIS_BENCH_METRICS)");
+    }
     let server = NatsServer::start().await.expect("nats-server");
     // Both responders on one connection, every caller on another: no path gets a
     // connection (and its tasks' place on the runtime's threads) of its own.

@@ -157,7 +157,10 @@ impl Discovery for CachedDiscovery {
             }
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             crate::metrics::discovery_lookup(service, false);
-            match self.inner.instances(service).await {
+            let began = Instant::now();
+            let read = self.inner.instances(service).await;
+            crate::metrics::discovery_read(service, began.elapsed());
+            match read {
                 Ok(instances) => {
                     self.store(service, &instances);
                     Ok(instances)

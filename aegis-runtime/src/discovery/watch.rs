@@ -77,6 +77,9 @@ struct ServiceWatch {
     /// The usable list of the last view looked at, so that lookups between changes cost
     /// a lock and a reference count, not a filter and a copy.
     usable: Mutex<Option<Usable>>,
+    /// Lookups answered from the live view ([`DISCOVERY_HITS`](crate::metrics::DISCOVERY_HITS)),
+    /// registered once: lookups are on every call's path.
+    hits: metrics::Counter,
 }
 
 /// The usable instances computed from one view.
@@ -133,6 +136,7 @@ impl WatchDiscovery {
             view,
             task,
             usable: Mutex::new(None),
+            hits: metrics::counter!(crate::metrics::DISCOVERY_HITS, "service" => service.to_string()),
         });
         watches.insert(service.clone(), watch.clone());
         Some(watch)
@@ -167,6 +171,7 @@ impl ServiceWatch {
             let view = self.view.borrow();
             (view.live.then(|| view.entries.clone())?, view.generation)
         };
+        self.hits.increment(1);
         let Ok(mut usable) = self.usable.lock() else {
             return Some(usable_of(service, &entries));
         };
@@ -200,9 +205,11 @@ impl Discovery for WatchDiscovery {
                 return self.fallback.instances(service).await;
             };
             if !watch.view.borrow().settled {
+                let began = Instant::now();
                 let mut view = watch.view.clone();
                 let _ = tokio::time::timeout(FIRST_LOOKUP_WAIT, view.wait_for(|view| view.settled))
                     .await;
+                crate::metrics::discovery_read(service, began.elapsed());
             }
             match watch.current(service) {
                 Some(known) => known,

@@ -218,6 +218,7 @@ impl<S: Send + Sync + 'static> CommandDelivery<S> {
             .filter(|t| !t.is_zero())
             .unwrap_or(Duration::from_secs_f64(codec::DEFAULT_COMMAND_TIMEOUT_SECS));
         let max_retries = header.as_ref().map_or(0, |c| u64::from(c.max_retries));
+        crate::metrics::command_delivered(command.name, delivered);
         Self {
             nats,
             service,

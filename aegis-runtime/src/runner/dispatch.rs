@@ -279,6 +279,7 @@ fn serve_call<S: Service>(
             reply_to,
             term: None,
             started: Instant::now(),
+            running: Instant::now(),
         },
     );
 }
@@ -404,6 +405,8 @@ struct RpcDelivery<S: 'static> {
     /// For exclusive calls: the term they run under, read when the call starts.
     term: Option<u64>,
     started: Instant,
+    /// When the handler started (after the wait for a permit).
+    running: Instant,
 }
 
 impl<S: Service> RpcDelivery<S> {
@@ -465,7 +468,7 @@ impl<S: Service> Delivery for RpcDelivery<S> {
     fn start(&mut self) -> impl Future<Output = Reply> + Send + 'static {
         let core = &self.shared.core;
         let rpc = self.rpc();
-        core.endpoints[self.index].stats.received();
+        self.running = core.endpoints[self.index].stats.received(self.started);
         if rpc.exclusive {
             self.term = core.leadership.term();
         }
@@ -515,19 +518,27 @@ impl<S: Service> Delivery for RpcDelivery<S> {
         let error = match reply.outcome() {
             Outcome::Ok | Outcome::NotActive => None,
             // The status RPC's last error names a panic.
-            Outcome::HandlerError => {
-                Some(failure.unwrap_or_else(|| "the handler failed".to_owned()))
-            }
-            Outcome::BadRequest => Some("the request could not be decoded".to_owned()),
+            Outcome::HandlerError => Some(
+                failure
+                    .or_else(|| reply.error().map(str::to_owned))
+                    .unwrap_or_else(|| "the handler failed".to_owned()),
+            ),
+            Outcome::BadRequest => Some(reply.error().map_or_else(
+                || "the request could not be decoded".to_owned(),
+                str::to_owned,
+            )),
             Outcome::DeadlineExceeded => Some("the caller's deadline had passed".to_owned()),
         };
         if let Some(error) = returned.as_ref().or(error.as_ref()) {
             telemetry::record_error(&tracing::Span::current(), error);
         }
         let core = &self.shared.core;
-        core.endpoints[self.index]
-            .stats
-            .finished(self.started.elapsed(), error);
+        core.endpoints[self.index].stats.finished(
+            self.started,
+            self.running,
+            reply.outcome(),
+            error,
+        );
         send_reply(core, self.reply_to, reply, self.term).await;
     }
 }

@@ -241,6 +241,7 @@ impl<S: Send + Sync + 'static> Delivery for EventDelivery<S> {
                 AckKind::Nak(Some(backoff))
             }
         };
+        crate::metrics::event_acked(method, &ack);
         if let Err(err) = self.message.ack_with(ack).await {
             tracing::warn!(method, %err, "cannot acknowledge an event");
         }

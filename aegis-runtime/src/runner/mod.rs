@@ -292,6 +292,7 @@ impl<S: Service> ServiceRunner<S> {
     /// # Errors
     /// [`StartError`] saying what is wrong.
     pub async fn start(self) -> Result<RunningService, StartError> {
+        crate::metrics::describe();
         let lifecycle = LifecycleCell::new();
         let definition = S::definition();
         let service_name = ServiceName::new(definition.name)?;
@@ -374,13 +375,18 @@ impl<S: Service> ServiceRunner<S> {
         let core = Arc::new(Core {
             name: definition.name,
             nats: nats.clone(),
-            service_name,
+            service_name: service_name.clone(),
             version: definition.version,
             instance_id: instance_id.clone(),
             instance_key: instance_id.as_str().into(),
             events: crate::events::EventPublisher::new(nats.clone()).with_source(definition.name),
             leader_watch,
-            leadership: Leadership::new(group),
+            // Leader gauges only for services that elect a leader.
+            leadership: if definition.has_exclusive_methods() {
+                Leadership::for_service(&service_name, group)
+            } else {
+                Leadership::new(group)
+            },
             permits: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
             lifecycle,
@@ -391,7 +397,7 @@ impl<S: Service> ServiceRunner<S> {
                 .map(|rpc| Endpoint {
                     name: rpc.name,
                     exclusive: rpc.exclusive,
-                    stats: EndpointStats::default(),
+                    stats: EndpointStats::new(&service_name, rpc.name),
                 })
                 .collect(),
             started: Instant::now(),

@@ -248,11 +248,16 @@ pub enum Outcome {
 pub struct Reply {
     pub(crate) payload: Vec<u8>,
     pub(crate) outcome: Outcome,
-    /// The handler's own error message, when it returned one: recorded on its span.
+    /// The error the reply carries, for the instance's stats (`$SRV.STATS` `last_error`).
     pub(crate) error: Option<String>,
 }
 
 impl Reply {
+    /// The error the reply carries, if any.
+    pub(crate) fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
     /// How the call ended.
     pub fn outcome(&self) -> Outcome {
         self.outcome
@@ -290,16 +295,21 @@ impl Reply {
     /// The method ran and failed with `error`.
     pub fn handler_error(context: &RpcContext, error: &dyn Display) -> Self {
         let message = error.to_string();
-        // Kept beside the encoded reply for the span and the log (a failure is rare: the
-        // copy costs nothing on the path of calls that succeed).
-        let kept = Some(message.clone());
         let mut reply = if context.exclusive {
-            let reply = ExclusiveReply::<()>::execution_error(message);
+            let reply = ExclusiveReply::<()>::execution_error(message.clone());
             Self::encode(context, true, Some(reply), None, Outcome::HandlerError)
         } else {
-            Self::encode::<()>(context, false, None, Some(message), Outcome::HandlerError)
+            Self::encode::<()>(
+                context,
+                false,
+                None,
+                Some(message.clone()),
+                Outcome::HandlerError,
+            )
         };
-        reply.error = kept;
+        if reply.error.is_none() {
+            reply.error = Some(message);
+        }
         reply
     }
 
@@ -350,6 +360,8 @@ impl Reply {
         error: Option<String>,
         outcome: Outcome,
     ) -> Self {
+        // Kept for the stats only when the call failed: a successful reply allocates nothing.
+        let kept = error.clone().filter(|_| outcome != Outcome::Ok);
         let response = RpcResponse {
             message_id: codec::new_message_id(),
             trace_id: context.trace_id.clone(),
@@ -365,18 +377,19 @@ impl Reply {
             Ok(payload) => Self {
                 payload,
                 outcome,
-                error: None,
+                error: kept,
             },
             Err(err) => {
                 // The user's value could not be encoded (a map with non-string keys, say):
                 // the caller still gets an answer saying so.
+                let message = format!(
+                    "the result of `{}` cannot be encoded: {err}",
+                    context.method
+                );
                 let failure = RpcResponse::<()> {
                     success: false,
                     result: None,
-                    error: Some(format!(
-                        "the result of `{}` cannot be encoded: {err}",
-                        context.method
-                    )),
+                    error: Some(message.clone()),
                     message_id: response.message_id,
                     trace_id: response.trace_id,
                     correlation_id: response.correlation_id,
@@ -388,7 +401,7 @@ impl Reply {
                 Self {
                     payload,
                     outcome: Outcome::HandlerError,
-                    error: None,
+                    error: Some(message),
                 }
             }
         }
