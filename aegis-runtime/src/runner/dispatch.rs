@@ -508,28 +508,23 @@ impl<S: Service> Delivery for RpcDelivery<S> {
                 )
             }
         };
-        let returned = reply.error.take();
-        if let Some(error) = &returned {
-            // At `info`: an error the handler returns is an outcome of the call, which the
-            // caller gets and handles (not found, refused); it is no fault of this service.
-            // A panic is (logged at `error` where it is caught).
-            tracing::info!(%error, "the handler returned an error");
-        }
         let error = match reply.outcome() {
             Outcome::Ok | Outcome::NotActive => None,
-            // The status RPC's last error names a panic.
-            Outcome::HandlerError => Some(
-                failure
-                    .or_else(|| reply.error().map(str::to_owned))
-                    .unwrap_or_else(|| "the handler failed".to_owned()),
-            ),
+            // A panic or an overrun names itself (logged where it was caught).
+            Outcome::HandlerError => Some(failure.unwrap_or_else(|| {
+                let error = reply.error().unwrap_or("the handler failed").to_owned();
+                // At `info`: an error the handler returns is an outcome of the call, which
+                // the caller gets and handles (not found, refused); no fault of this service.
+                tracing::info!(%error, "the handler returned an error");
+                error
+            })),
             Outcome::BadRequest => Some(reply.error().map_or_else(
                 || "the request could not be decoded".to_owned(),
                 str::to_owned,
             )),
             Outcome::DeadlineExceeded => Some("the caller's deadline had passed".to_owned()),
         };
-        if let Some(error) = returned.as_ref().or(error.as_ref()) {
+        if let Some(error) = &error {
             telemetry::record_error(&tracing::Span::current(), error);
         }
         let core = &self.shared.core;
