@@ -490,7 +490,7 @@ impl<S: Service> Delivery for RpcDelivery<S> {
 
     /// Replies (with the panic named, when the handler panicked) and counts the call.
     async fn settle(self, invoked: Invoked<Reply>) {
-        let (mut reply, failure) = match invoked {
+        let (reply, failure) = match invoked {
             Invoked::Returned(reply) => (reply, None),
             Invoked::Panicked(message) => {
                 let failure = invoke::panicked(&message);
