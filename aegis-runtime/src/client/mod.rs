@@ -366,16 +366,11 @@ impl ServiceClient {
     ) -> Result<CommandHandle<R>, CallError> {
         let fail = |kind| CallError::new(&self.inner.service, name, 1, kind);
         let method = MethodName::new(name).map_err(|e| fail(CallErrorKind::InvalidName(e)))?;
-        let span = tracing::info_span!(
+        let span = crate::telemetry::traced_span!(
             "aegis.command",
             service = %self.inner.service,
             command = name,
             id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
         );
         // The handler's span joins this one through the headers, sent only when a
         // subscriber records it.

@@ -96,16 +96,7 @@ impl EventPublisher {
         payload: &P,
     ) -> Result<(), PublishError> {
         let subject = subject::event(&EventToken::new(domain)?, &EventToken::new(event_type)?);
-        let span = tracing::info_span!(
-            "aegis.publish",
-            domain,
-            event_type,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = crate::telemetry::traced_span!("aegis.publish", domain, event_type,);
         // The subscribers' handler spans join the publisher's trace through the headers,
         // sent only when a subscriber records this span.
         let trace = telemetry::start(&span, None);

@@ -255,17 +255,12 @@ impl<S: Send + Sync + 'static> Delivery for CommandDelivery<S> {
     }
 
     fn span(&self) -> tracing::Span {
-        tracing::info_span!(
+        crate::telemetry::traced_span!(
             "command",
             kind = "command",
             command = self.command.name,
             id = self.id.as_deref(),
             delivery = self.delivered,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
         )
     }
 

@@ -443,7 +443,7 @@ impl<S: Service> Delivery for RpcDelivery<S> {
     }
 
     fn span(&self) -> tracing::Span {
-        tracing::info_span!(
+        crate::telemetry::traced_span!(
             "rpc",
             kind = self.kind().as_str(),
             service = self.shared.definition.name,
@@ -451,11 +451,6 @@ impl<S: Service> Delivery for RpcDelivery<S> {
             instance = %self.shared.core.instance_key,
             correlation_id = tracing::field::Empty,
             term = self.term,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
         )
     }
 

@@ -177,18 +177,13 @@ impl<S: Send + Sync + 'static> Delivery for EventDelivery<S> {
     }
 
     fn span(&self) -> tracing::Span {
-        tracing::info_span!(
+        crate::telemetry::traced_span!(
             "event",
             kind = "event",
             method = self.definition.method,
             subject = %self.message.subject,
             instance = %self.instance,
             delivery = self.delivered,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
         )
     }
 

@@ -95,27 +95,13 @@ pub(super) async fn on_stop(core: &Core, limit: std::time::Duration) {
 /// under it.
 fn hook_span(kind: HandlerKind, service: &'static str) -> tracing::Span {
     let span = match kind {
-        HandlerKind::OnStop => tracing::info_span!(
+        HandlerKind::OnStop => crate::telemetry::traced_span!(
             "on_stop",
             kind = kind.as_str(),
             service,
             instance = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
         ),
-        _ => tracing::info_span!(
-            "on_start",
-            kind = kind.as_str(),
-            service,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            parent_span = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        ),
+        _ => crate::telemetry::traced_span!("on_start", kind = kind.as_str(), service,),
     };
     telemetry::start(&span, None);
     span

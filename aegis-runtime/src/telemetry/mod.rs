@@ -36,6 +36,25 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::codec::headers;
 
+/// An `info` span named `$name` with the given fields and the ones every Aegis span with a
+/// trace context records later: `trace_id`, `span_id`, `parent_span` (set by [`start`]),
+/// `error` and `otel.status_code` (set by [`record_error`]). The fields given end with a
+/// comma.
+macro_rules! traced_span {
+    ($name:literal, $($field:tt)*) => {
+        ::tracing::info_span!(
+            $name,
+            $($field)*
+            trace_id = ::tracing::field::Empty,
+            span_id = ::tracing::field::Empty,
+            parent_span = ::tracing::field::Empty,
+            error = ::tracing::field::Empty,
+            otel.status_code = ::tracing::field::Empty,
+        )
+    };
+}
+pub(crate) use traced_span;
+
 /// A W3C trace id: 16 bytes, shown as 32 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceId(pub u128);
