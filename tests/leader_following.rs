@@ -43,6 +43,7 @@ async fn three_instances(server: &NatsServer) -> (Vec<String>, Vec<ChildProcess>
 
 #[tokio::test]
 async fn in_steady_state_exclusive_calls_reach_the_leader_first_time() {
+    let _counts = support::counting_alone().await;
     support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let (ids, _children) = three_instances(&server).await;
@@ -80,6 +81,7 @@ async fn in_steady_state_exclusive_calls_reach_the_leader_first_time() {
 
 #[tokio::test]
 async fn a_crashed_plain_instance_gets_no_call_after_its_first_failed_attempt() {
+    let _counts = support::counting_alone().await;
     support::metrics_recorder();
     let server = NatsServer::start().await.expect("nats-server");
     let (ids, mut children) = three_instances(&server).await;
@@ -141,6 +143,7 @@ async fn a_crashed_plain_instance_gets_no_call_after_its_first_failed_attempt() 
 
 #[tokio::test]
 async fn a_frozen_leader_is_left_once_the_election_moves() {
+    let _counts = support::calling_alongside().await;
     let server = NatsServer::start().await.expect("nats-server");
     let (ids, children) = three_instances(&server).await;
     let nats = server.connect().await.expect("connect");

@@ -43,6 +43,7 @@ fn patient_client(nats: async_nats::Client) -> OrderProcessorClient {
 
 #[tokio::test]
 async fn three_instances_elect_one_leader_and_only_it_serves() {
+    let _counts = support::calling_alongside().await;
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
     let ids: Vec<String> = (1..=3).map(|i| format!("orders-{i}")).collect();
@@ -78,6 +79,7 @@ async fn three_instances_elect_one_leader_and_only_it_serves() {
 
 #[tokio::test]
 async fn failover_after_sigterm_and_sigkill_loses_no_call() {
+    let _counts = support::calling_alongside().await;
     let server = NatsServer::start().await.expect("nats-server");
     let mut group = Group::start(&server.url(), 3, LEADER_TTL)
         .await
@@ -133,6 +135,7 @@ async fn failover_after_sigterm_and_sigkill_loses_no_call() {
 
 #[tokio::test]
 async fn a_paused_leader_runs_nothing_after_it_resumes() {
+    let _counts = support::calling_alongside().await;
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -186,6 +189,7 @@ async fn a_paused_leader_runs_nothing_after_it_resumes() {
 
 #[tokio::test]
 async fn two_instances_started_together_elect_exactly_one() {
+    let _counts = support::calling_alongside().await;
     let server = NatsServer::start().await.expect("nats-server");
     for round in 0..20 {
         let start = |id: String| support::start_orders(&server, id);
@@ -222,6 +226,7 @@ async fn two_instances_started_together_elect_exactly_one() {
 
 #[tokio::test]
 async fn a_restarted_leader_does_not_take_the_key_from_the_new_one() {
+    let _counts = support::calling_alongside().await;
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
     let ids: Vec<String> = vec!["orders-a".into(), "orders-b".into()];
@@ -250,6 +255,7 @@ async fn a_restarted_leader_does_not_take_the_key_from_the_new_one() {
 
 #[tokio::test]
 async fn leader_changes_are_published_as_events() {
+    let _counts = support::calling_alongside().await;
     use futures_util::StreamExt;
     let server = NatsServer::start().await.expect("nats-server");
     let nats = server.connect().await.expect("connect");
@@ -294,6 +300,7 @@ async fn leader_changes_are_published_as_events() {
 // calling meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_handover_reaches_a_default_client_as_neither_not_active_nor_a_failure() {
+    let _counts = support::counting_alone().await;
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
     let mut ids: Vec<String> = (1..=3).map(|i| format!("orders-{i}")).collect();

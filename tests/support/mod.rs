@@ -25,6 +25,23 @@ pub fn metrics_recorder() -> &'static metrics_util::debugging::Snapshotter {
     })
 }
 
+/// Client metrics are process-wide and the tests of one binary run side by side. A test
+/// that asserts an exact count (of retries, NOT_ACTIVE replies, ejections) holds
+/// [`counting_alone`] for its whole run; every other test of its binary that makes calls
+/// holds [`calling_alongside`], so no other test's calls land in the count while the
+/// calls-only tests still run in parallel with each other.
+static EXACT_COUNTS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held by a test that asserts exact client counters: no other calling test runs meanwhile.
+pub async fn counting_alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    EXACT_COUNTS.write().await
+}
+
+/// Held by a test whose calls must stay out of another test's exact counts.
+pub async fn calling_alongside() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    EXACT_COUNTS.read().await
+}
+
 /// The total of the counter `name` over the label sets that have every label of `labels`,
 /// since the recorder was installed. A snapshot of the debugging recorder drains its
 /// counters, so every read goes through here and adds what it drained to running totals:
