@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use aegis_examples::process::{Finished, run_to_exit};
+use aegis_examples::process::{ChildProcess, Finished, run_to_exit};
 use aegis_runtime::testing::NatsServer;
 use serde_json::Value;
 use support::{hold_leader_key, start_orders};
@@ -27,24 +27,61 @@ async fn aegis_at(url: &str, args: &[&str]) -> Finished {
     .expect("aegis thread")
 }
 
-#[test]
-fn the_demo_runs_to_its_final_table_with_no_failed_call() {
-    let run = aegis(&["demo", "--phase", "1.5"], Duration::from_secs(90));
-    assert!(run.success, "demo failed:\n{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("failed            0"), "{}", run.stdout);
-    for line in ["crash failover", "graceful failover"] {
-        let shown = run
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(line))
-            .unwrap_or_else(|| panic!("no {line} line:\n{}", run.stdout));
+#[tokio::test]
+async fn the_demo_runs_to_its_final_table_with_no_failed_call_and_serves_its_dashboard() {
+    let (mut demo, line) = ChildProcess::start_until(
+        "aegis",
+        &["demo", "--phase", "1.5", "--dashboard", "127.0.0.1:0"],
+        "dashboard: ",
+    );
+    // While the demo runs, its dashboard's API lists the three instances and a leader.
+    let address = line
+        .trim_start_matches("dashboard: http://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_owned();
+    let shown = support::until(Duration::from_secs(10), || {
+        let address = address.clone();
+        async move {
+            let response = support::http_get(&address, "/api/services").await;
+            let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let api: Value = serde_json::from_str(body).unwrap_or_default();
+            api["services"][0]["instances"] == 3
+                && api["services"][0]["leaders"][0]["leader"].is_string()
+        }
+    })
+    .await;
+    assert!(
+        shown,
+        "the demo's dashboard did not show 3 instances and a leader"
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        let within = Duration::from_secs(90);
+        let lines = [
+            "failed ",
+            "served by (term, instance)",
+            "crash failover",
+            "graceful failover",
+        ]
+        .map(|prefix| demo.wait_for_line(prefix, within));
+        let exited = demo.wait_exit(within);
+        (lines, exited, demo.exit_status())
+    })
+    .await
+    .expect("demo thread");
+    let ([failed, _, crash, graceful], exited, status) = report;
+    assert!(
+        exited && status.is_some_and(|s| s.success()),
+        "demo failed: {status:?}"
+    );
+    assert_eq!(
+        failed.split_whitespace().collect::<Vec<_>>(),
+        ["failed", "0"]
+    );
+    for shown in [crash, graceful] {
         assert!(shown.contains(" ms "), "a measured time: {shown}");
     }
-    assert!(
-        run.stdout.contains("served by (term, instance)"),
-        "{}",
-        run.stdout
-    );
 }
 
 #[tokio::test]

@@ -18,22 +18,10 @@ use aegis_runtime::metrics::{self, MetricKind, install_prometheus_exporter};
 use aegis_runtime::subject::{self, InstanceId, ServiceName};
 use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{CommandOptions, ServiceRunner};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `GET /metrics` over plain HTTP/1.1; the body.
+/// `GET /metrics` over plain HTTP/1.1; the whole response.
 async fn scrape(address: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("the exporter listens");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
+    let response = support::http_get(&address.to_string(), "/metrics").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }

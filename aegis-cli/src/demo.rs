@@ -7,6 +7,8 @@ use aegis_examples::failover::{Caller, Group, Outcome};
 use aegis_examples::orders::OrderProcessorClient;
 use aegis_runtime::RetryPolicy;
 use aegis_runtime::testing::NatsServer;
+
+use crate::dashboard::Dashboard;
 use nix::sys::signal::Signal;
 
 /// `aegis demo`.
@@ -18,6 +20,13 @@ pub(crate) struct Args {
     /// The leader TTL in seconds: how long a crashed leader's key lives.
     #[arg(long, default_value_t = 2)]
     leader_ttl: u64,
+    /// Where to serve the live dashboard during the demo (a free port if this one is taken).
+    #[arg(long, value_name = "ADDRESS:PORT", default_value = "127.0.0.1:8686")]
+    dashboard: std::net::SocketAddr,
+    /// After the report, keep the server, the instances left and the dashboard up until
+    /// Ctrl-C, to look around.
+    #[arg(long)]
+    hold: bool,
 }
 
 /// Counts what the client records through the `metrics` facade (the retries).
@@ -54,6 +63,16 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     );
     let mut group = Group::start(&server.url(), 3, leader_ttl).await?;
     println!("three order_service instances: {}", group.ids().join(", "));
+    let dashboard = open_dashboard(group.nats(), args.dashboard).await?;
+    println!(
+        "dashboard: {} (live while the demo runs{})",
+        dashboard.url(),
+        if args.hold {
+            ", and after it until Ctrl-C"
+        } else {
+            "; --hold keeps it up after the report"
+        }
+    );
     let first = group.leader().await?;
     println!("leader: {first}");
 
@@ -99,10 +118,30 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let graceful = first_served_after(&outcomes, &third, stopped_at);
     report(&outcomes, crash, graceful);
     let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+    if args.hold {
+        println!(
+            "\nholding: dashboard at {} (Ctrl-C to end)",
+            dashboard.url()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
     if failed > 0 {
         return Err(format!("{failed} calls failed"));
     }
     Ok(())
+}
+
+/// The dashboard at `address`, or on a free port when that one is taken.
+async fn open_dashboard(
+    nats: &async_nats::Client,
+    address: std::net::SocketAddr,
+) -> Result<Dashboard, String> {
+    match Dashboard::bind(nats.clone(), address).await {
+        Ok(dashboard) => Ok(dashboard),
+        Err(_) => Dashboard::bind(nats.clone(), std::net::SocketAddr::new(address.ip(), 0))
+            .await
+            .map_err(|err| err.to_string()),
+    }
 }
 
 /// Prints a line every second for `phase`.

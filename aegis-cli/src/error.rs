@@ -192,6 +192,15 @@ pub(crate) enum CliError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The dashboard cannot listen where it was asked to (the port is taken, say).
+    #[error("the dashboard cannot listen on {}: {source}; choose another with --listen", address.map_or_else(|| "its socket".to_owned(), |a| a.to_string()))]
+    Listen {
+        /// Where; `None` for a socket bound elsewhere.
+        address: Option<std::net::SocketAddr>,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Stdout cannot be written (a closed pipe).
     #[error("cannot write to stdout: {0}")]
     Output(#[source] std::io::Error),
@@ -231,6 +240,7 @@ impl CliError {
             | Self::Request { .. }
             | Self::Decode { .. }
             | Self::Output(_)
+            | Self::Listen { .. }
             | Self::Demo(_) => Exit::Failed,
             Self::NoJetStream { .. } | Self::PermissionDenied { .. } | Self::JetStream { .. } => {
                 Exit::ServerCannot
@@ -257,6 +267,7 @@ impl CliError {
             Self::Request { .. } => "request",
             Self::Decode { .. } => "decode",
             Self::Output(_) => "output",
+            Self::Listen { .. } => "listen",
             Self::Demo(_) => "demo",
         }
     }

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: printing is its job
 
 mod call;
+mod dashboard;
 mod demo;
 mod error;
 mod output;
@@ -77,6 +78,11 @@ enum Command {
     /// recognised from the service's own `$SRV.INFO` answer.
     #[command(after_help = EXIT_CODES_HELP)]
     Call(call::Args),
+    /// Serves a live web page of the services: instances, leaders and terms, per-endpoint
+    /// counters, and an event log pushed as the registry and the election change; with a
+    /// JSON API beside it (`/api/services`, `/api/services/{name}`).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Dashboard(dashboard::Args),
     /// Prints the JSON Schemas of a running service's methods.
     #[command(after_help = EXIT_CODES_HELP)]
     Schema {
@@ -91,7 +97,7 @@ impl Command {
     /// Whether the command prints JSON.
     fn json(&self) -> bool {
         match self {
-            Self::Demo(_) => false,
+            Self::Demo(_) | Self::Dashboard(_) => false,
             Self::Call(args) => args.format().json,
             Self::Services { format }
             | Self::Instances { format, .. }
@@ -166,6 +172,7 @@ async fn inspect(nats: &NatsArgs, command: Command) -> Result<(), CliError> {
             }
             Command::Call(args) => call::run(&nats, args).await,
             Command::Schema { service, format } => call::schema(&nats, &service, format).await,
+            Command::Dashboard(args) => dashboard::run(&nats, args).await,
             // Handled by `main` (it needs no connection); kept whole here all the same.
             Command::Demo(args) => demo::run(args).await.map_err(CliError::Demo),
         }

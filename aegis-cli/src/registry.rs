@@ -407,7 +407,10 @@ pub(crate) async fn watch(
         tokio::select! {
             () = &mut until => return Ok(()),
             Some(Ok(entry)) = instances.next() => {
-                let id = entry.key.rsplit('.').next().unwrap_or_default().to_owned();
+                let Some((_, id)) = subject::parse_registry_key(&entry.key) else {
+                    continue; // not an Aegis instance's key
+                };
+                let id = id.to_string();
                 let change = match entry.operation {
                     kv::Operation::Put => Change::Instance {
                         id,
@@ -435,7 +438,10 @@ pub(crate) async fn watch(
                     },
                     _ => None,
                 };
-                let group = entry.key.split('.').nth(2).unwrap_or_default().to_owned();
+                let Some((_, group)) = subject::parse_leader_key(&entry.key) else {
+                    continue;
+                };
+                let group = group.to_string();
                 let before = shown.insert(group.clone(), now.clone());
                 if before.as_ref() != Some(&now) {
                     Change::Leader { group, leader: now }.print(format)?;

@@ -40,11 +40,17 @@ pub struct ChildProcess {
 
 impl ChildProcess {
     /// Starts `binary` with `args` and waits (up to 30 s) for a stdout line starting with
-    /// `ready`, which it returns.
+    /// `ready`, which it returns (see [`ChildProcess::start_until`]).
     ///
     /// The child logs at `warn` unless `RUST_LOG` is set for the parent, so the output of
     /// a test or a benchmark is not buried under the logs of its children.
     pub fn start(binary: &str, args: &[&str]) -> (Self, String) {
+        Self::start_until(binary, args, "ready")
+    }
+
+    /// Starts `binary` with `args` and waits (up to 30 s) for a stdout line starting with
+    /// `ready`, which it returns.
+    pub fn start_until(binary: &str, args: &[&str], ready: &str) -> (Self, String) {
         let mut command = Command::new(workspace_binary(binary));
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "warn");
@@ -70,7 +76,7 @@ impl ChildProcess {
             lines,
             status: None,
         };
-        let ready = process.wait_for_line("ready", Duration::from_secs(30));
+        let ready = process.wait_for_line(ready, Duration::from_secs(30));
         (process, ready)
     }
 

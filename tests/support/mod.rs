@@ -152,3 +152,20 @@ pub fn python_vector(name: &str) -> (String, Vec<u8>, serde_json::Value) {
         .expect("decoded payload");
     (subject, bytes, decoded)
 }
+
+/// `GET path` over plain HTTP/1.1 from `address` (`host:port`): the whole response, status
+/// line and headers included.
+pub async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap_or_else(|err| panic!("nothing listens at {address}: {err}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    response
+}

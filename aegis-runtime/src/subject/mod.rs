@@ -94,6 +94,26 @@ pub fn registry_key(service: &ServiceName, instance: &InstanceId) -> String {
     join(&["service-instances", service, instance])
 }
 
+/// The service and instance a [`REGISTRY_BUCKET`] key names; `None` for a key of another
+/// form (another tool's, or the Python SDK's underscore form) or with invalid names.
+///
+/// ```
+/// use aegis_runtime::subject;
+///
+/// let (service, instance) = subject::parse_registry_key("service-instances.echo.echo-1").unwrap();
+/// assert_eq!((service.as_str(), instance.as_str()), ("echo", "echo-1"));
+/// assert!(subject::parse_registry_key("service-instances__echo__echo-1").is_none());
+/// ```
+pub fn parse_registry_key(key: &str) -> Option<(ServiceName, InstanceId)> {
+    match key.split('.').collect::<Vec<_>>().as_slice() {
+        ["service-instances", service, instance] => Some((
+            ServiceName::new(*service).ok()?,
+            InstanceId::new(*instance).ok()?,
+        )),
+        _ => None,
+    }
+}
+
 /// Key filter that matches every instance of `service` in [`REGISTRY_BUCKET`].
 pub fn registry_service_filter(service: &ServiceName) -> String {
     join(&["service-instances", service, "*"])
@@ -121,6 +141,25 @@ pub fn kv_bucket_prefix(bucket: &str) -> String {
 /// `sticky-active.{service}.{group}.leader`.
 pub fn leader_key(service: &ServiceName, group: &GroupId) -> String {
     join(&["sticky-active", service, group, "leader"])
+}
+
+/// The service and group a [`STICKY_ACTIVE_BUCKET`] leader key names; `None` for a key
+/// of another form or with invalid names.
+///
+/// ```
+/// use aegis_runtime::subject;
+///
+/// let (service, group) = subject::parse_leader_key("sticky-active.orders.default.leader").unwrap();
+/// assert_eq!((service.as_str(), group.as_str()), ("orders", "default"));
+/// assert!(subject::parse_leader_key("sticky-active.orders.default").is_none());
+/// ```
+pub fn parse_leader_key(key: &str) -> Option<(ServiceName, GroupId)> {
+    match key.split('.').collect::<Vec<_>>().as_slice() {
+        ["sticky-active", service, group, "leader"] => {
+            Some((ServiceName::new(*service).ok()?, GroupId::new(*group).ok()?))
+        }
+        _ => None,
+    }
 }
 
 /// Key filter that matches the leader key of every group of `service` in
