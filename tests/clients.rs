@@ -345,6 +345,83 @@ async fn watch_discovery_sees_a_new_instance_at_once_and_a_crashed_one_go_after_
 }
 
 #[tokio::test]
+async fn a_heartbeat_wakes_no_watcher_and_a_membership_change_wakes_them_within_50_ms() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let service = probe_service();
+    let beating = ServiceRunner::new(Probe::default())
+        .nats(server.connect().await.expect("connect"))
+        .instance_id("probe-beating")
+        .registry_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .expect("start");
+    let discovery = WatchDiscovery::new(nats.clone());
+    wait_for_instances(&discovery, &service, &["probe-beating"]).await;
+    let registry = async_nats::jetstream::new(nats.clone())
+        .get_key_value(subject::REGISTRY_BUCKET)
+        .await
+        .expect("registry bucket");
+    let key = subject::registry_key(&service, beating.instance_id());
+    let revision = || async {
+        registry
+            .entry(&key)
+            .await
+            .expect("read")
+            .expect("entry")
+            .revision
+    };
+
+    // A second of heartbeats (every 100 ms) that change nothing but the time.
+    let before = revision().await;
+    let woken = discovery.changed(&service, Duration::from_secs(1)).await;
+    let beats = revision().await - before;
+    assert!(beats >= 5, "the instance beat {beats} times in a second");
+    assert!(!woken, "a heartbeat woke the watcher ({beats} heartbeats)");
+
+    // A new instance's entry, written as any registering instance writes it.
+    let waiter = {
+        let (discovery, service) = (discovery.clone(), service.clone());
+        tokio::spawn(async move {
+            let woken = discovery.changed(&service, Duration::from_secs(5)).await;
+            (woken, Instant::now())
+        })
+    };
+    // The waiter is parked on the watch before the write.
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let newcomer = aegis_runtime::instance::ServiceInstance::new(
+        service.clone(),
+        subject::InstanceId::new("probe-newcomer").expect("id"),
+        "1.0.0",
+    )
+    .expect("entry");
+    let written = Instant::now();
+    registry
+        .put(
+            subject::registry_key(&service, &newcomer.instance_id),
+            newcomer.to_json().into(),
+        )
+        .await
+        .expect("put");
+    let (woken, at) = waiter.await.expect("waiter");
+    let after = at.saturating_duration_since(written);
+    println!("membership change seen by the watcher {after:?} after the write");
+    assert!(woken, "a new instance did not wake the watcher");
+    assert!(
+        after <= Duration::from_millis(50),
+        "woken {after:?} after the write"
+    );
+    let listed = discovery
+        .instances_now(&service)
+        .expect("live")
+        .expect("usable");
+    assert_eq!(listed.len(), 2);
+    beating.stop().await;
+}
+
+#[tokio::test]
 async fn cached_discovery_serves_stale_entries_when_the_registry_is_gone() {
     let server = NatsServer::start().await.expect("nats-server");
     let ids = ["probe-a", "probe-b"];

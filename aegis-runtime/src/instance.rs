@@ -130,6 +130,18 @@ impl ServiceInstance {
             .insert(TTL_METADATA_KEY.into(), Value::from(ttl.as_secs()));
     }
 
+    /// Whether `other` says the same as this entry but for the time of the heartbeat: a
+    /// renewal, nothing a selector or a watcher needs to hear about.
+    pub(crate) fn same_apart_from_heartbeat(&self, other: &Self) -> bool {
+        self.service_name == other.service_name
+            && self.instance_id == other.instance_id
+            && self.version == other.version
+            && self.status == other.status
+            && self.sticky_active_group == other.sticky_active_group
+            && self.sticky_active_status == other.sticky_active_status
+            && self.metadata == other.metadata
+    }
+
     /// Whether the last heartbeat is older than `ttl` at `now`: such an entry belongs to an
     /// instance that is gone, even if the registry still holds it.
     pub fn is_stale(&self, ttl: Duration, now: Timestamp) -> bool {

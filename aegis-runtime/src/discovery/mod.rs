@@ -32,6 +32,7 @@
 
 mod basic;
 mod cached;
+mod membership;
 mod reader;
 mod watch;
 

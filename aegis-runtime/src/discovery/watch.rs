@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::backoff::{Backoff, Exponential, jittered};
-use crate::instance::ServiceInstance;
+use crate::codec::Timestamp;
 use crate::service::BoxFuture;
 use crate::subject::ServiceName;
 
+use super::membership::Membership;
 use super::reader::{Change, FeedError, RegistryFeed, instance_of_key};
 
 /// Why a watch of the registry was given up (and is opened again).
@@ -26,7 +27,7 @@ enum WatchLost {
     #[error("the connection to NATS was re-established")]
     Reconnected,
 }
-use super::{CachedDiscovery, Discovery, DiscoveryError, Instances, usable};
+use super::{CachedDiscovery, Discovery, DiscoveryError, Instances};
 
 /// How long the first lookup of a service waits for its watch to catch up.
 const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(2);
@@ -74,25 +75,10 @@ pub struct WatchDiscovery {
 struct ServiceWatch {
     view: watch::Receiver<View>,
     task: tokio::task::JoinHandle<()>,
-    /// The usable list of the last view looked at, so that lookups between changes cost
-    /// a lock and a reference count, not a filter and a copy.
-    usable: Mutex<Option<Usable>>,
     /// Lookups answered from the live view ([`DISCOVERY_HITS`](crate::metrics::DISCOVERY_HITS)),
     /// registered once: lookups are on every call's path.
     hits: metrics::Counter,
 }
-
-/// The usable instances computed from one view.
-#[derive(Debug)]
-struct Usable {
-    generation: u64,
-    computed: Instant,
-    result: Result<Instances, DiscoveryError>,
-}
-
-/// How long a computed usable list is reused: heartbeats age, so it is recomputed even
-/// when nothing changed.
-const REUSE_USABLE_FOR: Duration = Duration::from_secs(1);
 
 impl Drop for ServiceWatch {
     fn drop(&mut self) {
@@ -108,10 +94,9 @@ struct View {
     /// Whether the first attempt to open the watch is over (caught up, or failed): until
     /// then the first lookups wait rather than fall back.
     settled: bool,
-    /// The entries by instance id.
-    entries: Arc<BTreeMap<String, ServiceInstance>>,
-    /// Counts the changes published.
-    generation: u64,
+    /// The usable instances (or why there are none), computed by the watch when they
+    /// change: a lookup clones a reference.
+    usable: Option<Result<Instances, DiscoveryError>>,
 }
 
 impl WatchDiscovery {
@@ -135,7 +120,6 @@ impl WatchDiscovery {
         let watch = Arc::new(ServiceWatch {
             view,
             task,
-            usable: Mutex::new(None),
             hits: metrics::counter!(crate::metrics::DISCOVERY_HITS, "service" => service.to_string()),
         });
         watches.insert(service.clone(), watch.clone());
@@ -166,32 +150,13 @@ impl WatchDiscovery {
 impl ServiceWatch {
     /// The usable instances of `service` from the live view; `None` while the watch is not
     /// live (the fallback answers then).
-    fn current(&self, service: &ServiceName) -> Option<Result<Instances, DiscoveryError>> {
-        let (entries, generation) = {
+    fn current(&self) -> Option<Result<Instances, DiscoveryError>> {
+        let known = {
             let view = self.view.borrow();
-            (view.live.then(|| view.entries.clone())?, view.generation)
+            view.live.then(|| view.usable.clone()).flatten()?
         };
         self.hits.increment(1);
-        let Ok(mut usable) = self.usable.lock() else {
-            return Some(usable_of(service, &entries));
-        };
-        Some(match usable.as_ref() {
-            Some(cached)
-                if cached.generation == generation
-                    && cached.computed.elapsed() < REUSE_USABLE_FOR =>
-            {
-                cached.result.clone()
-            }
-            _ => {
-                let result = usable_of(service, &entries);
-                *usable = Some(Usable {
-                    generation,
-                    computed: Instant::now(),
-                    result: result.clone(),
-                });
-                result
-            }
-        })
+        Some(known)
     }
 }
 
@@ -211,7 +176,7 @@ impl Discovery for WatchDiscovery {
                     .await;
                 crate::metrics::discovery_read(service, began.elapsed());
             }
-            match watch.current(service) {
+            match watch.current() {
                 Some(known) => known,
                 None => self.fallback.instances(service).await,
             }
@@ -219,7 +184,7 @@ impl Discovery for WatchDiscovery {
     }
 
     fn instances_now(&self, service: &ServiceName) -> Option<Result<Instances, DiscoveryError>> {
-        self.watch_of(service)?.current(service)
+        self.watch_of(service)?.current()
     }
 
     fn invalidate(&self, service: &ServiceName) {
@@ -257,9 +222,9 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
         let connected = connects(&nats);
         match RegistryFeed::open(&nats, &service).await {
             Ok(Some(mut feed)) => {
-                let mut entries = BTreeMap::new();
+                let mut members = Membership::default();
                 if feed.initial == 0 {
-                    publish(&view, &entries);
+                    publish(&view, &service, &members);
                 }
                 let err = loop {
                     let change = tokio::select! {
@@ -277,19 +242,21 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
                             if connects(&nats) != connected {
                                 break WatchLost::Reconnected;
                             }
+                            // Entries whose writers stopped beating without a trace.
+                            if members.sweep(Timestamp::now()) && feed.initial == 0 {
+                                publish(&view, &service, &members);
+                            }
                             continue;
                         }
                     };
-                    match change {
-                        Change::Put(entry) => {
-                            entries.insert(entry.instance_id.to_string(), *entry);
-                        }
-                        Change::Removed(key) => {
-                            entries.remove(instance_of_key(&key));
-                        }
-                    }
-                    if feed.initial == 0 {
-                        publish(&view, &entries);
+                    let news = match change {
+                        Change::Put(entry) => members.put(*entry, Timestamp::now()),
+                        Change::Removed(key) => members.remove(instance_of_key(&key)),
+                    };
+                    // While catching up, the first publish comes with the last entry; a
+                    // heartbeat that changes nothing wakes nobody.
+                    if feed.initial == 0 && (news || !view.borrow().live) {
+                        publish(&view, &service, &members);
                     }
                 };
                 tracing::warn!(%service, %err, "registry watch lost; falling back to cached lookups until it is back");
@@ -361,19 +328,12 @@ fn connects(nats: &async_nats::Client) -> u64 {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
-fn publish(view: &watch::Sender<View>, entries: &BTreeMap<String, ServiceInstance>) {
-    let generation = view.borrow().generation + 1;
+/// Makes the usable list of `members` the live view: every waiting lookup and
+/// [`WatchDiscovery::changed`] wakes.
+fn publish(view: &watch::Sender<View>, service: &ServiceName, members: &Membership) {
     view.send_replace(View {
         live: true,
         settled: true,
-        entries: Arc::new(entries.clone()),
-        generation,
+        usable: Some(members.usable(service)),
     });
-}
-
-fn usable_of(
-    service: &ServiceName,
-    entries: &BTreeMap<String, ServiceInstance>,
-) -> Result<Instances, DiscoveryError> {
-    usable(service, entries.values().cloned())
 }
