@@ -563,12 +563,14 @@ impl Registration {
     /// UNHEALTHY, and ACTIVE again once a write succeeds. It never stops trying.
     pub(crate) async fn heartbeats(self: Arc<Self>, interval: Duration) {
         let mut failures: u32 = 0;
+        let mut beats: u64 = 0;
         loop {
             let delay = if failures == 0 {
-                interval
+                beat_delay(beats, interval)
             } else {
                 retry_delay(failures, interval)
             };
+            beats += 1;
             tokio::time::sleep(delay).await;
             // A write waits for its acknowledgement half an interval (5 s by default, the
             // client's own timeout), at least a second (a write may take three round trips,
@@ -633,6 +635,20 @@ impl Registration {
                     e,
                 )),
             })
+    }
+}
+
+/// The wait before heartbeat number `beats` (0: the first after registering). Instances
+/// started together (a deploy, a process with many runners) would beat in step, every
+/// write of a whole fleet in the same instant: the first beat comes after a random part
+/// of the interval, and each later one after 90–100 % of it, so beats spread over the
+/// interval and stay spread. The entry's TTL is several intervals: a shorter wait never
+/// lets it expire.
+fn beat_delay(beats: u64, interval: Duration) -> Duration {
+    if beats == 0 {
+        interval.mul_f64(fastrand::f64().max(0.01))
+    } else {
+        jittered(interval, 0.1)
     }
 }
 
@@ -703,6 +719,26 @@ mod tests {
         assert!(written.is_ours(8, &[19]));
         written.landed(30, vec![19]);
         assert!(!written.is_ours(31, &[18]), "a landed write ends the doubt");
+    }
+
+    #[test]
+    fn heartbeats_are_spread_over_the_interval_and_never_later_than_it() {
+        let interval = Duration::from_secs(10);
+        let firsts: Vec<Duration> = (0..200).map(|_| beat_delay(0, interval)).collect();
+        assert!(firsts.iter().all(|d| *d > Duration::ZERO && *d <= interval));
+        // Spread over the whole interval, not bunched: some in each half.
+        assert!(firsts.iter().any(|d| *d < interval / 2));
+        assert!(firsts.iter().any(|d| *d > interval / 2));
+        for beats in 1..200 {
+            let delay = beat_delay(beats, interval);
+            assert!(
+                delay >= interval.mul_f64(0.9) && delay <= interval,
+                "{delay:?}"
+            );
+        }
+        let later: std::collections::BTreeSet<Duration> =
+            (1..50).map(|beats| beat_delay(beats, interval)).collect();
+        assert!(later.len() > 40, "later beats are jittered too");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod echo;
 pub mod failover;
 pub mod orders;
 pub mod process;
+pub mod scale;
 
 /// Sends the program's logs to stderr, at `info` (`async_nats` at `warn`) unless `RUST_LOG`
 /// says otherwise.

@@ -34,11 +34,10 @@ pub use command::{CommandHandle, CommandOptions};
 pub use error::{CallError, CallErrorKind, TransportError};
 pub use options::CallOptions;
 pub use retry::{RetryPolicy, StickyActiveConfig};
-pub use selection::Selection;
+pub use selection::{Selection, Selector};
 
 use ejection::Ejections;
 use method::KnownMethod;
-use selection::Selector;
 
 /// Default deadline of a call: 5 s.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);

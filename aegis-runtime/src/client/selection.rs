@@ -26,9 +26,33 @@ pub enum Selection {
     Sticky(InstanceId),
 }
 
-/// A [`Selection`] and the state it needs.
+/// A [`Selection`] and the state it needs: what a client uses to pick the instance of
+/// each call, for code that calls instances itself (or measures the cost of a pick).
+///
+/// A round-robin pick over the list a [`WatchDiscovery`](crate::discovery::WatchDiscovery)
+/// hands out costs the same with 3 or 10,000 instances: the list is shared until the set
+/// changes, and an unchanged list is recognised by its address.
+///
+/// ```
+/// use aegis_runtime::client::{Selection, Selector};
+/// use aegis_runtime::instance::ServiceInstance;
+/// use aegis_runtime::subject::{InstanceId, ServiceName};
+///
+/// let service = ServiceName::new("echo")?;
+/// let instances: Vec<ServiceInstance> = ["a", "b"]
+///     .into_iter()
+///     .map(|id| ServiceInstance::new(service.clone(), InstanceId::new(id).unwrap(), "1.0.0").unwrap())
+///     .collect();
+/// let selector = Selector::new(Selection::RoundRobin);
+/// let first = selector.pick(&instances, &[]).unwrap().instance_id.clone();
+/// let second = selector.pick(&instances, &[]).unwrap().instance_id.clone();
+/// assert_ne!(first, second);
+/// // Excluded instances (say, one that just failed) are skipped.
+/// assert_eq!(selector.pick(&instances, &[first.clone()]).unwrap().instance_id, second);
+/// # Ok::<(), aegis_runtime::subject::InvalidName>(())
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Selector {
+pub struct Selector {
     selection: Selection,
     turn: Mutex<Turn>,
 }
@@ -37,11 +61,17 @@ pub(crate) struct Selector {
 #[derive(Debug, Default)]
 struct Turn {
     ids: Vec<InstanceId>,
+    /// Where the list of the set lives and how long it is: a watch discovery hands out
+    /// the same shared list until the set changes, so an unchanged address means an
+    /// unchanged set and the ids need no comparing (a pick stays O(1) with 10,000
+    /// instances). A list at a new address is compared id by id.
+    list: (usize, usize),
     next: usize,
 }
 
 impl Selector {
-    pub(crate) fn new(selection: Selection) -> Self {
+    /// A selector for `selection`, with no turn taken yet.
+    pub fn new(selection: Selection) -> Self {
         Self {
             selection,
             turn: Mutex::default(),
@@ -49,13 +79,16 @@ impl Selector {
     }
 
     /// Picks one of `instances` not in `excluded`; `None` when there is none.
-    pub(crate) fn pick<'a>(
+    pub fn pick<'a>(
         &self,
         instances: &'a [ServiceInstance],
         excluded: &[InstanceId],
     ) -> Option<&'a ServiceInstance> {
         let allowed = |instance: &&ServiceInstance| !excluded.contains(&instance.instance_id);
         match &self.selection {
+            Selection::Random if excluded.is_empty() => {
+                instances.get(fastrand::usize(..instances.len().max(1)))
+            }
             Selection::Random => {
                 let count = instances.iter().filter(allowed).count();
                 if count == 0 {
@@ -87,13 +120,17 @@ impl Selector {
         let Ok(mut turn) = self.turn.lock() else {
             return instances.iter().find(|i| allowed(i));
         };
-        if !turn
-            .ids
-            .iter()
-            .eq(instances.iter().map(|instance| &instance.instance_id))
-        {
-            turn.ids = instances.iter().map(|i| i.instance_id.clone()).collect();
-            turn.next = 0;
+        let list = (instances.as_ptr() as usize, instances.len());
+        if turn.list != list {
+            turn.list = list;
+            if !turn
+                .ids
+                .iter()
+                .eq(instances.iter().map(|instance| &instance.instance_id))
+            {
+                turn.ids = instances.iter().map(|i| i.instance_id.clone()).collect();
+                turn.next = 0;
+            }
         }
         // Walk the whole set from the turn's position; skip the excluded.
         for offset in 0..instances.len() {
