@@ -349,3 +349,39 @@ async fn leaders_node_dies(reach: Reach) {
     assert_eq!(most, 1, "at most one instance held a lease at any moment");
     println!("{reach:?}: terms served: {holders:?}");
 }
+
+/// A deploy onto a fresh cluster: many instances start at once, the first of them
+/// creating the replicated buckets while the others already use them. A new replicated
+/// stream answers only once its replicas elected a leader; until then its reads and
+/// writes get "no responders", which must not fail a start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_started_at_once_on_a_fresh_cluster_all_register() {
+    let cluster = NatsCluster::start().await.expect("cluster");
+    let url = cluster.urls().join(",");
+    let starts = (0..30).map(|n| {
+        let url = url.clone();
+        async move {
+            let nats = aegis_runtime::connect::ConnectConfig::new(url)
+                .connect()
+                .await
+                .expect("connect");
+            ServiceRunner::new(OrderProcessor::default())
+                .nats(nats)
+                .instance_id(format!("orders-{n}"))
+                .start()
+                .await
+        }
+    });
+    let started = futures_util::future::join_all(starts).await;
+    let failed: Vec<String> = started
+        .iter()
+        .filter_map(|s| s.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 30 starts failed: {failed:?}",
+        failed.len()
+    );
+    futures_util::future::join_all(started.into_iter().flatten().map(|running| running.stop()))
+        .await;
+}

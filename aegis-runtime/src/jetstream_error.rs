@@ -155,6 +155,43 @@ enum Found {
     TimedOut,
 }
 
+/// How many times an idempotent JetStream request that got no answer in time is sent in
+/// all (see [`patiently`]).
+const ATTEMPTS_WHEN_SILENT: u32 = 3;
+
+/// Runs `request` (an idempotent JetStream API request: creating or updating a consumer
+/// with one configuration) again when JetStream did not answer in time, up to
+/// [`ATTEMPTS_WHEN_SILENT`] times in all. A busy meta leader (every instance of a deploy
+/// creating the same durable consumer at once, on a cluster) answers some of them late;
+/// any other failure is returned at once, as a [`JetStreamError`] naming `action`.
+pub(crate) async fn patiently<T, E, F, Fut>(
+    action: impl Fn() -> String,
+    mut request: F,
+) -> Result<T, JetStreamError>
+where
+    E: Into<BoxError>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(err) => match JetStreamError::from_nats(action(), err) {
+                JetStreamError::TimedOut { .. } if attempt < ATTEMPTS_WHEN_SILENT => {
+                    tracing::debug!(
+                        action = action(),
+                        attempt,
+                        "JetStream did not answer in time; asking again"
+                    );
+                    attempt += 1;
+                }
+                err => return Err(err),
+            },
+        }
+    }
+}
+
 impl JetStreamError {
     /// Classifies async-nats's `error` from doing `action` ("open the KV bucket
     /// service_registry"): JetStream missing or no answer in time become their kinds,

@@ -83,6 +83,7 @@ mod registry;
 pub mod runner;
 pub mod service;
 mod stats;
+mod streams;
 pub mod subject;
 pub mod telemetry;
 #[cfg(feature = "testing")]

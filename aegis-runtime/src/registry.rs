@@ -51,7 +51,7 @@ pub(crate) async fn ttl_bucket(
         },
         ..Default::default()
     };
-    match js.create_key_value(config.clone()).await {
+    let store = match js.create_key_value(config.clone()).await {
         Ok(store) => Ok(store),
         Err(create_error) => match js.get_key_value(bucket).await {
             Ok(store) => usable_ttl_bucket(store),
@@ -76,7 +76,11 @@ pub(crate) async fn ttl_bucket(
                 create_error,
             )),
         },
+    }?;
+    if clustered {
+        crate::streams::until_led(&store.stream).await;
     }
+    Ok(store)
 }
 
 /// `store` when Aegis can write entries with a time to live in it: a bucket made without
@@ -335,10 +339,12 @@ pub(crate) async fn claim(
         return Ok(0);
     };
     let key = subject::registry_key(service, instance);
-    let current = store.entry(&key).await.map_err(|source| ClaimError::Read {
-        key: key.clone(),
-        source,
-    })?;
+    let current = read_entry(&store, &key)
+        .await
+        .map_err(|source| ClaimError::Read {
+            key: key.clone(),
+            source,
+        })?;
     let Some(current) = current else {
         return Ok(0);
     };
@@ -527,8 +533,7 @@ impl Registration {
 
     /// The entry under this instance's key as the bucket holds it now.
     async fn current_entry(&self) -> Result<Option<kv::Entry>, RegistryWriteError> {
-        self.store
-            .entry(&self.key)
+        read_entry(&self.store, &self.key)
             .await
             .map_err(|source| RegistryWriteError::Read {
                 key: self.key.clone(),
@@ -650,6 +655,43 @@ fn beat_delay(beats: u64, interval: Duration) -> Duration {
     } else {
         jittered(interval, 0.1)
     }
+}
+
+/// How many times a read of the registry that no replica answered is made in all (50 ms,
+/// then 100 ms, … apart: 2.25 s over ten).
+const DIRECT_READ_ATTEMPTS: u32 = 10;
+
+/// The entry under `key`. A replica that joined a moment ago answers direct reads only
+/// once it caught up (a fresh cluster, a restarted node): a read nobody answered is made
+/// again shortly, up to [`DIRECT_READ_ATTEMPTS`] times.
+async fn read_entry(store: &kv::Store, key: &str) -> Result<Option<kv::Entry>, kv::EntryError> {
+    let mut attempt = 1;
+    loop {
+        match store.entry(key).await {
+            Err(err) if attempt < DIRECT_READ_ATTEMPTS && no_direct_responder(&err) => {
+                tracing::debug!(key, attempt, "no replica answers direct reads yet");
+                tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+                attempt += 1;
+            }
+            read => return read,
+        }
+    }
+}
+
+/// Whether `error` is a direct read that no replica of the stream answered: the stream is
+/// there (it was opened), its replicas are not serving direct reads yet.
+fn no_direct_responder(error: &kv::EntryError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(direct) = error.downcast_ref::<jetstream::stream::DirectGetError>()
+            && let jetstream::stream::DirectGetErrorKind::ErrorResponse(status, _) = direct.kind()
+            && status == async_nats::StatusCode::NO_RESPONDERS
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Backoff after `failures` failed heartbeats: 250 ms doubling, capped at the interval,

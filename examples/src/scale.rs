@@ -55,7 +55,12 @@ pub async fn run_worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Erro
     let began = Instant::now();
     let mut connections = Vec::new();
     for _ in 0..args.connections.max(1) {
-        connections.push(async_nats::connect(&args.nats).await?);
+        // A server list (a cluster's) as well as one address.
+        connections.push(
+            aegis_runtime::connect::ConnectConfig::new(args.nats.as_str())
+                .connect()
+                .await?,
+        );
     }
     let connection = |n: usize| connections[n % connections.len()].clone();
     let heartbeat = args.heartbeat_ms.map(Duration::from_millis);
@@ -87,9 +92,12 @@ pub async fn run_worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Erro
         running.push(started?);
     }
     announce(format!(
-        "ready rss_kib={} started_in_ms={}",
+        "ready rss_kib={} started_in_ms={} tasks={}",
         rss_kib(std::process::id()).unwrap_or(0),
-        began.elapsed().as_millis()
+        began.elapsed().as_millis(),
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
     ));
     std::future::pending::<()>().await;
     drop(running);
@@ -111,7 +119,9 @@ pub async fn run_watcher(
     service: &str,
     expect: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let nats = async_nats::connect(nats).await?;
+    let nats = aegis_runtime::connect::ConnectConfig::new(nats)
+        .connect()
+        .await?;
     let discovery = aegis_runtime::discovery::WatchDiscovery::new(nats);
     let service = ServiceName::new(service)?;
     loop {
@@ -155,6 +165,26 @@ pub async fn write_entries(
         ack.await?;
     }
     Ok(())
+}
+
+/// `GET path` of the nats-server monitoring endpoint on `port`, as JSON (`Null` when it
+/// does not answer).
+pub async fn monitor(port: u16, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return serde_json::Value::Null;
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).await.is_err()
+        || stream.read_to_string(&mut response).await.is_err()
+    {
+        return serde_json::Value::Null;
+    }
+    response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_default()
 }
 
 /// CPU seconds (user + system) that process `pid` has used so far.

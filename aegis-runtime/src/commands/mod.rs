@@ -24,21 +24,15 @@ pub const MAX_DELIVER: i64 = 10;
 pub(crate) async fn commands_stream(
     js: &jetstream::Context,
 ) -> Result<stream::Stream, crate::JetStreamError> {
-    js.get_or_create_stream(stream::Config {
-        name: crate::subject::COMMANDS_STREAM.to_owned(),
-        subjects: vec!["commands.>".to_owned()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        max_age: COMMANDS_MAX_AGE,
-        ..Default::default()
-    })
+    crate::streams::get_or_create(
+        js,
+        stream::Config {
+            name: crate::subject::COMMANDS_STREAM.to_owned(),
+            subjects: vec!["commands.>".to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_age: COMMANDS_MAX_AGE,
+            ..Default::default()
+        },
+    )
     .await
-    .map_err(|e| {
-        crate::JetStreamError::from_nats(
-            format!(
-                "get or create the stream {}",
-                crate::subject::COMMANDS_STREAM
-            ),
-            e,
-        )
-    })
 }

@@ -33,19 +33,16 @@ const EVENTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 
 pub(crate) async fn events_stream(
     js: &jetstream::Context,
 ) -> Result<stream::Stream, crate::JetStreamError> {
-    js.get_or_create_stream(stream::Config {
-        name: crate::subject::EVENTS_STREAM.to_owned(),
-        subjects: vec!["events.>".to_owned()],
-        max_age: EVENTS_MAX_AGE,
-        ..Default::default()
-    })
+    crate::streams::get_or_create(
+        js,
+        stream::Config {
+            name: crate::subject::EVENTS_STREAM.to_owned(),
+            subjects: vec!["events.>".to_owned()],
+            max_age: EVENTS_MAX_AGE,
+            ..Default::default()
+        },
+    )
     .await
-    .map_err(|e| {
-        crate::JetStreamError::from_nats(
-            format!("get or create the stream {}", crate::subject::EVENTS_STREAM),
-            e,
-        )
-    })
 }
 
 /// A context made outside a running instance has no connection to publish on.

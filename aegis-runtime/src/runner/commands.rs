@@ -50,25 +50,25 @@ pub(crate) async fn open<S>(
     let durable = format!("{service_name}-{method}");
     // Created or updated: a consumer made by an earlier version, without a delivery bound,
     // gets one.
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(durable.clone()),
-            filter_subject: subject::command(service_name, &method),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
-            max_deliver: MAX_DELIVER,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| {
-            StartError::Commands(JetStreamError::from_nats(
-                format!(
-                    "create the command consumer {durable} of the stream {}",
-                    crate::subject::COMMANDS_STREAM
-                ),
-                e,
-            ))
-        })?;
+    let config = consumer::pull::Config {
+        durable_name: Some(durable.clone()),
+        filter_subject: subject::command(service_name, &method),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_deliver: MAX_DELIVER,
+        ..Default::default()
+    };
+    let consumer: consumer::PullConsumer = crate::jetstream_error::patiently(
+        || {
+            format!(
+                "create the command consumer {durable} of the stream {}",
+                crate::subject::COMMANDS_STREAM
+            )
+        },
+        || stream.create_consumer(config.clone()),
+    )
+    .await
+    .map_err(StartError::Commands)?;
     let messages = consumer.messages().await.map_err(|e| {
         StartError::Commands(JetStreamError::from_nats(
             format!("consume the command consumer {durable}"),

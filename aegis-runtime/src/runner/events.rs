@@ -79,34 +79,30 @@ impl Subscription {
             definition.mode,
             definition.durable,
         );
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: definition.pattern.to_owned(),
-                    deliver_policy: consumer::DeliverPolicy::New,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    max_deliver: MAX_DELIVER,
-                    inactive_threshold: if definition.durable.is_some() {
-                        Duration::ZERO
-                    } else {
-                        INACTIVE_THRESHOLD
-                    },
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| {
-                JetStreamError::from_nats(
-                    format!(
-                        "create the event consumer {name} of the stream {}",
-                        crate::subject::EVENTS_STREAM
-                    ),
-                    e,
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: definition.pattern.to_owned(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_deliver: MAX_DELIVER,
+            inactive_threshold: if definition.durable.is_some() {
+                Duration::ZERO
+            } else {
+                INACTIVE_THRESHOLD
+            },
+            ..Default::default()
+        };
+        let consumer: consumer::PullConsumer = crate::jetstream_error::patiently(
+            || {
+                format!(
+                    "create the event consumer {name} of the stream {}",
+                    crate::subject::EVENTS_STREAM
                 )
-            })?;
+            },
+            || stream.get_or_create_consumer(&name, config.clone()),
+        )
+        .await?;
         let messages = consumer.messages().await.map_err(|e| {
             JetStreamError::from_nats(format!("consume the event consumer {name}"), e)
         })?;

@@ -17,7 +17,7 @@ use aegis_runtime::client::{Selection, Selector};
 use aegis_runtime::discovery::{BasicDiscovery, Discovery, WatchDiscovery};
 use aegis_runtime::election::LeaderRecord;
 use aegis_runtime::subject::{self, GroupId, ServiceName};
-use aegis_runtime::testing::NatsServer;
+use aegis_runtime::testing::{NatsCluster, NatsServer};
 use async_nats::jetstream::{self, kv};
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
@@ -66,17 +66,62 @@ struct Bench {
     /// A short round (the test suite's): 100 instances, 20 groups, 1 s windows.
     #[arg(long)]
     smoke: bool,
+    /// On a 3-node cluster (replicated buckets) instead of one server.
+    #[arg(long)]
+    cluster: bool,
+}
+
+/// Where the bench runs: one server (with its monitoring endpoint) or a 3-node cluster.
+enum Servers {
+    One { server: NatsServer, monitoring: u16 },
+    Cluster(NatsCluster),
+}
+
+impl Servers {
+    async fn start(cluster: bool) -> Result<Self, Box<dyn std::error::Error>> {
+        if cluster {
+            return Ok(Self::Cluster(NatsCluster::start().await?));
+        }
+        // The server's monitoring endpoint counts subscriptions and connections.
+        let monitoring = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let server = NatsServer::builder()
+            .config(format!("http: \"127.0.0.1:{monitoring}\""))
+            .start()
+            .await?;
+        Ok(Self::One { server, monitoring })
+    }
+
+    /// The address list clients connect to.
+    fn url(&self) -> String {
+        match self {
+            Self::One { server, .. } => server.url(),
+            Self::Cluster(cluster) => cluster.urls().join(","),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::One { server, .. } => server.pid().into_iter().collect(),
+            Self::Cluster(cluster) => (0..cluster.len())
+                .filter_map(|n| cluster.node(n).pid())
+                .collect(),
+        }
+    }
+
+    /// A figure of the monitoring endpoint (`None` on a cluster: not enabled there).
+    async fn monitored(&self, path: &str, field: &str) -> Option<u64> {
+        match self {
+            Self::One { monitoring, .. } => scale::monitor(*monitoring, path).await[field].as_u64(),
+            Self::Cluster(_) => None,
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,async_nats=error".into()),
-        )
-        .init();
+    aegis_examples::init_logging();
     let cli = Cli::parse();
     match cli.role {
         Some(Role::Worker(args)) => scale::run_worker(args).await,
@@ -104,19 +149,33 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
     }
     let window = Duration::from_secs_f64(args.window);
     let processes = args.processes.max(1);
-    let server = NatsServer::start().await?;
-    let server_pid = server.pid().ok_or("no nats-server pid")?;
-    let nats = server.connect().await?;
+    let servers = Servers::start(args.cluster).await?;
+    let pids = servers.pids();
+    let url = servers.url();
+    let nats = aegis_runtime::connect::ConnectConfig::new(url.as_str())
+        .connect()
+        .await?;
     println!(
-        "scale_bench: {} echo instances and {} groups × 2 in {processes} processes, leader_ttl {} s, windows of {:?}",
-        args.instances, args.groups, args.leader_ttl, window
+        "scale_bench: {} echo instances and {} groups × 2 in {} processes, leader_ttl {} s, windows of {:?}, on {}",
+        args.instances,
+        args.groups,
+        if processes > 1 { 2 * processes } else { 1 },
+        args.leader_ttl,
+        window,
+        if args.cluster {
+            "a 3-node cluster (buckets with 3 replicas)"
+        } else {
+            "one nats-server"
+        }
     );
 
     // Register everything.
+    let subscriptions = || servers.monitored("/subsz", "num_subscriptions");
+    let connections = || servers.monitored("/varz", "connections");
+    let (subscriptions_before, connections_before) = (subscriptions().await, connections().await);
     let began = Instant::now();
     let watch = WatchDiscovery::new(nats.clone());
     let echo = ServiceName::new("echo")?;
-    let url = server.url();
     let mut workers = Vec::new();
     for p in 0..processes {
         let share = |total: usize| (total * p / processes, total * (p + 1) / processes);
@@ -147,12 +206,12 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
             workers.push(worker((0, 0), (next_from, next_to), "b"));
         }
     }
-    let mut baseline_kib = 0;
-    let mut ready_kib = 0;
+    let (mut baseline_kib, mut ready_kib, mut tasks) = (0, 0, 0);
     for (worker, spawned) in &mut workers {
         baseline_kib += field(spawned, "rss_kib");
         let ready = worker.wait_for_line("ready", Duration::from_secs(600));
         ready_kib += field(&ready, "rss_kib");
+        tasks += field(&ready, "tasks");
     }
     let started = began.elapsed();
     loop {
@@ -176,6 +235,18 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
         baseline_kib / 1024,
         ready_kib / 1024
     );
+    let per = |after: Option<u64>, before: Option<u64>| match (after, before) {
+        (Some(after), Some(before)) => {
+            format!("{:.1}", after.saturating_sub(before) as f64 / all as f64)
+        }
+        _ => "n/a".to_owned(),
+    };
+    println!(
+        "per instance: {:.1} tasks, {} subscriptions on the server, {} connections (the instances of a process share 2)",
+        tasks as f64 / all as f64,
+        per(subscriptions().await, subscriptions_before),
+        per(connections().await, connections_before),
+    );
 
     // Steady state.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -197,7 +268,7 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
         last_seq(subject::REGISTRY_BUCKET).await,
         last_seq(subject::STICKY_ACTIVE_BUCKET).await,
     );
-    let server_cpu = cpu_share(server_pid, window).await.unwrap_or(0.0);
+    let server_cpu = servers_cpu(&pids, window).await;
     let (registry_after, election_after) = (
         last_seq(subject::REGISTRY_BUCKET).await,
         last_seq(subject::STICKY_ACTIVE_BUCKET).await,
@@ -205,9 +276,10 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
     let per_second = |delta: u64| delta as f64 / window.as_secs_f64();
     println!("\n== steady state");
     println!(
-        "nats-server: {:.1} % of a core, {} MiB resident",
+        "nats-server{}: {:.1} % of a core, {} MiB resident",
+        if pids.len() > 1 { "s (all nodes)" } else { "" },
         server_cpu * 100.0,
-        rss_kib(server_pid).unwrap_or(0) / 1024
+        pids.iter().filter_map(|pid| rss_kib(*pid)).sum::<u64>() / 1024
     );
     println!(
         "registry writes {:.0}/s (heartbeats of {all} instances); election writes {:.0}/s (renewals of {} groups)",
@@ -327,6 +399,18 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
     );
     drop(workers);
     Ok(())
+}
+
+/// The share of one core the processes `pids` used together over `window`.
+async fn servers_cpu(pids: &[u32], window: Duration) -> f64 {
+    let used = || {
+        pids.iter()
+            .filter_map(|pid| scale::cpu_seconds(*pid))
+            .sum::<f64>()
+    };
+    let before = used();
+    tokio::time::sleep(window).await;
+    (used() - before) / window.as_secs_f64()
 }
 
 /// The number after `name=` in `line`.
