@@ -421,6 +421,50 @@ async fn a_heartbeat_wakes_no_watcher_and_a_membership_change_wakes_them_within_
     beating.stop().await;
 }
 
+/// Basic discovery reads a service's entries in one batched direct read up to 1,024 keys
+/// and through a feed beyond: both give the same answer, deleted entries left out.
+#[tokio::test]
+async fn basic_discovery_reads_small_and_large_services_alike() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    // The bucket as instances make it.
+    let _first = start_probe(&server, "probe-1", Probe::default()).await;
+    let registry = async_nats::jetstream::new(nats.clone())
+        .get_key_value(subject::REGISTRY_BUCKET)
+        .await
+        .expect("registry bucket");
+    let discovery = BasicDiscovery::new(nats.clone());
+    for (service, size) in [("few", 3), ("many", 1100)] {
+        aegis_examples::scale::write_entries(&nats, service, size)
+            .await
+            .expect("entries");
+        let name = ServiceName::new(service).expect("name");
+        registry
+            .delete(subject::registry_key(
+                &name,
+                &InstanceId::new(format!("{service}-1")).expect("id"),
+            ))
+            .await
+            .expect("delete");
+        let listed = discovery.instances(&name).await.expect("listed");
+        assert_eq!(listed.len(), size - 1, "{service}");
+        assert!(
+            listed
+                .iter()
+                .all(|i| i.instance_id.as_str() != format!("{service}-1")),
+            "{service}: the deleted entry is left out"
+        );
+        assert!(
+            listed
+                .windows(2)
+                .all(|w| w[0].instance_id < w[1].instance_id),
+            "sorted"
+        );
+    }
+    let nobody = ServiceName::new("nobody").expect("name");
+    assert_eq!(discovery.instances(&nobody).await.expect("empty").len(), 0);
+}
+
 #[tokio::test]
 async fn cached_discovery_serves_stale_entries_when_the_registry_is_gone() {
     let server = NatsServer::start().await.expect("nats-server");

@@ -132,6 +132,12 @@ pub fn kv_key(bucket: &str, key: &str) -> String {
     format!("{}{key}", kv_bucket_prefix(bucket))
 }
 
+/// The JetStream API subject of a direct read of stream `stream` (its messages served by
+/// any replica, ADR-31): `$JS.API.DIRECT.GET.{stream}`.
+pub fn direct_get(stream: &str) -> String {
+    format!("$JS.API.DIRECT.GET.{stream}")
+}
+
 /// What every key subject of KV bucket `bucket` starts with: `$KV.{bucket}.`.
 pub fn kv_bucket_prefix(bucket: &str) -> String {
     format!("$KV.{bucket}.")
