@@ -807,3 +807,38 @@ async fn discovery_without_jetstream_says_so_in_its_source() {
     );
     assert!(err.to_string().contains("-js"), "{err}");
 }
+
+/// nats-server 2.15 gives every stream a default limit of 1,000 consumers, and every
+/// member of a sticky-active group watches its leader key (one consumer each): past 1,000
+/// members, new instances could not start. The streams Aegis creates set their own limit.
+#[tokio::test]
+async fn the_streams_aegis_creates_take_more_than_a_thousand_consumers() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let running = ServiceRunner::new(OrderProcessor::default())
+        .nats(nats.clone())
+        .instance_id("orders-1")
+        .start()
+        .await
+        .expect("start");
+    let js = async_nats::jetstream::new(nats.clone());
+    for bucket in [
+        aegis_runtime::subject::STICKY_ACTIVE_BUCKET,
+        aegis_runtime::subject::REGISTRY_BUCKET,
+    ] {
+        let store = js.get_key_value(bucket).await.expect("bucket");
+        // As many watches as 1,100 group members (or watching processes) open.
+        let mut watches = Vec::new();
+        for n in 0..1100 {
+            match store.watch(format!("no-such-key-{n}")).await {
+                Ok(watch) => watches.push(watch),
+                Err(err) => panic!("{bucket}: watch {n} refused: {err}"),
+            }
+        }
+    }
+    // Broadcast subscriptions take one consumer per instance.
+    let mut events = js.get_stream("EVENTS").await.expect("stream");
+    let limit = events.info().await.expect("info").config.max_consumers;
+    assert!(limit >= 100_000, "EVENTS takes {limit} consumers");
+    running.stop().await;
+}

@@ -52,7 +52,10 @@ pub(crate) async fn ttl_bucket(
         ..Default::default()
     };
     let store = match js.create_key_value(config.clone()).await {
-        Ok(store) => Ok(store),
+        Ok(store) => {
+            crate::streams::allow_many_consumers(js, &store.stream).await;
+            Ok(store)
+        }
         Err(create_error) => match js.get_key_value(bucket).await {
             Ok(store) => usable_ttl_bucket(store),
             // A cluster with fewer JetStream servers than replicas cannot place them.
@@ -62,14 +65,16 @@ pub(crate) async fn ttl_bucket(
                     num_replicas: 1,
                     ..config
                 };
-                js.create_key_value(single).await.map_err(|single_error| {
+                let store = js.create_key_value(single).await.map_err(|single_error| {
                     JetStreamError::from_nats(
                         format!(
                             "create the KV bucket {bucket} (with {CLUSTER_BUCKET_REPLICAS} replicas: {create_error}; with one)"
                         ),
                         single_error,
                     )
-                })
+                })?;
+                crate::streams::allow_many_consumers(js, &store.stream).await;
+                Ok(store)
             }
             Err(get_error) => Err(JetStreamError::from_nats(
                 format!("create (or open: {get_error}) the KV bucket {bucket}"),

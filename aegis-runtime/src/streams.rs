@@ -9,6 +9,13 @@ use async_nats::jetstream::{self, stream};
 use crate::JetStreamError;
 use crate::backoff::{Backoff, Exponential};
 
+/// The consumers a stream Aegis creates takes. nats-server 2.15 gives a stream that sets
+/// no limit 1,000, and Aegis uses one consumer per member of a sticky-active group (its
+/// watch of the leader key), per watching process and service (discovery), and per
+/// instance for broadcast events: 1,000 would cap a deployment at 1,000 grouped
+/// instances.
+pub(crate) const MAX_CONSUMERS: i32 = 100_000;
+
 /// Gets the stream `config` names, creating it with `config` when missing (an existing
 /// one is used as it is); on a cluster, waits until it is led (see [`until_led`]).
 /// A request JetStream did not answer in time is made again (it is idempotent).
@@ -16,6 +23,10 @@ pub(crate) async fn get_or_create(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, JetStreamError> {
+    let config = stream::Config {
+        max_consumers: MAX_CONSUMERS,
+        ..config
+    };
     let name = config.name.clone();
     let stream = crate::jetstream_error::patiently(
         || format!("get or create the stream {name}"),
@@ -26,6 +37,20 @@ pub(crate) async fn get_or_create(
         until_led(&stream).await;
     }
     Ok(stream)
+}
+
+/// Raises the consumer limit of a bucket's stream Aegis just created to
+/// [`MAX_CONSUMERS`] (the KV API cannot set it at creation). A failure is logged, not
+/// returned: the bucket works, with the server's default limit.
+pub(crate) async fn allow_many_consumers(js: &jetstream::Context, stream: &stream::Stream) {
+    let mut config = stream.cached_info().config.clone();
+    if config.max_consumers >= MAX_CONSUMERS {
+        return;
+    }
+    config.max_consumers = MAX_CONSUMERS;
+    if let Err(err) = js.update_stream(&config).await {
+        tracing::warn!(stream = %config.name, %err, "cannot raise the stream's consumer limit; it keeps the server's default (1,000 on nats-server 2.15), which limits sticky-active members and watchers");
+    }
 }
 
 /// How long a new replicated stream may take to elect its leader and catch its replicas up.
