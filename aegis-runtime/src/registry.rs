@@ -56,10 +56,10 @@ pub(crate) async fn ttl_bucket(
             crate::streams::allow_many_consumers(js, &store.stream).await;
             Ok(store)
         }
-        Err(create_error) => match js.get_key_value(bucket).await {
+        Err(create_error) => match open_bucket(js, bucket, name_in_use(&create_error)).await {
             Ok(store) => usable_ttl_bucket(store),
             // A cluster with fewer JetStream servers than replicas cannot place them.
-            Err(_) if clustered => {
+            Err(_) if clustered && !name_in_use(&create_error) => {
                 tracing::warn!(%bucket, %create_error, "cannot create the bucket with {CLUSTER_BUCKET_REPLICAS} replicas; creating it with one, which the loss of its server takes down");
                 let single = kv::Config {
                     num_replicas: 1,
@@ -87,6 +87,54 @@ pub(crate) async fn ttl_bucket(
     }
     Ok(store)
 }
+
+/// Whether creating a bucket failed because its stream exists (with another
+/// configuration: another instance made it, and raised its consumer limit since).
+fn name_in_use(error: &jetstream::context::CreateKeyValueError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        let code = if let Some(js) = error.downcast_ref::<jetstream::Error>() {
+            Some(js.error_code())
+        } else if let Some(create) = error.downcast_ref::<jetstream::context::CreateStreamError>()
+            && let jetstream::context::CreateStreamErrorKind::JetStream(js) = create.kind()
+        {
+            Some(js.error_code())
+        } else {
+            None
+        };
+        if code == Some(jetstream::ErrorCode::STREAM_NAME_EXIST) {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// Opens the existing bucket `bucket`. When it is known to exist (`exists`), a failure is
+/// tried again for a while: on a cluster a bucket made a moment ago by another instance
+/// does not answer until its stream is led.
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    exists: bool,
+) -> Result<kv::Store, jetstream::context::KeyValueError> {
+    let attempts = if exists { OPEN_ATTEMPTS } else { 1 };
+    let mut attempt = 1;
+    loop {
+        match js.get_key_value(bucket).await {
+            Err(err) if attempt < attempts => {
+                tracing::debug!(bucket, attempt, %err, "the bucket exists but does not answer yet");
+                tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+                attempt += 1;
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// How many times an existing bucket is opened before its failure is final (50 ms, then
+/// 100 ms, … apart: 2.25 s over ten).
+const OPEN_ATTEMPTS: u32 = 10;
 
 /// `store` when Aegis can write entries with a time to live in it: a bucket made without
 /// per-message TTL (`nats kv add` without `--marker-ttl`) would refuse every write.
