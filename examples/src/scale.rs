@@ -139,6 +139,37 @@ pub async fn run_watcher(
     Ok(())
 }
 
+/// Runs the floor of a watcher: a raw async-nats KV watch of the same keys, which only
+/// counts what arrives. Prints `ready` once it has seen `expect` entries.
+pub async fn run_raw_watcher(
+    nats: &str,
+    service: &str,
+    expect: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let nats = async_nats::connect(nats).await?;
+    let store = async_nats::jetstream::new(nats)
+        .get_key_value(subject::REGISTRY_BUCKET)
+        .await?;
+    let name = ServiceName::new(service)?;
+    let mut watch = store
+        .watch_with_history(subject::registry_service_filter(&name))
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut announced = false;
+    while let Some(entry) = watch.next().await {
+        let entry = entry?;
+        if !announced {
+            seen.insert(entry.key);
+            if seen.len() >= expect {
+                announce("ready".to_owned());
+                announced = true;
+                seen = Default::default();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes `count` registry entries of `service` (`{service}-{n}`), fresh for an hour,
 /// as fast as the server acknowledges them.
 pub async fn write_entries(

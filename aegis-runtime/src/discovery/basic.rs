@@ -3,7 +3,7 @@
 use crate::service::BoxFuture;
 use crate::subject::ServiceName;
 
-use super::reader::RegistryFeed;
+use super::reader::{BatchHint, RegistryFeed};
 use super::{Discovery, DiscoveryError, Instances, usable};
 
 /// Reads the registry on every lookup: always current, one JetStream round trip per call
@@ -23,12 +23,17 @@ use super::{Discovery, DiscoveryError, Instances, usable};
 #[derive(Debug, Clone)]
 pub struct BasicDiscovery {
     nats: async_nats::Client,
+    /// Which services need a feed rather than a batched read (shared by clones).
+    sizes: std::sync::Arc<BatchHint>,
 }
 
 impl BasicDiscovery {
     /// Discovery over `nats`.
     pub fn new(nats: async_nats::Client) -> Self {
-        Self { nats }
+        Self {
+            nats,
+            sizes: std::sync::Arc::default(),
+        }
     }
 }
 
@@ -38,7 +43,7 @@ impl Discovery for BasicDiscovery {
         service: &'a ServiceName,
     ) -> BoxFuture<'a, Result<Instances, DiscoveryError>> {
         Box::pin(async move {
-            let entries = RegistryFeed::snapshot(&self.nats, service)
+            let entries = RegistryFeed::snapshot(&self.nats, service, &self.sizes)
                 .await
                 .map_err(|err| DiscoveryError::Registry(err.into_registry_error()))?;
             usable(service, entries)

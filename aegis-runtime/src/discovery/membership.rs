@@ -7,10 +7,11 @@
 //! without deleting it, as a Python SDK instance that was killed) is found by a periodic
 //! [`Membership::sweep`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::codec::Timestamp;
-use crate::instance::{InstanceStatus, ServiceInstance};
+use crate::instance::ServiceInstance;
 use crate::subject::ServiceName;
 
 use super::{DEFAULT_ENTRY_TTL, DiscoveryError, Instances};
@@ -18,28 +19,48 @@ use super::{DEFAULT_ENTRY_TTL, DiscoveryError, Instances};
 /// The entries of one service, by instance id, and which of them are stale.
 #[derive(Debug, Default)]
 pub(super) struct Membership {
-    entries: BTreeMap<String, ServiceInstance>,
-    /// The ids whose last heartbeat is older than their TTL, as of the last put or sweep.
-    stale: BTreeSet<String>,
+    entries: BTreeMap<String, Tracked>,
+    /// No fresh entry turns stale before this, so a sweep before it has nothing to do:
+    /// with heartbeats every 10 s and a TTL of 30 s, one pass over the entries every
+    /// ~20 s, not one per sweep. Only ever earlier than the true time (a heartbeat moves
+    /// an entry's time later without moving this), which costs at most an idle pass.
+    next_stale_at: Option<Timestamp>,
+}
+
+/// An entry and when it turns stale.
+#[derive(Debug)]
+struct Tracked {
+    entry: ServiceInstance,
+    /// Its last heartbeat plus its TTL.
+    stale_at: Timestamp,
+    /// Whether it was stale at the last put or sweep.
+    stale: bool,
 }
 
 impl Membership {
     /// Applies a written entry; whether the usable list changed.
     pub(super) fn put(&mut self, entry: ServiceInstance, now: Timestamp) -> bool {
-        let id = entry.instance_id.to_string();
-        let stale_now = is_stale(&entry, now);
-        let was_stale = if stale_now {
-            !self.stale.insert(id.clone())
-        } else {
-            self.stale.remove(&id)
-        };
-        match self.entries.get_mut(&id) {
-            Some(known) if known.same_apart_from_heartbeat(&entry) => {
-                known.last_heartbeat = entry.last_heartbeat;
-                was_stale != stale_now
+        let stale_at = stale_at(&entry);
+        let stale = stale_at < now;
+        if !stale {
+            self.next_stale_at = Some(self.next_stale_at.map_or(stale_at, |t| t.min(stale_at)));
+        }
+        match self.entries.get_mut(entry.instance_id.as_str()) {
+            Some(known) if known.entry.same_apart_from_heartbeat(&entry) => {
+                known.entry.last_heartbeat = entry.last_heartbeat;
+                known.stale_at = stale_at;
+                std::mem::replace(&mut known.stale, stale) != stale
             }
             _ => {
-                self.entries.insert(id, entry);
+                let id = entry.instance_id.to_string();
+                self.entries.insert(
+                    id,
+                    Tracked {
+                        entry,
+                        stale_at,
+                        stale,
+                    },
+                );
                 true
             }
         }
@@ -47,47 +68,53 @@ impl Membership {
 
     /// Removes the entry of `id` (deleted, purged or expired); whether there was one.
     pub(super) fn remove(&mut self, id: &str) -> bool {
-        self.stale.remove(id);
         self.entries.remove(id).is_some()
     }
 
-    /// Marks the entries that went stale since the last look; whether any did.
+    /// Marks the entries that went stale since the last look; whether any did. Costs
+    /// nothing until the earliest entry could be stale.
     pub(super) fn sweep(&mut self, now: Timestamp) -> bool {
+        if self.next_stale_at.is_none_or(|next| now <= next) {
+            return false;
+        }
         let mut changed = false;
-        for (id, entry) in &self.entries {
-            if !self.stale.contains(id) && is_stale(entry, now) {
-                self.stale.insert(id.clone());
+        let mut next = None::<Timestamp>;
+        for tracked in self.entries.values_mut().filter(|tracked| !tracked.stale) {
+            if tracked.stale_at < now {
+                tracked.stale = true;
                 changed = true;
+            } else {
+                next = Some(next.map_or(tracked.stale_at, |t| t.min(tracked.stale_at)));
             }
         }
+        self.next_stale_at = next;
         changed
     }
 
     /// The usable instances (not stale, not unhealthy), sorted by id, or why there are
     /// none.
     pub(super) fn usable(&self, service: &ServiceName) -> Result<Instances, DiscoveryError> {
-        let registered = self.entries.len();
-        let instances: Vec<ServiceInstance> = self
-            .entries
-            .iter()
-            .filter(|(id, entry)| {
-                entry.status != InstanceStatus::Unhealthy && !self.stale.contains(*id)
-            })
-            .map(|(_, entry)| entry.clone())
-            .collect();
-        if instances.is_empty() && registered > 0 {
-            return Err(DiscoveryError::Unavailable {
-                service: service.to_string(),
-                registered,
-            });
-        }
-        // Sorted by id, as a one-off read of the registry gives them: the map's order.
-        Ok(instances.into())
+        super::usable_unless_stale(
+            service,
+            self.entries
+                .values()
+                .map(|tracked| (Cow::Borrowed(&tracked.entry), tracked.stale)),
+        )
     }
 }
 
-fn is_stale(entry: &ServiceInstance, now: Timestamp) -> bool {
-    entry.is_stale(entry.heartbeat_ttl().unwrap_or(DEFAULT_ENTRY_TTL), now)
+/// When `entry` turns stale: its last heartbeat plus its TTL (or, when it does not say
+/// one, [`DEFAULT_ENTRY_TTL`]), as a one-off read judges.
+fn stale_at(entry: &ServiceInstance) -> Timestamp {
+    let ttl = entry.heartbeat_ttl().unwrap_or(DEFAULT_ENTRY_TTL);
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    Timestamp::from_datetime(
+        entry
+            .last_heartbeat
+            .as_datetime()
+            .checked_add_signed(ttl)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+    )
 }
 
 #[cfg(test)]
@@ -95,6 +122,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::instance::InstanceStatus;
     use crate::subject::InstanceId;
 
     fn service() -> ServiceName {

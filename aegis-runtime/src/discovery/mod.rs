@@ -36,6 +36,7 @@ mod membership;
 mod reader;
 mod watch;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,11 +188,30 @@ pub(crate) fn usable(
     entries: impl IntoIterator<Item = ServiceInstance>,
 ) -> Result<Instances, DiscoveryError> {
     let now = Timestamp::now();
+    usable_unless_stale(
+        service,
+        entries.into_iter().map(|entry| {
+            let stale = is_stale(&entry, now);
+            (Cow::Owned(entry), stale)
+        }),
+    )
+}
+
+/// Keeps the entries of `service` that are neither unhealthy nor marked stale, sorted by
+/// instance id, or says why there are none. A one-off read judges staleness by the clock;
+/// a watch by what its last sweep found.
+/// Entries come owned (a one-off read: moved into the list) or borrowed (a watch's map:
+/// only the usable ones are cloned).
+pub(crate) fn usable_unless_stale<'a>(
+    service: &ServiceName,
+    entries: impl IntoIterator<Item = (Cow<'a, ServiceInstance>, bool)>,
+) -> Result<Instances, DiscoveryError> {
     let mut registered = 0;
     let mut instances: Vec<ServiceInstance> = entries
         .into_iter()
         .inspect(|_| registered += 1)
-        .filter(|entry| is_usable(entry, now))
+        .filter(|(entry, stale)| entry.status != InstanceStatus::Unhealthy && !stale)
+        .map(|(entry, _)| entry.into_owned())
         .collect();
     if instances.is_empty() && registered > 0 {
         return Err(DiscoveryError::Unavailable {
@@ -203,9 +223,10 @@ pub(crate) fn usable(
     Ok(instances.into())
 }
 
-fn is_usable(entry: &ServiceInstance, now: Timestamp) -> bool {
-    entry.status != InstanceStatus::Unhealthy
-        && !entry.is_stale(entry.heartbeat_ttl().unwrap_or(DEFAULT_ENTRY_TTL), now)
+/// Whether the last heartbeat of `entry` is older than its TTL (or, when it does not say
+/// one, [`DEFAULT_ENTRY_TTL`]); the watch's `Membership` judges the same way.
+fn is_stale(entry: &ServiceInstance, now: Timestamp) -> bool {
+    entry.is_stale(entry.heartbeat_ttl().unwrap_or(DEFAULT_ENTRY_TTL), now)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! not arrived yet, so this opens the same ordered consumer itself and keeps the count of
 //! entries pending at creation.
 
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{self, ErrorCode, consumer};
 use std::time::Duration;
 
@@ -69,24 +69,12 @@ impl RegistryFeed {
         service: &ServiceName,
     ) -> Result<Option<Self>, FeedError> {
         let js = jetstream::new(nats.clone());
-        let stream = match js
-            .get_stream(format!("KV_{}", subject::REGISTRY_BUCKET))
+        // No stream-info round trip first: a missing bucket shows as the consumer's error.
+        let stream = js
+            .get_stream_no_info(format!("KV_{}", subject::REGISTRY_BUCKET))
             .await
-        {
-            Ok(stream) => stream,
-            Err(err) => {
-                if let GetStreamErrorKind::JetStream(error) = err.kind()
-                    && error.error_code() == ErrorCode::STREAM_NOT_FOUND
-                {
-                    return Ok(None);
-                }
-                return Err(FeedError::JetStream(JetStreamError::from_nats(
-                    format!("open the registry bucket {}", subject::REGISTRY_BUCKET),
-                    err,
-                )));
-            }
-        };
-        let consumer = stream
+            .map_err(|e| JetStreamError::from_nats("open the registry bucket", e))?;
+        let created = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: nats.new_inbox(),
                 filter_subject: subject::kv_key(
@@ -98,8 +86,21 @@ impl RegistryFeed {
                 description: Some(format!("aegis discovery of {service}")),
                 ..Default::default()
             })
-            .await
-            .map_err(|e| JetStreamError::from_nats("watch the registry", e))?;
+            .await;
+        let consumer = match created {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                if let ConsumerErrorKind::JetStream(error) = err.kind()
+                    && error.error_code() == ErrorCode::STREAM_NOT_FOUND
+                {
+                    return Ok(None);
+                }
+                return Err(FeedError::JetStream(JetStreamError::from_nats(
+                    "watch the registry",
+                    err,
+                )));
+            }
+        };
         let initial = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
@@ -128,6 +129,7 @@ impl RegistryFeed {
     pub(super) async fn snapshot(
         nats: &async_nats::Client,
         service: &ServiceName,
+        sizes: &BatchHint,
     ) -> Result<Vec<ServiceInstance>, FeedError> {
         let mut entries = std::collections::BTreeMap::new();
         let mut apply = |change| match change {
@@ -138,12 +140,17 @@ impl RegistryFeed {
                 entries.remove(instance_of_key(&key));
             }
         };
-        if let Some(changes) = batch_read(nats, service).await {
+        let batched = match sizes.fits(service) {
+            true => batch_read(nats, service).await,
+            false => None,
+        };
+        if let Some(changes) = batched {
             changes.into_iter().for_each(&mut apply);
         } else {
             let Some(mut feed) = Self::open(nats, service).await? else {
                 return Err(FeedError::NoBucket);
             };
+            sizes.learn(service, feed.initial);
             while feed.initial > 0 {
                 apply(feed.next().await?);
             }
@@ -156,6 +163,33 @@ impl RegistryFeed {
 /// server-side batch is slower than a feed (measured here: 10 keys 0.5 ms against 1.0 ms,
 /// 1,000 keys 14 ms against 10 ms), so a bigger service is read through a feed.
 const BATCH_READ_MAX: usize = 128;
+/// Which services were too big for a batched read when last read, so the next read of
+/// them goes to a feed at once instead of asking for a batch first (a round trip, 1–2 ms
+/// with 1,000 entries). A service that shrank is tried in a batch again after its next
+/// read through a feed.
+#[derive(Debug, Default)]
+pub(super) struct BatchHint {
+    too_big: std::sync::Mutex<std::collections::BTreeSet<ServiceName>>,
+}
+
+impl BatchHint {
+    fn fits(&self, service: &ServiceName) -> bool {
+        self.too_big
+            .lock()
+            .map_or(true, |too_big| !too_big.contains(service))
+    }
+
+    fn learn(&self, service: &ServiceName, entries: u64) {
+        if let Ok(mut too_big) = self.too_big.lock() {
+            if entries > BATCH_READ_MAX as u64 {
+                too_big.insert(service.clone());
+            } else {
+                too_big.remove(service);
+            }
+        }
+    }
+}
+
 /// How long a batched direct read may take before the feed is used instead.
 const BATCH_READ_WITHIN: Duration = Duration::from_secs(2);
 
@@ -189,6 +223,11 @@ async fn batch_read(nats: &async_nats::Client, service: &ServiceName) -> Option<
             .ok()??;
         match reply.status.map(|status| status.as_u16()) {
             None => {
+                // Each reply says how many are still to come: a service too big for one
+                // batch is known from the first, and read through a feed at once.
+                if changes.is_empty() && pending_after(&reply) >= BATCH_READ_MAX {
+                    return None;
+                }
                 let key = reply
                     .headers
                     .as_ref()?
@@ -199,14 +238,7 @@ async fn batch_read(nats: &async_nats::Client, service: &ServiceName) -> Option<
                 changes.extend(change_of_entry(key, reply.headers.as_ref(), &reply.payload));
             }
             // End of the batch: all of them, unless more are pending.
-            Some(204) => {
-                let pending = reply
-                    .headers
-                    .as_ref()
-                    .and_then(|headers| headers.get("Nats-Num-Pending"))
-                    .is_some_and(|pending| pending.as_str() != "0");
-                return (!pending).then_some(changes);
-            }
+            Some(204) => return (pending_after(&reply) == 0).then_some(changes),
             // No key of the service at all.
             Some(404) => return Some(Vec::new()),
             // Too many keys, no direct reads, no stream, anything else: use the feed.
@@ -219,6 +251,17 @@ async fn batch_read(nats: &async_nats::Client, service: &ServiceName) -> Option<
             }
         }
     }
+}
+
+/// How many entries a batched direct read still has to send after `reply`
+/// (`Nats-Num-Pending`; none said counts as none).
+fn pending_after(reply: &async_nats::Message) -> usize {
+    reply
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get("Nats-Num-Pending"))
+        .and_then(|pending| pending.as_str().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The change a registry message stands for; `None` for a value that is not an entry

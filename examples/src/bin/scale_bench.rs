@@ -43,6 +43,9 @@ enum Role {
         service: String,
         #[arg(long)]
         expect: usize,
+        /// A raw async-nats KV watch of the same keys instead (the floor).
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -129,7 +132,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             nats,
             service,
             expect,
+            raw: false,
         }) => scale::run_watcher(&nats, &service, expect).await,
+        Some(Role::Watcher {
+            nats,
+            service,
+            expect,
+            raw: true,
+        }) => scale::run_raw_watcher(&nats, &service, expect).await,
         None => bench(cli.bench).await,
     }
 }
@@ -288,25 +298,17 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
         args.groups
     );
 
-    // A watching process at rest.
-    let (watcher, _) = ChildProcess::start_until(
-        "scale_bench",
-        &[
-            "watcher",
-            &format!("--nats={url}"),
-            "--service=echo",
-            &format!("--expect={}", args.instances),
-        ],
-        "ready",
-    );
-    let watcher_cpu = cpu_share(watcher.pid(), window).await.unwrap_or(f64::NAN);
+    // A watching process at rest, and the floor: a raw KV watch of the same keys.
+    let watcher_cpu = watcher_at_rest(&url, args.instances, window, false).await;
+    let raw_watcher_cpu = watcher_at_rest(&url, args.instances, window, true).await;
     let watcher_limit = if args.instances > 1000 { 0.05 } else { 0.01 };
     println!(
-        "a watching process at rest: {:.2} % of a core ({} instances, heartbeats arriving)",
+        "a watching process at rest: {:.2} % of a core ({} instances, heartbeats arriving; a raw async-nats KV watch of the same keys: {:.2} %, ratio {:.2}×)",
         watcher_cpu * 100.0,
-        args.instances
+        args.instances,
+        raw_watcher_cpu * 100.0,
+        watcher_cpu / raw_watcher_cpu.max(1e-9)
     );
-    drop(watcher);
 
     // Discovery by service size.
     println!(
@@ -371,10 +373,11 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\n== targets");
     println!(
-        "watch idle CPU ≤ {:.0} % of a core per watcher at {} instances: {:.2} % — {}",
+        "watch idle CPU ≤ {:.0} % of a core per watcher at {} instances: {:.2} % (raw floor {:.2} %) — {}",
         watcher_limit * 100.0,
         args.instances,
         watcher_cpu * 100.0,
+        raw_watcher_cpu * 100.0,
         verdict(watcher_cpu <= watcher_limit)
     );
     if let Some(cold) = cold_1000 {
@@ -399,6 +402,23 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
     );
     drop(workers);
     Ok(())
+}
+
+/// The share of one core a watching process of the echo service uses over `window` once
+/// it lists all `instances`: a [`WatchDiscovery`], or (`raw`) a bare async-nats KV watch.
+async fn watcher_at_rest(url: &str, instances: usize, window: Duration, raw: bool) -> f64 {
+    let mut args = vec![
+        "watcher".to_owned(),
+        format!("--nats={url}"),
+        "--service=echo".to_owned(),
+        format!("--expect={instances}"),
+    ];
+    if raw {
+        args.push("--raw".to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (watcher, _) = ChildProcess::start_until("scale_bench", &args, "ready");
+    cpu_share(watcher.pid(), window).await.unwrap_or(f64::NAN)
 }
 
 /// The share of one core the processes `pids` used together over `window`.
