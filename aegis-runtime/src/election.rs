@@ -9,19 +9,24 @@
 //! key cannot stall the group.
 
 mod guard;
+mod python_sdk;
 mod staleness;
+
+use python_sdk::SdkLook;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::JetStreamError;
 use crate::codec::{self, Event, Timestamp};
 use crate::leadership::Leadership;
+use crate::python_sdk::PythonSdk;
 use crate::registry::{self, Registration, TtlWriteError};
 use crate::subject::{self, EventToken, GroupId, InstanceId, ServiceName};
 
@@ -140,6 +145,9 @@ pub(crate) struct Election {
     leadership: Leadership,
     registration: Arc<Registration>,
     held: Mutex<Option<Held>>,
+    /// The Python SDK's key of the same group, held beside this one when the group may
+    /// have SDK members ([`PythonSdk::share_leadership`]).
+    sdk: Option<python_sdk::SdkLeaderKey>,
 }
 
 impl Election {
@@ -150,10 +158,26 @@ impl Election {
         leadership: Leadership,
         registration: Arc<Registration>,
         ttl: Duration,
+        python: &PythonSdk,
     ) -> Result<Self, JetStreamError> {
         let js = jetstream::new(nats.clone());
         let store = registry::ttl_bucket(&js, subject::STICKY_ACTIVE_BUCKET).await?;
         let group = leadership.group().clone();
+        let ttl = registry::whole_seconds(ttl);
+        let sdk = match python.shares_leadership() {
+            true => Some(
+                python_sdk::SdkLeaderKey::open(
+                    js.clone(),
+                    service.clone(),
+                    &group,
+                    instance.clone(),
+                    ttl,
+                    python.sdk_registry_ttl(),
+                )
+                .await?,
+            ),
+            false => None,
+        };
         Ok(Self {
             key: subject::leader_key(&service, &group),
             nats,
@@ -162,10 +186,11 @@ impl Election {
             service,
             instance,
             group,
-            ttl: registry::whole_seconds(ttl),
+            ttl,
             leadership,
             registration,
             held: Mutex::new(None),
+            sdk,
         })
     }
 
@@ -190,7 +215,7 @@ impl Election {
         let mut seen_held = false;
         loop {
             // Watch before looking, so a release between the look and the watch is seen.
-            let watch = self.store.watch(&self.key).await;
+            let watch = self.watch_keys().await;
             let recheck = match self.try_acquire(seen_held).await {
                 Ok(Look::Won(term)) => return term,
                 Ok(Look::Held(recheck)) => {
@@ -247,6 +272,19 @@ impl Election {
     ///
     /// A key with no entry at all after `seen_held` counts as [`Look::Vanished`].
     async fn try_acquire(&self, seen_held: bool) -> Result<Look, JetStreamError> {
+        // The SDK's key first: while an SDK instance leads, taking ours would only block
+        // the other Rust members.
+        let sdk_expected = match &self.sdk {
+            None => None,
+            Some(sdk) => match sdk.look().await? {
+                SdkLook::Free(expected) => Some(expected),
+                SdkLook::Held { holder, recheck } => {
+                    tracing::debug!(key = sdk.key(), %holder, ?recheck, "the Python SDK leader key is held");
+                    return Ok(Look::Held(recheck));
+                }
+                SdkLook::Removed => return Ok(Look::Removed),
+            },
+        };
         let expected = match self.store.entry(&self.key).await.map_err(|e| {
             JetStreamError::from_nats(format!("read the leader key {}", self.key), e)
         })? {
@@ -258,7 +296,13 @@ impl Election {
         self.leadership.set_electing(true);
         let now = Timestamp::now().as_epoch_seconds();
         let sent = Instant::now();
-        let written = self.write(now, now, expected, None).await;
+        let written = match (self.write(now, now, expected, None).await, &self.sdk) {
+            (Ok(term), Some(sdk)) => {
+                self.take_sdk_key(sdk, sdk_expected.unwrap_or(0), term, now)
+                    .await
+            }
+            (written, _) => written,
+        };
         self.leadership.set_electing(false);
         match written {
             Ok(term) => {
@@ -278,6 +322,46 @@ impl Election {
                 source: Box::new(err),
             }),
         }
+    }
+
+    /// Takes the Python SDK's key (at `expected`) after winning this one at `term`; when
+    /// that fails (an SDK instance was faster), gives this one back, so that the group is
+    /// not left with a Rust member that holds its key without leading.
+    async fn take_sdk_key(
+        &self,
+        sdk: &python_sdk::SdkLeaderKey,
+        expected: u64,
+        term: u64,
+        now: f64,
+    ) -> Result<u64, TtlWriteError> {
+        let record = LeaderRecord::new(self.instance.as_str(), now, now, Some(term));
+        match sdk.take(expected, &record).await {
+            Ok(_) => Ok(term),
+            Err(err) => {
+                tracing::info!(key = sdk.key(), %err, "the Python SDK leader key was not taken; giving ours back");
+                if let Err(err) = self
+                    .store
+                    .delete_expect_revision(&self.key, Some(term))
+                    .await
+                {
+                    tracing::debug!(%err, "leader key not given back; it expires after its TTL");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// A watch of this group's leader key, and of the Python SDK's when it is held too:
+    /// either one deleted or expired is a reason to campaign at once.
+    async fn watch_keys(
+        &self,
+    ) -> Result<BoxStream<'static, Result<kv::Entry, kv::WatcherError>>, kv::WatchError> {
+        let ours = self.store.watch(&self.key).await?;
+        let sdk = match &self.sdk {
+            Some(sdk) => sdk.watch().await?.boxed(),
+            None => futures_util::stream::pending().boxed(),
+        };
+        Ok(futures_util::stream::select(ours, sdk).boxed())
     }
 
     /// Applies the staleness rule to a held key: removes it (revision-checked, so a
@@ -367,7 +451,7 @@ impl Election {
         let reason = tokio::select! {
             never = announced => match never {},
             reason = self.renew(term) => reason,
-            lost = guard::lost(&self.store, &self.key, &self.instance) => {
+            lost = self.lost() => {
                 self.leadership.step_down();
                 tracing::warn!(term, key = %self.key, %lost, "another writer changed the leader key; stepped down");
                 lost.reason()
@@ -380,6 +464,19 @@ impl Election {
         )
         .increment(1);
         self.lose(reason).await;
+    }
+
+    /// Returns when another writer takes this group's key, or the Python SDK's key while
+    /// this instance holds it too.
+    async fn lost(&self) -> guard::Lost {
+        let ours = guard::lost(&self.store, &self.key, &self.instance);
+        match &self.sdk {
+            None => ours.await,
+            Some(sdk) => tokio::select! {
+                lost = ours => lost,
+                lost = sdk.lost() => lost,
+            },
+        }
     }
 
     /// Announces the new leader (the `LeaderElected` event, then ACTIVE in the registry)
@@ -414,12 +511,29 @@ impl Election {
             };
             let sent = Instant::now();
             let now = Timestamp::now().as_epoch_seconds();
-            match self
+            let renewed = match self
                 .write(held.elected_at, now, held.revision, Some(held.term))
                 .await
             {
                 Ok(revision) => {
                     self.hold(Held { revision, ..held });
+                    match &self.sdk {
+                        Some(sdk) => {
+                            let record = LeaderRecord::new(
+                                self.instance.as_str(),
+                                held.elected_at,
+                                now,
+                                Some(held.term),
+                            );
+                            sdk.renew(&record).await
+                        }
+                        None => Ok(()),
+                    }
+                }
+                Err(err) => Err(err),
+            };
+            match renewed {
+                Ok(()) => {
                     self.leadership
                         .extend_lease(sent + self.ttl - self.lease_margin());
                 }
@@ -443,6 +557,10 @@ impl Election {
             *slot = None;
         }
         self.leadership.step_down();
+        if let Some(sdk) = &self.sdk {
+            // Whatever took ours, an SDK member may lead next.
+            sdk.release().await;
+        }
         self.show_role();
         self.announce("LeaderLost", json!({"reason": reason})).await;
     }

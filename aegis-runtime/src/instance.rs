@@ -114,6 +114,45 @@ impl ServiceInstance {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The entry as the Python SDK writes it: exactly its 7 keys (`serviceName`,
+    /// `instanceId`, `version`, `status`, `lastHeartbeat` with `+00:00`,
+    /// `stickyActiveGroup`, `metadata`), since the SDK refuses an entry with any other
+    /// (`extra="forbid"`). `metadata` keeps only `start_time` when there is one.
+    ///
+    /// ```
+    /// use aegis_runtime::instance::ServiceInstance;
+    /// use aegis_runtime::subject::{InstanceId, ServiceName};
+    ///
+    /// let entry = ServiceInstance::new(ServiceName::new("order-svc")?, InstanceId::new("a-1")?, "1.0.0")?;
+    /// let sdk: serde_json::Value = serde_json::from_slice(&entry.to_sdk_json())?;
+    /// assert_eq!(sdk.as_object().map(|o| o.len()), Some(7));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_sdk_json(&self) -> Vec<u8> {
+        let metadata: Map<String, Value> = self
+            .metadata
+            .get("start_time")
+            .map(|start| (String::from("start_time"), start.clone()))
+            .into_iter()
+            .collect();
+        let heartbeat = self
+            .last_heartbeat
+            .as_datetime()
+            .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+            .to_string();
+        serde_json::to_vec(&serde_json::json!({
+            "serviceName": self.service_name.as_str(),
+            "instanceId": self.instance_id.as_str(),
+            "version": self.version,
+            // The SDK has no SHUTDOWN entries either; a Rust STANDBY is the SDK's.
+            "status": self.status,
+            "lastHeartbeat": heartbeat,
+            "stickyActiveGroup": self.sticky_active_group.as_ref().map(GroupId::as_str),
+            "metadata": metadata,
+        }))
+        .unwrap_or_default()
+    }
+
     /// How long the registry keeps this entry without a heartbeat, as the instance wrote
     /// it in `metadata.ttl_seconds` (Aegis instances do; Python SDK ones do not).
     pub fn heartbeat_ttl(&self) -> Option<Duration> {

@@ -79,6 +79,7 @@ pub mod leader;
 mod leadership;
 mod lifecycle;
 pub mod metrics;
+pub mod python_sdk;
 mod registry;
 pub mod runner;
 pub mod service;
@@ -113,6 +114,7 @@ pub use connect::{ConnectConfig, ConnectError};
 pub use jetstream_error::{JetStreamError, Permission};
 pub use leadership::Leadership;
 pub use lifecycle::Lifecycle;
+pub use python_sdk::PythonSdk;
 pub use runner::{RunningService, ServiceRunner, StartError};
 pub use service::DuplicateService;
 pub use service::{

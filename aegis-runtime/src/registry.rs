@@ -258,6 +258,11 @@ pub(crate) struct Registration {
     /// One write at a time (heartbeats and role changes), so that each knows the revision
     /// the one before it left.
     writing: tokio::sync::Mutex<Written>,
+    /// The key of the copy in the Python SDK's form, written after each write of the
+    /// entry when SDK clients should discover this instance ([`PythonSdk::visible`]).
+    ///
+    /// [`PythonSdk::visible`]: crate::PythonSdk::visible
+    sdk_key: Option<String>,
 }
 
 /// What this instance wrote last.
@@ -472,12 +477,15 @@ impl Registration {
         entry: ServiceInstance,
         ttl: Duration,
         expected: u64,
+        python_visible: bool,
     ) -> Result<Self, JetStreamError> {
         let mut entry = entry;
         entry.set_heartbeat_ttl(whole_seconds(ttl));
         let js = jetstream::new(nats);
         let store = ttl_bucket(&js, subject::REGISTRY_BUCKET).await?;
         let key = subject::registry_key(&entry.service_name, &entry.instance_id);
+        let sdk_key = python_visible
+            .then(|| subject::python_sdk::registry_key(&entry.service_name, &entry.instance_id));
         let registration = Self {
             js,
             store,
@@ -490,6 +498,7 @@ impl Registration {
                 revision: expected,
                 values: Vec::new(),
             }),
+            sdk_key,
         };
         registration
             .beat()
@@ -517,7 +526,7 @@ impl Registration {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let value = {
+        let (value, sdk_value) = {
             let Ok(mut entry) = self.entry.lock() else {
                 return Ok(()); // a panic while editing the entry: keep the last one
             };
@@ -526,7 +535,10 @@ impl Registration {
             // healthy: writing the status of before (UNHEALTHY after an outage) would make
             // discovery skip a serving instance for a whole heartbeat interval.
             entry.status = InstanceStatus::Active;
-            entry.to_json()
+            (
+                entry.to_json(),
+                self.sdk_key.is_some().then(|| entry.to_sdk_json()),
+            )
         };
         // A write sent while disconnected would wait in the client's buffer and land after
         // the outage, with the heartbeat time of before: fail it now instead.
@@ -558,6 +570,9 @@ impl Registration {
                     written.landed(revision, value);
                     // What the entry now says holds from now on, whoever wrote it.
                     self.health.set(InstanceStatus::Active);
+                    if let (Some(key), Some(value)) = (&self.sdk_key, sdk_value) {
+                        self.write_sdk_copy(key, value).await;
+                    }
                     return Ok(());
                 }
                 Err(TtlWriteError::Conflict) => {
@@ -574,6 +589,24 @@ impl Registration {
         Err(RegistryWriteError::TakenOver {
             key: self.key.clone(),
         })
+    }
+
+    /// Writes the copy in the SDK's form, with the entry's TTL: it expires with the
+    /// entry. Not revision-checked (the SDK's own writes are plain puts), and a failure
+    /// is only logged: the entry that counts for Aegis is written.
+    async fn write_sdk_copy(&self, key: &str, value: Vec<u8>) {
+        let written = put_with_ttl(
+            &self.js,
+            subject::REGISTRY_BUCKET,
+            key,
+            value,
+            self.ttl,
+            None,
+        )
+        .await;
+        if let Err(err) = written {
+            tracing::warn!(%key, %err, "cannot write the Python SDK copy of the registry entry");
+        }
     }
 
     /// The service name, for metrics (read on rare paths only).
@@ -670,6 +703,11 @@ impl Registration {
     pub(crate) async fn deregister(&self) -> Result<(), RegistryWriteError> {
         let written = self.writing.lock().await;
         self.closed.store(true, Ordering::Release);
+        if let Some(key) = &self.sdk_key
+            && let Err(err) = self.store.delete(key).await
+        {
+            tracing::debug!(%key, %err, "Python SDK copy of the registry entry not deleted; it expires after its TTL");
+        }
         let current = self.current_entry().await?;
         let revision = match current {
             None => return Ok(()),

@@ -24,6 +24,7 @@ use crate::instance::InstanceStatus;
 use crate::leader::LeaderWatch;
 use crate::leadership::Leadership;
 use crate::lifecycle::{Lifecycle, LifecycleCell};
+use crate::python_sdk::PythonSdk;
 use crate::registry::{self, Registration};
 use crate::service::{Service, ServiceDescriptor};
 use crate::stats::EndpointStats;
@@ -100,6 +101,7 @@ pub struct ServiceRunner<S> {
     heartbeat_interval: Duration,
     drain_timeout: Duration,
     leader_ttl: Duration,
+    python: PythonSdk,
 }
 
 /// Why an instance could not start.
@@ -215,6 +217,7 @@ impl<S: Service> ServiceRunner<S> {
             heartbeat_interval: registry::DEFAULT_HEARTBEAT_INTERVAL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             leader_ttl: crate::election::DEFAULT_LEADER_TTL,
+            python: PythonSdk::new(),
         }
     }
 
@@ -276,6 +279,13 @@ impl<S: Service> ServiceRunner<S> {
     /// gracefully stopped one at once. Only used by services with exclusive methods.
     pub fn leader_ttl(mut self, ttl: Duration) -> Self {
         self.leader_ttl = ttl;
+        self
+    }
+
+    /// How this instance works beside Python AegisSDK instances of its service (default:
+    /// Aegis keys only). See [`PythonSdk`] and docs/python-interop.md.
+    pub fn python_sdk(mut self, python: PythonSdk) -> Self {
+        self.python = python;
         self
     }
 
@@ -363,7 +373,7 @@ impl<S: Service> ServiceRunner<S> {
         )
         .map_err(|err| StartError::InvalidConfig(err.to_string()))?;
         let registered = async {
-            Registration::register(nats.clone(), entry, ttl, expected)
+            Registration::register(nats.clone(), entry, ttl, expected, self.python.is_visible())
                 .await
                 .map_err(StartError::Registry)
         };
@@ -449,6 +459,7 @@ impl<S: Service> ServiceRunner<S> {
                 core.leadership.clone(),
                 core.registration.clone(),
                 self.leader_ttl,
+                &self.python,
             );
             let opened = unless_refused(&mut refused, Step::Elect, async {
                 opened.await.map_err(StartError::Election)

@@ -27,6 +27,7 @@
 //! ```
 
 mod names;
+pub mod python_sdk;
 /// The naming rules, as pure functions over `&str` (the crate `aegis-names`, shared with
 /// the macros).
 pub use aegis_names as rules;

@@ -1,0 +1,111 @@
+//! Working beside Python AegisSDK instances of the same services (docs/python-interop.md).
+//!
+//! RPC envelopes, events and discovery interoperate without settings. Two things cost
+//! something, so they are asked for:
+//!
+//! - [`share_leadership`](PythonSdk::share_leadership): a group that has SDK members
+//!   must never have two leaders. The SDK elects on its own key
+//!   (`sticky-active_{service}_{group}_leader` in the bucket `election_{service}`), so a
+//!   Rust member also holds that key while it leads: one more KV write per renewal, and
+//!   one more bucket per service.
+//! - [`visible`](PythonSdk::visible): the SDK lists only its own registry key form, so an
+//!   instance that SDK clients should discover writes a second entry in that form: one
+//!   more KV write per heartbeat.
+//!
+//! ```no_run
+//! use aegis_runtime::{PythonSdk, RpcContext, ServiceRunner, service};
+//!
+//! struct Orders;
+//!
+//! #[service(name = "order-svc")]
+//! impl Orders {
+//!     #[exclusive_rpc]
+//!     async fn process_order(&self, ctx: &RpcContext) -> u64 {
+//!         ctx.term().unwrap_or_default()
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let running = ServiceRunner::new(Orders)
+//!     .url("nats://127.0.0.1:4222")
+//!     .group("default")
+//!     .python_sdk(PythonSdk::new().share_leadership().visible())
+//!     .start()
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+/// The SDK's default registry TTL (`Service(registry_ttl=30)`).
+pub const DEFAULT_SDK_REGISTRY_TTL: Duration = Duration::from_secs(30);
+
+/// How an instance works beside Python AegisSDK instances: nothing extra by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonSdk {
+    share_leadership: bool,
+    visible: bool,
+    sdk_registry_ttl: Duration,
+}
+
+impl Default for PythonSdk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PythonSdk {
+    /// No interop beyond the wire format: Aegis keys only.
+    pub fn new() -> Self {
+        Self {
+            share_leadership: false,
+            visible: false,
+            sdk_registry_ttl: DEFAULT_SDK_REGISTRY_TTL,
+        }
+    }
+
+    /// The group may have SDK members: lead only while holding the SDK's leader key too,
+    /// and never while it names a live SDK instance.
+    ///
+    /// An SDK leader never renews its key, so it counts as alive while its registry
+    /// heartbeat is younger than the SDK's registry TTL
+    /// ([`registry_ttl`](Self::registry_ttl)); a crashed SDK leader is replaced
+    /// that long after its last heartbeat. A Rust leader's hold on the SDK key has its own
+    /// TTL, so a crashed Rust leader is replaced as fast as without SDK members.
+    pub fn share_leadership(mut self) -> Self {
+        self.share_leadership = true;
+        self
+    }
+
+    /// Also write a registry entry in the SDK's form
+    /// (`service-instances__{service}__{instance}`, the SDK's 7 keys only), so SDK
+    /// discovery lists this instance. It expires with the instance's own entry.
+    pub fn visible(mut self) -> Self {
+        self.visible = true;
+        self
+    }
+
+    /// The `registry_ttl` the SDK instances run with (default 30 s, the SDK's default):
+    /// how old an SDK instance's heartbeat may be before it counts as gone.
+    pub fn registry_ttl(mut self, ttl: Duration) -> Self {
+        self.sdk_registry_ttl = ttl;
+        self
+    }
+
+    /// Whether leadership is shared with SDK members.
+    pub fn shares_leadership(&self) -> bool {
+        self.share_leadership
+    }
+
+    /// Whether an SDK-form registry entry is written.
+    pub fn is_visible(&self) -> bool {
+        self.visible
+    }
+
+    /// The SDK instances' registry TTL.
+    pub fn sdk_registry_ttl(&self) -> Duration {
+        self.sdk_registry_ttl
+    }
+}
