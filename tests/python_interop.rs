@@ -13,6 +13,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aegis_examples::process::ChildProcess;
+use aegis_runtime::discovery::{BasicDiscovery, Discovery, WatchDiscovery};
+use aegis_runtime::instance::EntryOrigin;
+use aegis_runtime::subject::ServiceName;
 use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{PythonSdk, RpcContext, RunningService, ServiceRunner, service};
 use async_nats::jetstream;
@@ -318,4 +321,152 @@ async fn a_python_visible_instance_writes_an_entry_the_sdk_lists_and_removes_it_
             .is_none(),
         "deleted on stop"
     );
+}
+
+/// Writes an SDK registry entry as the SDK does (a plain put, no TTL) under `key`, with a
+/// heartbeat `age` old.
+async fn put_sdk_entry(js: &jetstream::Context, key: &str, instance: &str, age: Duration) {
+    let heartbeat = chrono::Utc::now() - chrono::Duration::from_std(age).expect("age");
+    let value = serde_json::json!({
+        "serviceName": "mixed-svc", "instanceId": instance, "version": "1.0.0",
+        "status": "ACTIVE",
+        "lastHeartbeat": heartbeat.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+        "stickyActiveGroup": null, "metadata": {"start_time": "2026-11-22T19:15:47.752229+00:00"}
+    });
+    let registry = js
+        .get_key_value("service_registry")
+        .await
+        .expect("registry");
+    registry
+        .put(key, serde_json::to_vec(&value).expect("json").into())
+        .await
+        .expect("put");
+}
+
+fn ids(instances: &[aegis_runtime::instance::ServiceInstance]) -> Vec<(String, EntryOrigin)> {
+    instances
+        .iter()
+        .map(|i| (i.instance_id.to_string(), i.origin))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_discovery_lists_sdk_instances_in_both_key_forms_and_drops_stale_and_deleted_ones() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let url = server.url();
+    let (_python, ready) = sdk_member(&url, "py-1"); // creates the registry as the SDK does
+    assert_eq!(ready, "ready leader");
+    let nats = async_nats::connect(&url).await.expect("connect");
+    let js = jetstream::new(nats.clone());
+    // The older single-underscore form, and a SIGKILLed SDK 1.0.1 instance whose entry
+    // never expires (its heartbeat a minute old).
+    put_sdk_entry(
+        &js,
+        "service-instances_mixed-svc_py-f3",
+        "py-f3",
+        Duration::ZERO,
+    )
+    .await;
+    put_sdk_entry(
+        &js,
+        "service-instances__mixed-svc__py-dead",
+        "py-dead",
+        Duration::from_secs(60),
+    )
+    .await;
+    // Another service's SDK entry, and a value under this service's key naming another.
+    put_sdk_entry(
+        &js,
+        "service-instances__mixed-svc-2__py-x",
+        "py-x",
+        Duration::ZERO,
+    )
+    .await;
+
+    let service = ServiceName::new("mixed-svc").expect("name");
+    let expected = vec![
+        ("py-1".to_owned(), EntryOrigin::PythonSdk),
+        ("py-f3".to_owned(), EntryOrigin::PythonSdk),
+    ];
+    let basic = BasicDiscovery::new(nats.clone());
+    assert_eq!(
+        ids(&basic.instances(&service).await.expect("listed")),
+        expected
+    );
+    let watch = WatchDiscovery::new(nats.clone());
+    assert_eq!(
+        ids(&watch.instances(&service).await.expect("listed")),
+        expected
+    );
+
+    // An SDK instance that stops deletes its key: the watch drops it at once.
+    let registry = js
+        .get_key_value("service_registry")
+        .await
+        .expect("registry");
+    registry
+        .delete("service-instances_mixed-svc_py-f3")
+        .await
+        .expect("delete");
+    assert!(watch.changed(&service, Duration::from_secs(2)).await);
+    assert_eq!(
+        ids(&watch.instances(&service).await.expect("listed")),
+        [("py-1".to_owned(), EntryOrigin::PythonSdk)]
+    );
+}
+
+/// Runs `aegis --server {url} args… --json` and parses what it printed.
+async fn aegis_json(url: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--server".to_owned(), url.to_owned()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    all.push("--json".to_owned());
+    let finished = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        aegis_examples::process::run_to_exit("aegis", &args, Duration::from_secs(30))
+    })
+    .await
+    .expect("aegis thread");
+    assert!(finished.success, "aegis {args:?}: {}", finished.stderr);
+    serde_json::from_str(&finished.stdout).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_sdk_instances_marks_stale_ones_and_shows_an_sdk_leader() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let url = server.url();
+    let (_python, ready) = sdk_member(&url, "py-1");
+    assert_eq!(ready, "ready leader");
+    let nats = async_nats::connect(&url).await.expect("connect");
+    let js = jetstream::new(nats);
+    put_sdk_entry(
+        &js,
+        "service-instances__mixed-svc__py-dead",
+        "py-dead",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let instances = aegis_json(&url, &["instances", "mixed-svc"]).await;
+    let listed: Vec<(String, bool, String)> = instances["instances"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|i| {
+            (
+                i["instance_id"].as_str().unwrap_or_default().to_owned(),
+                i["stale"].as_bool().unwrap_or_default(),
+                i["origin"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("py-1".to_owned(), false, "python-sdk".to_owned()),
+            ("py-dead".to_owned(), true, "python-sdk".to_owned()),
+        ]
+    );
+    let leader = aegis_json(&url, &["leader", "mixed-svc"]).await;
+    assert_eq!(leader["leader"], "py-1", "{leader}");
+    assert_eq!(leader["origin"], "python-sdk", "{leader}");
 }

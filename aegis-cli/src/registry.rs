@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use aegis_runtime::codec::{self, Timestamp};
 use aegis_runtime::election::LeaderRecord;
-use aegis_runtime::instance::ServiceInstance;
+use aegis_runtime::instance::{EntryOrigin, ServiceInstance};
 use aegis_runtime::runner::DEFAULT_REGISTRY_TTL;
-use aegis_runtime::subject::{self, GroupId, ServiceName};
+use aegis_runtime::subject::{self, GroupId, ServiceName, python_sdk};
 use async_nats::jetstream::context::{AccountErrorKind, KeyValueErrorKind};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
@@ -54,7 +54,9 @@ async fn jetstream_available(js: &jetstream::Context) -> Result<(), CliError> {
     }
 }
 
-/// Every registry entry that decodes, read from the bucket.
+/// Every instance entry that decodes, read from the bucket: Aegis's and the Python SDK's
+/// (either key form; the origin says which), an instance with both listed once by its
+/// Aegis entry. Other values (monitor-api's service definitions) are left out.
 async fn entries(nats: &async_nats::Client) -> Result<Vec<ServiceInstance>, CliError> {
     let Some(store) = bucket(nats, subject::REGISTRY_BUCKET).await? else {
         return Ok(Vec::new());
@@ -63,16 +65,44 @@ async fn entries(nats: &async_nats::Client) -> Result<Vec<ServiceInstance>, CliE
         what: "list the registry".to_owned(),
         source: Box::new(err),
     })?;
-    let mut entries = Vec::new();
+    let mut entries = BTreeMap::new();
     while let Some(key) = keys.next().await {
         let Ok(key) = key else { continue };
+        let origin = if subject::parse_registry_key(&key).is_some() {
+            EntryOrigin::Aegis
+        } else if key.starts_with(python_sdk::REGISTRY_KEY_PREFIX) {
+            EntryOrigin::PythonSdk
+        } else {
+            continue;
+        };
         if let Ok(Some(value)) = store.get(&key).await
-            && let Ok(entry) = ServiceInstance::from_json(&value)
+            && let Ok(mut entry) = ServiceInstance::from_json(&value)
         {
-            entries.push(entry);
+            entry.origin = origin;
+            let id = (
+                entry.service_name.to_string(),
+                entry.instance_id.to_string(),
+            );
+            match entries.get(&id) {
+                Some(ServiceInstance {
+                    origin: EntryOrigin::Aegis,
+                    ..
+                }) => {}
+                _ => {
+                    entries.insert(id, entry);
+                }
+            }
         }
     }
-    Ok(entries)
+    Ok(entries.into_values().collect())
+}
+
+/// How `instances` names an entry's origin.
+fn origin_name(origin: EntryOrigin) -> &'static str {
+    match origin {
+        EntryOrigin::Aegis => "aegis",
+        EntryOrigin::PythonSdk => "python-sdk",
+    }
 }
 
 /// Whether `entry`'s last heartbeat is older than the TTL it was written with: its
@@ -170,6 +200,7 @@ pub(crate) async fn instances(
                     "heartbeat_age_seconds": age(entry),
                     "ttl_seconds": entry.heartbeat_ttl().unwrap_or(DEFAULT_REGISTRY_TTL).as_secs(),
                     "stale": is_stale(entry, now),
+                    "origin": origin_name(entry.origin),
                 })
             })
             .collect();
@@ -189,9 +220,13 @@ pub(crate) async fn instances(
         } else {
             upper(format!("{:?}", entry.status))
         };
+        let id = match entry.origin {
+            EntryOrigin::Aegis => entry.instance_id.to_string(),
+            other => format!("{} ({})", entry.instance_id, origin_name(other)),
+        };
         output::line(format_args!(
             "{:<32} {:<10} {:<10} {:<9} {:>13.1}s",
-            entry.instance_id.as_str(),
+            id,
             entry.version,
             status,
             role,
@@ -224,7 +259,23 @@ pub(crate) async fn leader(
         })?,
         None => None,
     };
-    let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
+    // No Aegis leader: a Python SDK instance may lead the group, on the SDK's key.
+    let (key, entry, origin) = match entry.filter(|entry| entry.operation == kv::Operation::Put) {
+        Some(entry) => (key, Some(entry), EntryOrigin::Aegis),
+        None => {
+            let key = python_sdk::leader_key(&service, &group);
+            let entry = match bucket(nats, &python_sdk::election_bucket(&service)).await? {
+                Some(store) => store.entry(&key).await.map_err(|err| CliError::JetStream {
+                    what: format!("read {key}"),
+                    source: Box::new(err),
+                })?,
+                None => None,
+            };
+            let entry = entry.filter(|entry| entry.operation == kv::Operation::Put);
+            (key, entry, EntryOrigin::PythonSdk)
+        }
+    };
+    let Some(entry) = entry else {
         // No leader: say whether the service exists at all.
         let registered = entries(nats)
             .await?
@@ -255,11 +306,17 @@ pub(crate) async fn leader(
             "term": term,
             "elected_seconds_ago": elected,
             "renewed_seconds_ago": renewed,
+            "origin": origin_name(origin),
         }));
     }
     let term = term.map_or_else(|| "unknown".to_owned(), |term| term.to_string());
+    let by = match origin {
+        EntryOrigin::Aegis => String::new(),
+        // The SDK never renews its key: "renewed" is its election.
+        other => format!("  ({}, on {key})", origin_name(other)),
+    };
     output::line(format_args!(
-        "leader of {service} (group {group}): {}  term {term}  elected {elected:.1}s ago  renewed {renewed:.1}s ago",
+        "leader of {service} (group {group}): {}  term {term}  elected {elected:.1}s ago  renewed {renewed:.1}s ago{by}",
         record.instance_id,
     ))
 }
@@ -368,24 +425,44 @@ pub(crate) async fn watch(
         return Err(unknown_service(&service));
     };
     let mut instances = registry
-        .watch_with_history(subject::registry_service_filter(&service))
+        // The Python SDK's keys have no dots: they are the single-token ones.
+        .watch_many_with_history([subject::registry_service_filter(&service), "*".to_owned()])
         .await
         .map_err(|err| CliError::JetStream {
             what: "watch the registry".to_owned(),
             source: Box::new(err),
         })?;
-    let mut leaders = match bucket(nats, subject::STICKY_ACTIVE_BUCKET).await? {
-        Some(store) => Some(
-            store
-                .watch_with_history(subject::leader_filter(&service))
+    let watch_leaders = |bucket: Option<kv::Store>, filter: String| async move {
+        match bucket {
+            Some(store) => store
+                .watch_with_history(filter)
                 .await
+                .map(|watch| Some(watch.boxed()))
                 .map_err(|err| CliError::JetStream {
                     what: "watch the election".to_owned(),
                     source: Box::new(err),
-                })?,
-        ),
-        None => None,
+                }),
+            None => Ok(None),
+        }
     };
+    let aegis_leaders = watch_leaders(
+        bucket(nats, subject::STICKY_ACTIVE_BUCKET).await?,
+        subject::leader_filter(&service),
+    )
+    .await?;
+    // A Python SDK member's leadership shows only on the SDK's key (a Rust leader of a
+    // mixed group holds both).
+    let sdk_leaders = watch_leaders(
+        bucket(nats, &python_sdk::election_bucket(&service)).await?,
+        ">".to_owned(),
+    )
+    .await?;
+    let mut leaders = match (aegis_leaders, sdk_leaders) {
+        (Some(aegis), Some(sdk)) => Some(futures_util::stream::select(aegis, sdk).boxed()),
+        (one, other) => one.or(other),
+    };
+    // Instances seen with an Aegis entry: their Python SDK copies are not shown again.
+    let mut aegis_ids = BTreeSet::new();
     if format.json {
         // Stdout carries only JSON lines.
         eprintln!("watching {service} (Ctrl-C to stop)");
@@ -407,10 +484,17 @@ pub(crate) async fn watch(
         tokio::select! {
             () = &mut until => return Ok(()),
             Some(Ok(entry)) = instances.next() => {
-                let Some((_, id)) = subject::parse_registry_key(&entry.key) else {
-                    continue; // not an Aegis instance's key
+                let id = match subject::parse_registry_key(&entry.key) {
+                    Some((of, id)) if of == service => {
+                        aegis_ids.insert(id.to_string());
+                        id.to_string()
+                    }
+                    Some(_) => continue,
+                    None => match python_sdk::instance_of(&service, &entry.key) {
+                        Some(id) if !aegis_ids.contains(id) => format!("{id} (python-sdk)"),
+                        _ => continue, // another service's, or not an instance's key
+                    },
                 };
-                let id = id.to_string();
                 let change = match entry.operation {
                     kv::Operation::Put => Change::Instance {
                         id,
@@ -438,10 +522,13 @@ pub(crate) async fn watch(
                     },
                     _ => None,
                 };
-                let Some((_, group)) = subject::parse_leader_key(&entry.key) else {
-                    continue;
+                let group = match subject::parse_leader_key(&entry.key) {
+                    Some((_, group)) => group.to_string(),
+                    None => match python_sdk::group_of_leader_key(&service, &entry.key) {
+                        Some(group) => format!("{group} (python-sdk key)"),
+                        None => continue,
+                    },
                 };
-                let group = group.to_string();
                 let before = shown.insert(group.clone(), now.clone());
                 if before.as_ref() != Some(&now) {
                     Change::Leader { group, leader: now }.print(format)?;

@@ -74,6 +74,23 @@ pub struct ServiceInstance {
     /// Free-form data (the Python SDK writes `start_time`).
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    /// Which form of registry key the entry was read from (not stored in the value):
+    /// only Aegis instances serve the per-instance subjects
+    /// `rpc.{service}.{instance}.{method}`, so a client calls a Python SDK instance through
+    /// the shared subject.
+    #[serde(skip)]
+    pub origin: EntryOrigin,
+}
+
+/// Who wrote a registry entry, as its key's form tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryOrigin {
+    /// An Aegis instance: `service-instances.{service}.{instance}`.
+    #[default]
+    Aegis,
+    /// A Python AegisSDK instance: `service-instances__{service}__{instance}` or
+    /// `service-instances_{service}_{instance}`.
+    PythonSdk,
 }
 
 impl ServiceInstance {
@@ -97,6 +114,7 @@ impl ServiceInstance {
             sticky_active_group: None,
             sticky_active_status: None,
             metadata: Map::new(),
+            origin: EntryOrigin::Aegis,
         })
     }
 
@@ -179,6 +197,7 @@ impl ServiceInstance {
             && self.sticky_active_group == other.sticky_active_group
             && self.sticky_active_status == other.sticky_active_status
             && self.metadata == other.metadata
+            && self.origin == other.origin
     }
 
     /// Whether the last heartbeat is older than `ttl` at `now`: such an entry belongs to an

@@ -14,6 +14,7 @@ use super::method::{KnownMethod, Target};
 use super::{CallError, CallErrorKind, CallOptions, RetryPolicy, ServiceClient};
 use crate::codec::{self, ExclusiveReply, RpcRequest, RpcResponse, Timestamp, headers};
 use crate::discovery::DiscoveryError;
+use crate::instance::EntryOrigin;
 use crate::leader::{LeaderState, LeaderView};
 use crate::subject::InstanceId;
 use crate::telemetry;
@@ -371,6 +372,9 @@ impl Call<'_> {
                 .or_else(|| selector.pick(&instances, excluded))
         };
         Ok(match picked {
+            // A Python SDK instance serves only the shared subject (its queue group holds
+            // every instance of the service, Aegis's too).
+            Some(instance) if instance.origin != EntryOrigin::Aegis => shared(),
             Some(instance) => Route {
                 heartbeat: Some(instance.last_heartbeat),
                 ..to(&instance.instance_id)

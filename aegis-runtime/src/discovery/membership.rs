@@ -11,15 +11,16 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::codec::Timestamp;
-use crate::instance::ServiceInstance;
+use crate::instance::{EntryOrigin, ServiceInstance};
 use crate::subject::ServiceName;
 
+use super::reader::EntryKey;
 use super::{DEFAULT_ENTRY_TTL, DiscoveryError, Instances};
 
 /// The entries of one service, by instance id, and which of them are stale.
 #[derive(Debug, Default)]
 pub(super) struct Membership {
-    entries: BTreeMap<String, Tracked>,
+    entries: BTreeMap<EntryKey, Tracked>,
     /// No fresh entry turns stale before this, so a sweep before it has nothing to do:
     /// with heartbeats every 10 s and a TTL of 30 s, one pass over the entries every
     /// ~20 s, not one per sweep. Only ever earlier than the true time (a heartbeat moves
@@ -45,16 +46,16 @@ impl Membership {
         if !stale {
             self.next_stale_at = Some(self.next_stale_at.map_or(stale_at, |t| t.min(stale_at)));
         }
-        match self.entries.get_mut(entry.instance_id.as_str()) {
+        let key = EntryKey::of(&entry);
+        match self.entries.get_mut(&key) {
             Some(known) if known.entry.same_apart_from_heartbeat(&entry) => {
                 known.entry.last_heartbeat = entry.last_heartbeat;
                 known.stale_at = stale_at;
                 std::mem::replace(&mut known.stale, stale) != stale
             }
             _ => {
-                let id = entry.instance_id.to_string();
                 self.entries.insert(
-                    id,
+                    key,
                     Tracked {
                         entry,
                         stale_at,
@@ -66,9 +67,9 @@ impl Membership {
         }
     }
 
-    /// Removes the entry of `id` (deleted, purged or expired); whether there was one.
-    pub(super) fn remove(&mut self, id: &str) -> bool {
-        self.entries.remove(id).is_some()
+    /// Removes the entry under `key` (deleted, purged or expired); whether there was one.
+    pub(super) fn remove(&mut self, key: &EntryKey) -> bool {
+        self.entries.remove(key).is_some()
     }
 
     /// Marks the entries that went stale since the last look; whether any did. Costs
@@ -94,11 +95,20 @@ impl Membership {
     /// The usable instances (not stale, not unhealthy), sorted by id, or why there are
     /// none.
     pub(super) fn usable(&self, service: &ServiceName) -> Result<Instances, DiscoveryError> {
+        // An instance with entries in both forms is listed once, as its Aegis entry (the
+        // map's order puts the Aegis forms first).
+        let has_aegis_entry = |id: &str| {
+            self.entries.contains_key(&EntryKey {
+                origin: EntryOrigin::Aegis,
+                id: id.to_owned(),
+            })
+        };
         super::usable_unless_stale(
             service,
             self.entries
-                .values()
-                .map(|tracked| (Cow::Borrowed(&tracked.entry), tracked.stale)),
+                .iter()
+                .filter(|(key, _)| key.origin == EntryOrigin::Aegis || !has_aegis_entry(&key.id))
+                .map(|(_, tracked)| (Cow::Borrowed(&tracked.entry), tracked.stale)),
         )
     }
 }
@@ -177,8 +187,12 @@ mod tests {
     fn removing_is_news_only_for_a_known_entry() {
         let mut membership = Membership::default();
         membership.put(entry("a", Duration::ZERO), Timestamp::now());
-        assert!(!membership.remove("z"));
-        assert!(membership.remove("a"));
+        let key = |id: &str| EntryKey {
+            origin: EntryOrigin::Aegis,
+            id: id.to_owned(),
+        };
+        assert!(!membership.remove(&key("z")));
+        assert!(membership.remove(&key("a")));
         assert_eq!(ids(&membership), Vec::<String>::new());
     }
 }

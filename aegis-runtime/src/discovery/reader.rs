@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::JetStreamError;
-use crate::instance::ServiceInstance;
-use crate::subject::{self, ServiceName};
+use crate::instance::{EntryOrigin, ServiceInstance};
+use crate::subject::{self, ServiceName, python_sdk};
 
 /// Why the registry cannot be read, or stopped being read.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,60 @@ pub(super) enum Change {
     /// The entry of an instance was written.
     Put(Box<ServiceInstance>),
     /// The entry under this key was deleted, purged or expired.
-    Removed(String),
+    Removed(EntryKey),
+}
+
+/// Which entry of a service a registry key holds: an instance may have one in each form
+/// (an Aegis instance that is [visible](crate::PythonSdk::visible) to the Python SDK).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct EntryKey {
+    /// The key's form.
+    pub(super) origin: EntryOrigin,
+    /// The instance it names.
+    pub(super) id: String,
+}
+
+impl EntryKey {
+    /// The key of `entry`.
+    pub(super) fn of(entry: &ServiceInstance) -> Self {
+        Self {
+            origin: entry.origin,
+            id: entry.instance_id.to_string(),
+        }
+    }
+
+    /// The entry of `service` the registry key `key` holds (Aegis's form or either of
+    /// the SDK's); `None` for another service's key or another kind of key.
+    fn parse(service: &ServiceName, key: &str) -> Option<Self> {
+        if let Some((of, id)) = subject::parse_registry_key(key) {
+            return (of == *service).then(|| Self {
+                origin: EntryOrigin::Aegis,
+                id: id.to_string(),
+            });
+        }
+        python_sdk::instance_of(service, key).map(|id| Self {
+            origin: EntryOrigin::PythonSdk,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// The key filters that read every entry of `service`: its Aegis keys, and every
+/// single-token key (the SDK's keys have no dots, so they cannot be filtered by service;
+/// a deployment without SDK instances has none).
+fn service_filters(service: &ServiceName) -> Vec<String> {
+    vec![
+        subject::kv_key(
+            subject::REGISTRY_BUCKET,
+            &subject::registry_service_filter(service),
+        ),
+        subject::kv_key(subject::REGISTRY_BUCKET, "*"),
+    ]
 }
 
 /// The registry entries of one service: the current ones first, then every change.
 pub(super) struct RegistryFeed {
+    service: ServiceName,
     messages: consumer::push::Ordered,
     /// Entries still to come before the feed has caught up with the bucket.
     pub(super) initial: u64,
@@ -77,10 +126,7 @@ impl RegistryFeed {
         let created = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: nats.new_inbox(),
-                filter_subject: subject::kv_key(
-                    subject::REGISTRY_BUCKET,
-                    &subject::registry_service_filter(service),
-                ),
+                filter_subjects: service_filters(service),
                 deliver_policy: consumer::DeliverPolicy::LastPerSubject,
                 replay_policy: consumer::ReplayPolicy::Instant,
                 description: Some(format!("aegis discovery of {service}")),
@@ -106,7 +152,11 @@ impl RegistryFeed {
             .messages()
             .await
             .map_err(|e| JetStreamError::from_nats("watch the registry", e))?;
-        Ok(Some(Self { messages, initial }))
+        Ok(Some(Self {
+            service: service.clone(),
+            messages,
+            initial,
+        }))
     }
 
     /// The next change, or the error that ended the feed.
@@ -118,7 +168,7 @@ impl RegistryFeed {
                 None => return Err(FeedError::Ended),
             };
             self.initial = self.initial.saturating_sub(1);
-            if let Some(change) = change_of(&message.message) {
+            if let Some(change) = change_of(&self.service, &message.message) {
                 return Ok(change);
             }
         }
@@ -134,10 +184,10 @@ impl RegistryFeed {
         let mut entries = std::collections::BTreeMap::new();
         let mut apply = |change| match change {
             Change::Put(entry) => {
-                entries.insert(entry.instance_id.to_string(), *entry);
+                entries.insert(EntryKey::of(&entry), *entry);
             }
             Change::Removed(key) => {
-                entries.remove(instance_of_key(&key));
+                entries.remove(&key);
             }
         };
         let batched = match sizes.fits(service) {
@@ -155,7 +205,17 @@ impl RegistryFeed {
                 apply(feed.next().await?);
             }
         }
-        Ok(entries.into_values().collect())
+        // An instance with entries in both forms is listed once, as its Aegis entry.
+        let aegis: std::collections::BTreeSet<String> = entries
+            .keys()
+            .filter(|key| key.origin == EntryOrigin::Aegis)
+            .map(|key| key.id.clone())
+            .collect();
+        Ok(entries
+            .into_iter()
+            .filter(|(key, _)| key.origin == EntryOrigin::Aegis || !aegis.contains(&key.id))
+            .map(|(_, entry)| entry)
+            .collect())
     }
 }
 
@@ -202,10 +262,7 @@ async fn batch_read(nats: &async_nats::Client, service: &ServiceName) -> Option<
     let inbox = nats.new_inbox();
     let mut replies = nats.subscribe(inbox.clone()).await.ok()?;
     let request = serde_json::json!({
-        "multi_last": [subject::kv_key(
-            subject::REGISTRY_BUCKET,
-            &subject::registry_service_filter(service),
-        )],
+        "multi_last": service_filters(service),
         "batch": BATCH_READ_MAX,
     });
     nats.publish_with_reply(
@@ -235,7 +292,12 @@ async fn batch_read(nats: &async_nats::Client, service: &ServiceName) -> Option<
                     .as_str()
                     .strip_prefix(&subject::kv_bucket_prefix(subject::REGISTRY_BUCKET))?
                     .to_owned();
-                changes.extend(change_of_entry(key, reply.headers.as_ref(), &reply.payload));
+                changes.extend(change_of_entry(
+                    service,
+                    &key,
+                    reply.headers.as_ref(),
+                    &reply.payload,
+                ));
             }
             // End of the batch: all of them, unless more are pending.
             Some(204) => return (pending_after(&reply) == 0).then_some(changes),
@@ -264,40 +326,47 @@ fn pending_after(reply: &async_nats::Message) -> usize {
         .unwrap_or(0)
 }
 
-/// The change a registry message stands for; `None` for a value that is not an entry
-/// (logged: it does not stop discovery of the others).
-fn change_of(message: &async_nats::Message) -> Option<Change> {
+/// The change a registry message stands for, if it is about an entry of `service`;
+/// `None` for another service's entry, or a value that is not an entry (logged: it does
+/// not stop discovery of the others).
+fn change_of(service: &ServiceName, message: &async_nats::Message) -> Option<Change> {
     let key = message
         .subject
         .strip_prefix(&subject::kv_bucket_prefix(subject::REGISTRY_BUCKET))
-        .unwrap_or(&message.subject)
-        .to_owned();
-    change_of_entry(key, message.headers.as_ref(), &message.payload)
+        .unwrap_or(&message.subject);
+    change_of_entry(service, key, message.headers.as_ref(), &message.payload)
 }
 
-/// The change the value stored under `key`, with `headers`, stands for.
+/// The change the value stored under `key`, with `headers`, stands for (see
+/// [`change_of`]).
 fn change_of_entry(
-    key: String,
+    service: &ServiceName,
+    key: &str,
     headers: Option<&async_nats::HeaderMap>,
     payload: &[u8],
 ) -> Option<Change> {
+    let entry_key = EntryKey::parse(service, key)?;
     let removed = headers.is_some_and(|headers| {
         // KV deletes and purges carry KV-Operation; TTL expiry markers Nats-Marker-Reason.
         headers.get("KV-Operation").is_some() || headers.get("Nats-Marker-Reason").is_some()
     });
     if removed {
-        return Some(Change::Removed(key));
+        return Some(Change::Removed(entry_key));
     }
     match ServiceInstance::from_json(payload) {
-        Ok(entry) => Some(Change::Put(Box::new(entry))),
+        // The value must say what its key says: an SDK key is ambiguous when names hold
+        // `_` (`service-instances_a_b_c`), and a removal finds the entry by its key.
+        Ok(entry)
+            if entry.service_name == *service && entry.instance_id.as_str() == entry_key.id =>
+        {
+            let mut entry = entry;
+            entry.origin = entry_key.origin;
+            Some(Change::Put(Box::new(entry)))
+        }
+        Ok(_) => None,
         Err(err) => {
             tracing::warn!(%key, %err, "ignoring a registry entry that does not decode");
             None
         }
     }
-}
-
-/// The instance id in a registry key `service-instances.{service}.{instance}`.
-pub(super) fn instance_of_key(key: &str) -> &str {
-    key.rsplit('.').next().unwrap_or(key)
 }

@@ -12,7 +12,7 @@ use crate::service::BoxFuture;
 use crate::subject::ServiceName;
 
 use super::membership::Membership;
-use super::reader::{Change, FeedError, RegistryFeed, instance_of_key};
+use super::reader::{Change, FeedError, RegistryFeed};
 
 /// Why a watch of the registry was given up (and is opened again).
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +251,7 @@ async fn keep_watching(nats: async_nats::Client, service: ServiceName, view: wat
                     };
                     let news = match change {
                         Change::Put(entry) => members.put(*entry, Timestamp::now()),
-                        Change::Removed(key) => members.remove(instance_of_key(&key)),
+                        Change::Removed(key) => members.remove(&key),
                     };
                     // While catching up, the first publish comes with the last entry; a
                     // heartbeat that changes nothing wakes nobody.

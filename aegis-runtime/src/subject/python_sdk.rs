@@ -41,6 +41,26 @@ pub fn leader_key(service: &ServiceName, group: &GroupId) -> String {
     format!("sticky-active_{service}_{group}_leader")
 }
 
+/// The group a leader key of `service` in [`election_bucket`] is for; `None` for another
+/// key (the SDK's per-instance `election-state_…` keys share the bucket).
+///
+/// ```
+/// use aegis_runtime::subject::{python_sdk, ServiceName};
+///
+/// let service = ServiceName::new("order-svc")?;
+/// assert_eq!(python_sdk::group_of_leader_key(&service, "sticky-active_order-svc_default_leader"), Some("default"));
+/// assert_eq!(python_sdk::group_of_leader_key(&service, "election-state_order-svc_a_default"), None);
+/// # Ok::<(), aegis_runtime::subject::InvalidName>(())
+/// ```
+pub fn group_of_leader_key<'k>(service: &ServiceName, key: &'k str) -> Option<&'k str> {
+    let group = key
+        .strip_prefix("sticky-active_")?
+        .strip_prefix(service.as_str())?
+        .strip_prefix('_')?
+        .strip_suffix("_leader")?;
+    (!group.is_empty()).then_some(group)
+}
+
 /// The registry key the SDK 1.0.1 writes for an instance:
 /// `service-instances__{service}__{instance}`.
 pub fn registry_key(service: &ServiceName, instance: &InstanceId) -> String {
