@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use aegis_runtime::codec::{self, Timestamp};
 use aegis_runtime::election::LeaderRecord;
-use aegis_runtime::instance::ServiceInstance;
+use aegis_runtime::instance::{EntryOrigin, ServiceInstance};
 use aegis_runtime::runner::DEFAULT_REGISTRY_TTL;
-use aegis_runtime::subject;
+use aegis_runtime::subject::{self, python_sdk};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -40,6 +40,8 @@ pub(crate) struct InstanceView {
     pub(crate) ttl_seconds: f64,
     /// Whether the last heartbeat is older than the TTL (as of the snapshot).
     pub(crate) stale: bool,
+    /// `aegis`, or `python-sdk` for an entry under one of the Python SDK's keys.
+    pub(crate) origin: &'static str,
 }
 
 impl InstanceView {
@@ -58,6 +60,10 @@ impl InstanceView {
                 .unwrap_or(DEFAULT_REGISTRY_TTL)
                 .as_secs_f64(),
             stale: false,
+            origin: match entry.origin {
+                EntryOrigin::Aegis => "aegis",
+                EntryOrigin::PythonSdk => "python-sdk",
+            },
         }
     }
 
@@ -306,16 +312,38 @@ fn apply(state: &mut State, bucket: Bucket, entry: &kv::Entry) -> Vec<Event> {
 }
 
 fn put_instance(state: &mut State, entry: &kv::Entry) -> Vec<Event> {
-    let Some((service, id)) = subject::parse_registry_key(&entry.key) else {
-        return Vec::new(); // another tool's key: not an Aegis instance
+    let origin = if subject::parse_registry_key(&entry.key).is_some() {
+        EntryOrigin::Aegis
+    } else if entry.key.starts_with(python_sdk::REGISTRY_KEY_PREFIX) {
+        EntryOrigin::PythonSdk
+    } else {
+        return Vec::new(); // another tool's key (monitor-api's definitions): no instance
     };
     let now = match ServiceInstance::from_json(&entry.value) {
-        Ok(instance) => InstanceView::of(&instance),
+        Ok(mut instance) => {
+            instance.origin = origin;
+            InstanceView::of(&instance)
+        }
         Err(err) => {
             tracing::debug!(key = %entry.key, %err, "a registry entry does not decode");
             return Vec::new();
         }
     };
+    // The SDK's key form is ambiguous when names hold `_`: the value names the instance.
+    let (service, id) = (now.service.clone(), now.instance_id.clone());
+    if origin == EntryOrigin::PythonSdk
+        && state.instances.values().any(|known| {
+            known.origin == "aegis" && known.service == service && known.instance_id == id
+        })
+    {
+        return Vec::new(); // the SDK copy of an Aegis instance that is visible to the SDK
+    }
+    if origin == EntryOrigin::Aegis {
+        // Its SDK copy, if it came first, is the same instance.
+        state.instances.retain(|_, known| {
+            known.origin == "aegis" || known.service != service || known.instance_id != id
+        });
+    }
     let event = match state.instances.get(&entry.key) {
         None => {
             let role = now
@@ -347,8 +375,8 @@ fn put_instance(state: &mut State, entry: &kv::Entry) -> Vec<Event> {
     state.instances.insert(entry.key.clone(), now);
     event
         .map(|(kind, text)| Event {
-            instance: Some(id.to_string()),
-            ..Event::new(kind, service.as_str(), text)
+            instance: Some(id.clone()),
+            ..Event::new(kind, &service, text)
         })
         .into_iter()
         .collect()
