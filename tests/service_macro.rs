@@ -262,6 +262,15 @@ async fn a_malformed_request_gets_an_error_that_says_why() {
         response.correlation_id,
         request["message_id"].as_str().map(str::to_owned)
     );
+    // Bytes without a readable header have no id to correlate with: nil, as the Python
+    // SDK answers, not "".
+    let reply = nats
+        .request("rpc.order-processor.get_quote", vec![0x89, 0xaa].into())
+        .await
+        .expect("reply");
+    let response: codec::RpcResponse = codec::decode(&reply.payload).expect("decode");
+    assert!(!response.success);
+    assert_eq!(response.correlation_id, None);
     instance.stop().await;
 }
 

@@ -278,7 +278,15 @@ async fn leader_changes_are_published_as_events() {
             .expect("open");
         let event: aegis_runtime::codec::Event =
             aegis_runtime::codec::decode(&message.payload).expect("an event envelope");
+        // A JetStream publish, as the SDK's: a subscriber that acks (the SDK's core
+        // subscribers do) acks into an inbox that exists.
+        assert!(message.reply.is_some(), "published without a reply subject");
         (message.subject.to_string(), event)
+    };
+    // Datetimes inside SDK event payloads are pydantic's: `Z`, microseconds.
+    let zulu = |value: &serde_json::Value| {
+        let text = value.as_str().unwrap_or_default();
+        text.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(text).is_ok()
     };
     let (subject, elected) = next().await;
     assert_eq!(subject, "events.sticky_active.LeaderElected");
@@ -289,11 +297,13 @@ async fn leader_changes_are_published_as_events() {
     assert_eq!(elected.payload["service_name"], "order-processor");
     assert_eq!(elected.payload["instance_id"], "orders-events");
     assert_eq!(elected.payload["group_id"], "default");
+    assert!(zulu(&elected.payload["elected_at"]), "{}", elected.payload);
 
     instance.stop().await;
     let (subject, lost) = next().await;
     assert_eq!(subject, "events.sticky_active.LeaderLost");
     assert_eq!(lost.payload["reason"], "released");
+    assert!(zulu(&lost.payload["lost_at"]), "{}", lost.payload);
 }
 
 // Multi-threaded: spawning and reaping processes blocks a thread, and the caller must keep

@@ -134,7 +134,6 @@ const MIN_RECHECK: Duration = Duration::from_millis(20);
 /// One instance's part in the election of its group.
 #[derive(Debug)]
 pub(crate) struct Election {
-    nats: async_nats::Client,
     js: jetstream::Context,
     store: kv::Store,
     key: String,
@@ -180,7 +179,6 @@ impl Election {
         };
         Ok(Self {
             key: subject::leader_key(&service, &group),
-            nats,
             js,
             store,
             service,
@@ -495,7 +493,7 @@ impl Election {
         }
         self.announce(
             "LeaderElected",
-            json!({"previous_leader_id": null, "elected_at": Timestamp::now().to_string(), "term": term}),
+            json!({"previous_leader_id": null, "elected_at": Timestamp::now().to_zulu(), "term": term}),
         )
         .await;
         self.show_role();
@@ -562,7 +560,11 @@ impl Election {
             sdk.release().await;
         }
         self.show_role();
-        self.announce("LeaderLost", json!({"reason": reason})).await;
+        self.announce(
+            "LeaderLost",
+            json!({"reason": reason, "lost_at": Timestamp::now().to_zulu()}),
+        )
+        .await;
     }
 
     /// Gives leadership up (graceful stop): stops serving, then deletes the key at the
@@ -604,7 +606,11 @@ impl Election {
         });
     }
 
-    /// Publishes `events.sticky_active.{kind}` as the Python SDK does.
+    /// Publishes `events.sticky_active.{kind}` as the Python SDK does: a JetStream
+    /// publish (stored in `EVENTS` when it exists), so a subscriber that acknowledges what
+    /// it receives, as the SDK's core subscribers do, acknowledges into a reply inbox that
+    /// exists. The acknowledgement is not awaited: an announcement never delays a
+    /// leadership change.
     async fn announce(&self, kind: &str, extra: Value) {
         let mut payload = json!({
             "metadata": {},
@@ -622,7 +628,7 @@ impl Election {
         };
         if let Ok(bytes) = codec::encode(&event)
             && let Err(err) = self
-                .nats
+                .js
                 .publish(subject::event(&domain, &kind), bytes.into())
                 .await
         {

@@ -70,6 +70,22 @@ impl From<std::time::SystemTime> for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The time as pydantic writes a datetime inside a JSON payload (the Python SDK's
+    /// event payloads): RFC 3339 with microseconds and `Z`, where envelopes use `+00:00`.
+    ///
+    /// ```
+    /// use aegis_runtime::codec::Timestamp;
+    ///
+    /// let at: Timestamp = "2026-11-22T19:15:47.757566+00:00".parse()?;
+    /// assert_eq!(at.to_zulu(), "2026-11-22T19:15:47.757566Z");
+    /// # Ok::<(), aegis_runtime::codec::InvalidTimestamp>(())
+    /// ```
+    pub fn to_zulu(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let precision = if self.0.timestamp_subsec_micros() == 0 {

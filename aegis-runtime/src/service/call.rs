@@ -365,7 +365,8 @@ impl Reply {
         let response = RpcResponse {
             message_id: codec::new_message_id(),
             trace_id: context.trace_id.clone(),
-            correlation_id: Some(context.message_id.clone()),
+            // Unknown when the request did not decode: nil, as the Python SDK answers.
+            correlation_id: (!context.message_id.is_empty()).then(|| context.message_id.clone()),
             timestamp: Timestamp::now(),
             source: Some(context.instance_id.to_string()),
             target: None,
