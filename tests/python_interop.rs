@@ -10,6 +10,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aegis_examples::process::ChildProcess;
@@ -536,4 +538,170 @@ async fn the_dashboard_lists_sdk_instances_once_and_with_their_origin() {
         ]
     );
     rust.stop().await;
+}
+
+/// A service with a command and an event subscription, beside the SDK's streams and
+/// consumers.
+#[derive(Clone, Default)]
+struct Worker {
+    commands_run: Arc<AtomicUsize>,
+}
+
+#[service(name = "worker-svc", version = "1.0.0")]
+impl Worker {
+    /// A unit of work.
+    #[command]
+    async fn reindex(&self, _job: serde_json::Value) -> String {
+        self.commands_run.fetch_add(1, Ordering::SeqCst);
+        "done".to_owned()
+    }
+
+    /// Order events, competing with the other instances.
+    #[subscribe("events.orders.created")]
+    async fn on_order(&self, _event: aegis_runtime::Event<serde_json::Value>) {}
+}
+
+/// Makes `stream` exactly as the SDK's `NATSAdapter.connect()` does (the captured
+/// `STREAM.CREATE` bodies), with `retention` for COMMANDS.
+async fn sdk_stream(js: &jetstream::Context, name: &str, subjects: &str, retention: &str) {
+    let config = serde_json::json!({
+        "name": name, "subjects": [subjects], "retention": retention,
+        "max_msgs": if name == "EVENTS" { 100_000 } else { 10_000 },
+        "discard": "old", "discard_new_per_subject": false, "max_msgs_per_subject": -1,
+        "max_msg_size": -1, "no_ack": false, "duplicate_window": 0, "sealed": false,
+        "deny_delete": false, "deny_purge": false, "allow_rollup_hdrs": false, "max_age": 0
+    });
+    let answer: serde_json::Value = js
+        .request(format!("STREAM.CREATE.{name}"), &config)
+        .await
+        .expect("answered");
+    assert!(answer.get("error").is_none(), "{answer}");
+}
+
+/// The SDK's command consumer (`subscribe(durable="{service}-{command}")` of nats-py: a
+/// push consumer, no deliver group, explicit acks); `Err` when the server refuses it.
+async fn sdk_command_consumer(
+    js: &jetstream::Context,
+    inbox: &str,
+) -> Result<(), jetstream::stream::ConsumerError> {
+    let stream = js.get_stream("COMMANDS").await.expect("COMMANDS");
+    stream
+        .create_consumer(jetstream::consumer::push::Config {
+            durable_name: Some("worker-svc-reindex".to_owned()),
+            deliver_subject: inbox.to_owned(),
+            filter_subject: "commands.worker-svc.reindex".to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_starts_beside_the_sdks_streams_and_consumers_and_leaves_their_command_to_them() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let js = jetstream::new(nats.clone());
+    sdk_stream(&js, "EVENTS", "events.>", "limits").await;
+    sdk_stream(&js, "COMMANDS", "commands.>", "workqueue").await;
+    // The SDK instance bound to its command consumer, and its compete event consumer.
+    let mut sdk_commands = nats
+        .subscribe("_INBOX.sdk-commands")
+        .await
+        .expect("subscribe");
+    sdk_command_consumer(&js, "_INBOX.sdk-commands")
+        .await
+        .expect("the SDK's consumer");
+    js.get_stream("EVENTS")
+        .await
+        .expect("EVENTS")
+        .create_consumer(jetstream::consumer::push::Config {
+            durable_name: Some("worker-svc".to_owned()),
+            deliver_subject: "_INBOX.sdk-events".to_owned(),
+            deliver_group: Some("worker-svc".to_owned()),
+            filter_subject: "events.orders.created".to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("the SDK's event consumer");
+
+    let worker = Worker::default();
+    let rust = ServiceRunner::new(worker.clone())
+        .nats(server.connect().await.expect("connect"))
+        .start()
+        .await
+        .expect("a Rust instance starts beside the SDK's streams and consumers");
+    // The command goes to the SDK instance, not to Rust (one consumer per subject).
+    js.publish(
+        "commands.worker-svc.reindex",
+        br#"{"n":1}"#.as_slice().into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("stored");
+    let delivered = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut sdk_commands),
+    )
+    .await
+    .expect("the SDK's consumer still delivers");
+    assert!(delivered.is_some());
+    assert_eq!(worker.commands_run.load(Ordering::SeqCst), 0);
+    rust.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leave_commands_an_sdk_instance_started_later_still_makes_its_consumer() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let js = jetstream::new(nats.clone());
+    let rust = ServiceRunner::new(Worker::default())
+        .nats(server.connect().await.expect("connect"))
+        .python_sdk(PythonSdk::new().leave_commands())
+        .start()
+        .await
+        .expect("starts");
+    // The SDK's connect() makes COMMANDS when `stream_info` finds none (Rust made none).
+    if js.get_stream("COMMANDS").await.is_err() {
+        sdk_stream(&js, "COMMANDS", "commands.>", "workqueue").await;
+    }
+    sdk_command_consumer(&js, "_INBOX.sdk-commands")
+        .await
+        .expect("the SDK instance makes its consumer after Rust started");
+    rust.stop().await;
+
+    // The trade-off, without the option: Rust's consumer has the command, and the SDK's
+    // cannot be made (as a second SDK instance of the command cannot bind either).
+    let server = NatsServer::start().await.expect("nats-server");
+    let js = jetstream::new(server.connect().await.expect("connect"));
+    let rust = ServiceRunner::new(Worker::default())
+        .nats(server.connect().await.expect("connect"))
+        .start()
+        .await
+        .expect("starts");
+    assert!(
+        sdk_command_consumer(&js, "_INBOX.sdk-commands")
+            .await
+            .is_err()
+    );
+    rust.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commands_stream_that_is_not_a_work_queue_is_refused_with_what_to_do() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let js = jetstream::new(server.connect().await.expect("connect"));
+    sdk_stream(&js, "COMMANDS", "commands.>", "limits").await;
+    let err = ServiceRunner::new(Worker::default())
+        .nats(server.connect().await.expect("connect"))
+        .start()
+        .await
+        .expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("COMMANDS") && message.contains("workqueue"),
+        "{message}"
+    );
 }

@@ -47,6 +47,7 @@ pub const DEFAULT_SDK_REGISTRY_TTL: Duration = Duration::from_secs(30);
 pub struct PythonSdk {
     share_leadership: bool,
     visible: bool,
+    leave_commands: bool,
     sdk_registry_ttl: Duration,
 }
 
@@ -62,6 +63,7 @@ impl PythonSdk {
         Self {
             share_leadership: false,
             visible: false,
+            leave_commands: false,
             sdk_registry_ttl: DEFAULT_SDK_REGISTRY_TTL,
         }
     }
@@ -85,6 +87,24 @@ impl PythonSdk {
     pub fn visible(mut self) -> Self {
         self.visible = true;
         self
+    }
+
+    /// The service's commands are handled by its Python SDK instances: this instance
+    /// makes no command consumer.
+    ///
+    /// The SDK takes a command with a push consumer named `{service}-{command}` bound to
+    /// one instance, and the work-queue stream `COMMANDS` admits one consumer per subject,
+    /// so a command is handled on one side only. Without this option an instance that
+    /// finds the SDK's consumer leaves that command to it anyway (and says so); with it,
+    /// an SDK instance that starts later can still make its consumer.
+    pub fn leave_commands(mut self) -> Self {
+        self.leave_commands = true;
+        self
+    }
+
+    /// Whether commands are left to the SDK instances.
+    pub fn leaves_commands(&self) -> bool {
+        self.leave_commands
     }
 
     /// The `registry_ttl` the SDK instances run with (default 30 s, the SDK's default):

@@ -36,3 +36,54 @@ pub(crate) async fn commands_stream(
     )
     .await
 }
+
+/// Why an existing `COMMANDS` stream cannot carry a service's commands.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IncompatibleStream {
+    /// Not a work queue: commands would stay after they are done, and every new consumer
+    /// would run them all again.
+    #[error(
+        "the stream COMMANDS exists with {retention:?} retention, but commands need a work queue \
+         (each taken by one instance and removed once done): recreate it as Aegis and the Python \
+         SDK make it (subjects `commands.>`, retention workqueue)"
+    )]
+    NotWorkQueue {
+        /// What it has.
+        retention: stream::RetentionPolicy,
+    },
+    /// It does not store the command's subject.
+    #[error(
+        "the stream COMMANDS exists but does not store {subject} (its subjects: {subjects:?}): \
+         add `commands.>` to it"
+    )]
+    NotCovered {
+        /// The command's subject.
+        subject: String,
+        /// The stream's.
+        subjects: Vec<String>,
+    },
+}
+
+/// Checks that the `COMMANDS` stream configured as `config` (made by Aegis, the Python
+/// SDK, or an operator) carries commands on `subject` as both expect.
+pub(crate) fn check_stream(
+    config: &stream::Config,
+    subject: &str,
+) -> Result<(), IncompatibleStream> {
+    if config.retention != stream::RetentionPolicy::WorkQueue {
+        return Err(IncompatibleStream::NotWorkQueue {
+            retention: config.retention,
+        });
+    }
+    if !config
+        .subjects
+        .iter()
+        .any(|pattern| crate::subject::matches(pattern, subject))
+    {
+        return Err(IncompatibleStream::NotCovered {
+            subject: subject.to_owned(),
+            subjects: config.subjects.clone(),
+        });
+    }
+    Ok(())
+}

@@ -37,22 +37,43 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Opens the consumer of one `#[command]` method: before the instance counts as serving,
 /// so a command sent right after `start()` returns has a stream and a consumer.
+///
+/// `None` when the Python SDK's consumer takes the command: the SDK makes a push consumer
+/// under the same name, `{service}-{command}`, and binds one instance to it, and a work
+/// queue admits no second consumer of a subject, so this instance leaves the command to
+/// it rather than fail to start (docs/python-interop.md).
 pub(crate) async fn open<S>(
     nats: &async_nats::Client,
     service_name: &ServiceName,
     command: &CommandDefinition<S>,
-) -> Result<Commands, StartError> {
+) -> Result<Option<Commands>, StartError> {
     let method = MethodName::new(command.name)?;
     let js = jetstream::new(nats.clone());
     let stream = crate::commands::commands_stream(&js)
         .await
         .map_err(StartError::Commands)?;
+    let subject = subject::command(service_name, &method);
+    crate::commands::check_stream(&stream.cached_info().config, &subject).map_err(|err| {
+        StartError::Commands(JetStreamError::Other {
+            action: format!("use the stream {}", crate::subject::COMMANDS_STREAM),
+            source: Box::new(err),
+        })
+    })?;
     let durable = format!("{service_name}-{method}");
+    if let Ok(existing) = stream.consumer_info(&durable).await
+        && existing.config.deliver_subject.is_some()
+    {
+        tracing::warn!(
+            %durable, %subject,
+            "the Python SDK's push consumer takes this command: this instance leaves it to the SDK instance bound to it"
+        );
+        return Ok(None);
+    }
     // Created or updated: a consumer made by an earlier version, without a delivery bound,
     // gets one.
     let config = consumer::pull::Config {
         durable_name: Some(durable.clone()),
-        filter_subject: subject::command(service_name, &method),
+        filter_subject: subject,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
         max_deliver: MAX_DELIVER,
@@ -75,7 +96,7 @@ pub(crate) async fn open<S>(
             e,
         ))
     })?;
-    Ok(Commands { messages, durable })
+    Ok(Some(Commands { messages, durable }))
 }
 
 /// The commands of one `#[command]` method, as its consumer delivers them.

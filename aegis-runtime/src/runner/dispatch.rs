@@ -84,7 +84,17 @@ pub(super) async fn subscribe_all<S: Service>(
         ));
     }
     for command in shared.definition.commands {
-        let commands = super::commands::open(&core.nats, &core.service_name, command).await?;
+        if core.leave_commands_to_sdk {
+            tracing::info!(
+                command = command.name,
+                "left to the service's Python SDK instances (PythonSdk::leave_commands)"
+            );
+            continue;
+        }
+        let Some(commands) = super::commands::open(&core.nats, &core.service_name, command).await?
+        else {
+            continue;
+        };
         workers.spawn(super::commands::serve(
             commands,
             core.nats.clone(),

@@ -414,6 +414,7 @@ impl<S: Service> ServiceRunner<S> {
             started_at: Timestamp::now(),
             descriptor: (definition.describe)(),
             drain_timeout: self.drain_timeout,
+            leave_commands_to_sdk: self.python.leaves_commands(),
             stopping: tokio::sync::watch::channel(false).0,
             leaving_exclusive: tokio::sync::watch::channel(false).0,
             on_stop: definition.on_stop.map(|hook| {
@@ -604,6 +605,8 @@ pub(crate) struct Core {
     pub(crate) started_at: Timestamp,
     pub(crate) descriptor: ServiceDescriptor,
     pub(crate) drain_timeout: Duration,
+    /// Whether the service's commands are left to its Python SDK instances.
+    pub(crate) leave_commands_to_sdk: bool,
     /// The service's `#[on_stop]` method, bound to the service.
     pub(crate) on_stop: Option<StopHook>,
     /// Becomes `true` when a graceful stop begins: listeners then drain and end.

@@ -51,6 +51,29 @@ fn join(tokens: &[&str]) -> String {
     tokens.join(".")
 }
 
+/// Whether the concrete subject `subject` matches the subject filter `pattern` (NATS
+/// wildcard rules: `*` one token, `>` one or more at the end).
+///
+/// ```
+/// use aegis_runtime::subject;
+///
+/// assert!(subject::matches("commands.>", "commands.orders.reindex"));
+/// assert!(!subject::matches("commands.*", "commands.orders.reindex"));
+/// ```
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut pattern = pattern.split('.');
+    let mut tokens = subject.split('.');
+    loop {
+        match (pattern.next(), tokens.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(t)) if p == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Subject of an RPC served by any instance of `service`: `rpc.{service}.{method}`.
 pub fn rpc(service: &ServiceName, method: &MethodName) -> String {
     join(&["rpc", service, method])

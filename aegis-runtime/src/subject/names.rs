@@ -268,16 +268,6 @@ impl EventPattern {
     /// # Ok::<(), aegis_runtime::subject::InvalidName>(())
     /// ```
     pub fn matches(&self, subject: &str) -> bool {
-        let mut pattern = self.0.split('.');
-        let mut tokens = subject.split('.');
-        loop {
-            match (pattern.next(), tokens.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(p), Some(t)) if p == t => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
+        super::matches(&self.0, subject)
     }
 }
