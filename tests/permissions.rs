@@ -142,6 +142,28 @@ async fn a_service_and_a_client_work_with_least_privilege() {
         .await
         .expect("the command completes");
     assert_eq!(done.reindexed, 3);
+    // A one-off discovery read (a batched direct read of the registry) as the client.
+    let (discovering, _) = connect_as(
+        &server,
+        "orders-client",
+        "client-secret",
+        "_INBOX_orders-client",
+    )
+    .await;
+    let service = aegis_runtime::subject::ServiceName::new("order-processor").expect("name");
+    let began = std::time::Instant::now();
+    let listed = aegis_runtime::discovery::Discovery::instances(
+        &aegis_runtime::discovery::BasicDiscovery::new(discovering),
+        &service,
+    )
+    .await
+    .expect("the client user reads the registry");
+    assert_eq!(listed.len(), 1);
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "the read took {:?}",
+        began.elapsed()
+    );
     // Nothing either user did was refused: the sets are complete for what they do.
     assert_eq!(drain(&mut service_errors), Vec::<String>::new());
     assert_eq!(drain(&mut client_errors), Vec::<String>::new());

@@ -252,6 +252,10 @@ impl BatchHint {
 
 /// How long a batched direct read may take before the feed is used instead.
 const BATCH_READ_WITHIN: Duration = Duration::from_secs(2);
+/// How long its first reply may take. A request the user may not send (a permission set
+/// without `$JS.API.DIRECT.GET.{stream}`) is dropped by the server without an answer, so
+/// this is how long such a user waits before the feed, on every one-off read.
+const BATCH_FIRST_REPLY_WITHIN: Duration = Duration::from_millis(250);
 
 /// The last entry of each key of `service`, with one batched direct read of the bucket's
 /// stream (ADR-31 `multi_last`, nats-server 2.11+): one request and its replies, no
@@ -273,9 +277,17 @@ async fn batch_read(nats: &async_nats::Client, service: &ServiceName) -> Option<
     .await
     .ok()?;
     let mut changes = Vec::new();
-    let deadline = tokio::time::Instant::now() + BATCH_READ_WITHIN;
+    let sent = tokio::time::Instant::now();
+    let deadline = sent + BATCH_READ_WITHIN;
+    let mut first = true;
     loop {
-        let reply = tokio::time::timeout_at(deadline, replies.next())
+        let within = if first {
+            sent + BATCH_FIRST_REPLY_WITHIN
+        } else {
+            deadline
+        };
+        first = false;
+        let reply = tokio::time::timeout_at(within, replies.next())
             .await
             .ok()??;
         match reply.status.map(|status| status.as_u16()) {
