@@ -57,6 +57,17 @@ async fn rust_member(url: &str, id: &str) -> RunningService {
         .expect("the Rust member starts")
 }
 
+/// A Rust instance (`rs-v`, no group) that SDK clients discover.
+async fn visible_rust_member(url: &str) -> RunningService {
+    ServiceRunner::new(Mixed)
+        .url(url)
+        .instance_id("rs-v")
+        .python_sdk(PythonSdk::new().visible())
+        .start()
+        .await
+        .expect("the Rust member starts")
+}
+
 fn sdk_member(url: &str, id: &str) -> (ChildProcess, String) {
     ChildProcess::start(
         "aegis-sdk-double",
@@ -273,24 +284,26 @@ fn assert_sdk_entry(entry: &serde_json::Value) {
 async fn a_python_visible_instance_writes_an_entry_the_sdk_lists_and_removes_it_on_stop() {
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
-    let rust = ServiceRunner::new(Mixed)
-        .url(&url)
-        .instance_id("rs-v")
-        .python_sdk(PythonSdk::new().visible())
-        .start()
-        .await
-        .expect("starts");
+    let rust = visible_rust_member(&url).await;
     let nats = async_nats::connect(&url).await.expect("connect");
     let js = jetstream::new(nats);
     let registry = js
         .get_key_value("service_registry")
         .await
         .expect("registry");
-    // The SDK's list_instances: every key, filtered by prefix, split on `__`.
+    // The SDK's list_instances: every key, filtered by prefix, split on `__` (the keys
+    // read from the stream's subjects: a listing consumer races the instance's writes).
+    let mut subjects = js
+        .get_stream("KV_service_registry")
+        .await
+        .expect("stream")
+        .info_with_subjects("$KV.service_registry.*")
+        .await
+        .expect("subjects");
     let mut listed = Vec::new();
-    let mut keys = registry.keys().await.expect("keys");
-    while let Some(Ok(key)) = futures_util::StreamExt::next(&mut keys).await {
-        if let Some(rest) = key.strip_prefix("service-instances__") {
+    while let Some(subject) = futures_util::StreamExt::next(&mut subjects).await {
+        let (subject, _) = subject.expect("a subject");
+        if let Some(rest) = subject.strip_prefix("$KV.service_registry.service-instances__") {
             listed.push(rest.split("__").map(str::to_owned).collect::<Vec<_>>());
         }
     }
@@ -484,13 +497,7 @@ async fn the_dashboard_lists_sdk_instances_once_and_with_their_origin() {
     let (_python, ready) = sdk_member(&url, "py-1");
     assert_eq!(ready, "ready leader");
     // A Rust instance visible to the SDK: two entries, one instance.
-    let rust = ServiceRunner::new(Mixed)
-        .url(&url)
-        .instance_id("rs-v")
-        .python_sdk(PythonSdk::new().visible())
-        .start()
-        .await
-        .expect("starts");
+    let rust = visible_rust_member(&url).await;
     let (_dashboard, line) = ChildProcess::start_until(
         "aegis",
         &["--server", &url, "dashboard", "--listen", "127.0.0.1:0"],

@@ -378,21 +378,13 @@ impl Election {
         if age <= stale_after {
             return Look::Held((stale_after - age).min(self.ttl).max(MIN_RECHECK));
         }
-        let holder = codec::decode::<LeaderRecord>(&entry.value)
-            .map(|record| record.instance_id)
-            .unwrap_or_else(|_| "an undecodable value".to_owned());
-        match self
-            .store
-            .delete_expect_revision(&self.key, Some(entry.revision))
-            .await
-        {
+        let holder = staleness::holder_of(&entry.value);
+        match staleness::remove_dead(&self.store, &self.key, entry.revision, &self.service).await {
             Ok(()) => {
                 tracing::warn!(
                     key = %self.key, %holder, ?age, ?stale_after, revision = entry.revision,
                     "removed a stale leader key: not rewritten for longer than leader_ttl + margin (written without a TTL, or by a writer that stopped)"
                 );
-                metrics::counter!(crate::metrics::STALE_LEADER_KEYS, "service" => self.service.to_string())
-                    .increment(1);
                 Look::Removed
             }
             Err(err) => {

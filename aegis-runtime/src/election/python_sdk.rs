@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 
 use crate::JetStreamError;
-use crate::codec::{self, Timestamp};
+use crate::codec::Timestamp;
 use crate::instance::ServiceInstance;
 use crate::registry::{self, TtlWriteError};
 use crate::subject::{self, GroupId, InstanceId, ServiceName, python_sdk};
@@ -112,9 +112,7 @@ impl SdkLeaderKey {
             }
             Some(entry) => entry,
         };
-        let holder = codec::decode::<LeaderRecord>(&entry.value)
-            .map(|record| record.instance_id)
-            .unwrap_or_else(|_| "an undecodable value".to_owned());
+        let holder = staleness::holder_of(&entry.value);
         // A writer that renews (a Rust leader, the SDK's f30dbd3 with renewals) keeps the
         // key younger than the staleness rule allows.
         let stale_after = staleness::stale_after(self.ttl);
@@ -129,18 +127,12 @@ impl SdkLeaderKey {
             let recheck = fresh_for.clamp(MIN_RECHECK, self.registry_ttl);
             return Ok(SdkLook::Held { holder, recheck });
         }
-        match self
-            .store
-            .delete_expect_revision(&self.key, Some(entry.revision))
-            .await
-        {
+        match staleness::remove_dead(&self.store, &self.key, entry.revision, &self.service).await {
             Ok(()) => {
                 tracing::warn!(
                     key = %self.key, %holder, registry_ttl = ?self.registry_ttl,
                     "removed the Python SDK leader key of a dead holder (no registry heartbeat within the SDK's registry_ttl)"
                 );
-                metrics::counter!(crate::metrics::STALE_LEADER_KEYS, "service" => self.service.to_string())
-                    .increment(1);
                 Ok(SdkLook::Removed)
             }
             Err(err) => {

@@ -85,6 +85,27 @@ struct ApiError {
     description: String,
 }
 
+/// The instance a leader key's `value` names, for logs.
+pub(crate) fn holder_of(value: &[u8]) -> String {
+    crate::codec::decode::<super::LeaderRecord>(value)
+        .map(|record| record.instance_id)
+        .unwrap_or_else(|_| "an undecodable value".to_owned())
+}
+
+/// Removes the leader key `key` of a dead holder of `service`'s group at `revision`
+/// (revision-checked: a renewal that lands first wins), and counts the removal.
+pub(crate) async fn remove_dead(
+    store: &kv::Store,
+    key: &str,
+    revision: u64,
+    service: &crate::subject::ServiceName,
+) -> Result<(), kv::DeleteError> {
+    store.delete_expect_revision(key, Some(revision)).await?;
+    metrics::counter!(crate::metrics::STALE_LEADER_KEYS, "service" => service.to_string())
+        .increment(1);
+    Ok(())
+}
+
 /// How long ago, by the server's clock, `entry` was written to `bucket`.
 pub(crate) async fn age(
     js: &jetstream::Context,
