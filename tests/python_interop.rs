@@ -712,3 +712,69 @@ async fn a_commands_stream_that_is_not_a_work_queue_is_refused_with_what_to_do()
         "{message}"
     );
 }
+
+/// Serves `rpc.mixed-svc.work` in the service's queue group as an SDK leader does: the
+/// result nested in an exclusive reply of a success envelope.
+async fn serve_as_sdk_leader(nats: async_nats::Client) -> tokio::task::JoinHandle<()> {
+    use aegis_runtime::codec::{self, ExclusiveReply, RpcRequest, RpcResponse};
+    let mut requests = nats
+        .queue_subscribe("rpc.mixed-svc.work", "rpc.mixed-svc".to_owned())
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+    tokio::spawn(async move {
+        while let Some(message) = futures_util::StreamExt::next(&mut requests).await {
+            let (Some(reply), Ok(request)) =
+                (message.reply, codec::decode::<RpcRequest>(&message.payload))
+            else {
+                continue;
+            };
+            let response = RpcResponse::ok(&request, ExclusiveReply::ok(serde_json::json!("py-1")));
+            let bytes = codec::encode(&response).expect("encode");
+            let _ = nats.publish(reply, bytes.into()).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_client_calls_an_exclusive_method_of_a_group_an_sdk_instance_took_over() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let url = server.url();
+    let rust = rust_member(&url, "rs-1").await;
+    assert!(
+        until(Duration::from_secs(5), || async {
+            rust.leadership().is_active()
+        })
+        .await
+    );
+    // The client follows the group's leader from its first exclusive call on.
+    let client =
+        aegis_runtime::ServiceClient::new(server.connect().await.expect("connect"), "mixed-svc")
+            .expect("client")
+            .with_timeout(Duration::from_secs(3));
+    let answered: String = client
+        .call_exclusive("work", &serde_json::json!({}))
+        .await
+        .expect("the Rust leader answers");
+    assert_eq!(answered, "rs-1");
+
+    // The Rust leader hands over to an SDK member: the client's watch of Aegis's key sees
+    // it released, and no Aegis leader follows.
+    let (mut python, ready) = sdk_member(&url, "py-1");
+    assert_eq!(ready, "ready standby holder=rs-1");
+    rust.stop().await;
+    python.wait_for_line("leader", Duration::from_secs(5));
+    let _serving = serve_as_sdk_leader(server.connect().await.expect("connect")).await;
+
+    let began = Instant::now();
+    let answered: String = client
+        .call_exclusive("work", &serde_json::json!({}))
+        .await
+        .expect("the SDK leader answers");
+    assert_eq!(answered, "py-1");
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        began.elapsed()
+    );
+}

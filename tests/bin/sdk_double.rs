@@ -168,8 +168,13 @@ async fn main() {
         })
     };
 
-    // The monitoring watch of the leader key.
-    let mut watch = election.watch(&leader_key).await.expect("watch");
+    // The monitoring watch of the leader key: nats-py's `include_history=False` delivers
+    // the key's last entry first (deliver policy last_per_subject), so a release made
+    // before the watch opened is seen too.
+    let mut watch = election
+        .watch_with_history(&leader_key)
+        .await
+        .expect("watch");
     while let Some(Ok(change)) = watch.next().await {
         match change.operation {
             kv::Operation::Delete | kv::Operation::Purge => {

@@ -402,6 +402,15 @@ impl Call<'_> {
             Ok(route) => return Ok(route),
             Err(revision) => revision,
         };
+        // No Aegis leader: a Python SDK instance may lead the group, on the shared subject.
+        let inner = &self.client.inner;
+        if inner
+            .python_leader
+            .python_leads(&inner.nats, &inner.service, &inner.group)
+            .await
+        {
+            return Ok(Some(Route::to(self.known.shared())));
+        }
         loop {
             let seen = watch.changed_since(waited_from, deadline).await;
             if seen.revision == waited_from && seen.is_followed() {

@@ -11,6 +11,7 @@ mod ejection;
 mod error;
 mod method;
 mod options;
+mod python_leader;
 mod retry;
 mod selection;
 
@@ -89,6 +90,8 @@ struct Inner {
     /// The watch of that leader, shared on the connection; started by the first exclusive
     /// call (or [`ServiceClient::leader`]).
     leader: Arc<OnceLock<Arc<LeaderWatch>>>,
+    /// Whether a Python SDK instance leads the group while no Aegis instance does.
+    python_leader: Arc<python_leader::PythonLeaderProbe>,
     /// The instance that last answered an exclusive call as the active one: where
     /// exclusive calls go while the leader watch cannot be followed.
     active_pin: Arc<Mutex<Option<InstanceId>>>,
@@ -126,6 +129,7 @@ impl ServiceClient {
             selector: Arc::default(),
             group: GroupId::default(),
             leader: Arc::default(),
+            python_leader: Arc::default(),
             active_pin: Arc::default(),
             ejections: Arc::default(),
             budget: RetryBudget::default(),
