@@ -28,11 +28,40 @@ struct Mixed;
 
 #[service(name = "mixed-svc", version = "1.0.0")]
 impl Mixed {
-    /// Runs on the leader only.
+    /// Runs on the leader only; writes the ledger.
     #[exclusive_rpc]
     async fn work(&self, ctx: &RpcContext) -> String {
+        record(ctx.instance_id());
         ctx.instance_id().to_owned()
     }
+}
+
+/// Every run of `work`, by any member of any test of this binary (Rust instances and the
+/// SDK leader's stand-in responder): who ran it, and when.
+fn ledger() -> &'static std::sync::Mutex<Vec<(String, Instant)>> {
+    static LEDGER: std::sync::OnceLock<std::sync::Mutex<Vec<(String, Instant)>>> =
+        std::sync::OnceLock::new();
+    LEDGER.get_or_init(Default::default)
+}
+
+fn record(instance: &str) {
+    if let Ok(mut ledger) = ledger().lock() {
+        ledger.push((instance.to_owned(), Instant::now()));
+    }
+}
+
+/// The runs of `work` by `instance`.
+fn runs_of(instance: &str) -> Vec<Instant> {
+    ledger()
+        .lock()
+        .map(|ledger| {
+            ledger
+                .iter()
+                .filter(|(who, _)| who == instance)
+                .map(|(_, at)| *at)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 const SDK_BUCKET: &str = "election_mixed_svc";
@@ -96,10 +125,26 @@ async fn sdk_holder(js: &jetstream::Context) -> Option<String> {
 async fn a_rust_member_never_leads_while_an_sdk_leader_lives_and_takes_over_when_it_dies() {
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
-    let (mut python, ready) = sdk_member(&url, "py-1");
+    let (mut python, ready) = sdk_member(&url, "py-led");
     assert_eq!(ready, "ready leader", "the SDK instance is first");
+    // The SDK leader's process serves the method (the stand-in answers for it) until it dies.
+    let python_serving =
+        serve_as_sdk_leader(server.connect().await.expect("connect"), "py-led").await;
+    // A client calls the exclusive method all along: the ledger says who ran each call.
+    let client =
+        aegis_runtime::ServiceClient::new(server.connect().await.expect("connect"), "mixed-svc")
+            .expect("client")
+            .with_timeout(Duration::from_millis(500));
+    let calling = tokio::spawn(async move {
+        loop {
+            let _ = client
+                .call_exclusive::<_, String>("work", &serde_json::json!({}))
+                .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
 
-    let rust = rust_member(&url, "rs-1").await;
+    let rust = rust_member(&url, "rs-led").await;
     // Far longer than the SDK key's age limit and the Rust leader TTL: the SDK leader
     // never renews its key, and beats only in the registry.
     let watched = Instant::now();
@@ -112,9 +157,10 @@ async fn a_rust_member_never_leads_while_an_sdk_leader_lives_and_takes_over_when
     }
     let nats = async_nats::connect(&url).await.expect("connect");
     let js = jetstream::new(nats);
-    assert_eq!(sdk_holder(&js).await.as_deref(), Some("py-1"));
+    assert_eq!(sdk_holder(&js).await.as_deref(), Some("py-led"));
 
     python.kill(); // SIGKILL: no delete, the registry entry simply stops beating
+    python_serving.abort();
     let killed = Instant::now();
     let mut led_after = None;
     while killed.elapsed() < Duration::from_secs(10) {
@@ -133,11 +179,33 @@ async fn a_rust_member_never_leads_while_an_sdk_leader_lives_and_takes_over_when
         "took over after {led_after:?} (bound {bound:?})"
     );
     println!("SDK leader SIGKILLed → Rust leader after {led_after:?}");
+    // The ledger: the SDK leader ran calls until it died, the Rust member only after.
+    assert!(
+        until(Duration::from_secs(3), || async {
+            !runs_of("rs-led").is_empty()
+        })
+        .await,
+        "the Rust leader serves"
+    );
+    calling.abort();
+    let (python_runs, rust_runs) = (runs_of("py-led"), runs_of("rs-led"));
+    assert!(
+        !python_runs.is_empty(),
+        "the SDK leader served before it died"
+    );
+    assert!(
+        python_runs.iter().all(|at| *at < killed),
+        "the SDK leader ran a call after it died"
+    );
+    assert!(
+        rust_runs.iter().all(|at| *at > killed),
+        "a Rust member ran a call while the SDK leader lived: two leaders"
+    );
 
     // While it leads it holds the SDK key too: an SDK instance's create fails.
     assert!(
         until(Duration::from_secs(2), || async {
-            sdk_holder(&js).await.as_deref() == Some("rs-1")
+            sdk_holder(&js).await.as_deref() == Some("rs-led")
         })
         .await,
         "the SDK key names the Rust leader"
@@ -153,7 +221,7 @@ async fn a_rust_member_never_leads_while_an_sdk_leader_lives_and_takes_over_when
         .await;
     assert!(created.is_err(), "an SDK create succeeded while Rust leads");
     let (_python, ready) = sdk_member(&url, "py-2");
-    assert_eq!(ready, "ready standby holder=rs-1");
+    assert_eq!(ready, "ready standby holder=rs-led");
     assert!(rust.leadership().is_active());
     rust.stop().await;
 }
@@ -715,7 +783,10 @@ async fn a_commands_stream_that_is_not_a_work_queue_is_refused_with_what_to_do()
 
 /// Serves `rpc.mixed-svc.work` in the service's queue group as an SDK leader does: the
 /// result nested in an exclusive reply of a success envelope.
-async fn serve_as_sdk_leader(nats: async_nats::Client) -> tokio::task::JoinHandle<()> {
+async fn serve_as_sdk_leader(
+    nats: async_nats::Client,
+    instance: &'static str,
+) -> tokio::task::JoinHandle<()> {
     use aegis_runtime::codec::{self, ExclusiveReply, RpcRequest, RpcResponse};
     let mut requests = nats
         .queue_subscribe("rpc.mixed-svc.work", "rpc.mixed-svc".to_owned())
@@ -729,7 +800,9 @@ async fn serve_as_sdk_leader(nats: async_nats::Client) -> tokio::task::JoinHandl
             else {
                 continue;
             };
-            let response = RpcResponse::ok(&request, ExclusiveReply::ok(serde_json::json!("py-1")));
+            record(instance);
+            let response =
+                RpcResponse::ok(&request, ExclusiveReply::ok(serde_json::json!(instance)));
             let bytes = codec::encode(&response).expect("encode");
             let _ = nats.publish(reply, bytes.into()).await;
         }
@@ -764,7 +837,7 @@ async fn a_rust_client_calls_an_exclusive_method_of_a_group_an_sdk_instance_took
     assert_eq!(ready, "ready standby holder=rs-1");
     rust.stop().await;
     python.wait_for_line("leader", Duration::from_secs(5));
-    let _serving = serve_as_sdk_leader(server.connect().await.expect("connect")).await;
+    let _serving = serve_as_sdk_leader(server.connect().await.expect("connect"), "py-1").await;
 
     let began = Instant::now();
     let answered: String = client
