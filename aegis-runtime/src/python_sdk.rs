@@ -1,7 +1,9 @@
 //! Working beside Python AegisSDK instances of the same services (docs/python-interop.md).
 //!
-//! RPC envelopes, events and discovery interoperate without settings. Two things cost
-//! something, so they are asked for:
+//! RPC envelopes (exclusive calls to an SDK-led group included), events and discovery
+//! interoperate without settings, and an instance that finds the SDK's consumer of one of
+//! its commands leaves that command to it. Three things cost something or give something
+//! up, so they are asked for:
 //!
 //! - [`share_leadership`](PythonSdk::share_leadership): a group that has SDK members
 //!   must never have two leaders. The SDK elects on its own key
@@ -11,6 +13,9 @@
 //! - [`visible`](PythonSdk::visible): the SDK lists only its own registry key form, so an
 //!   instance that SDK clients should discover writes a second entry in that form: one
 //!   more KV write per heartbeat.
+//! - [`leave_commands`](PythonSdk::leave_commands): a command is handled on one side
+//!   only (the SDK binds one instance per command, the work queue one consumer per
+//!   subject); this instance makes no command consumer, so SDK instances keep theirs.
 //!
 //! ```no_run
 //! use aegis_runtime::{PythonSdk, RpcContext, ServiceRunner, service};
