@@ -620,6 +620,7 @@ async fn the_dashboard_lists_sdk_instances_once_and_with_their_origin() {
 #[derive(Clone, Default)]
 struct Worker {
     commands_run: Arc<AtomicUsize>,
+    events_run: Arc<AtomicUsize>,
 }
 
 #[service(name = "worker-svc", version = "1.0.0")]
@@ -633,7 +634,9 @@ impl Worker {
 
     /// Order events, competing with the other instances.
     #[subscribe("events.orders.created")]
-    async fn on_order(&self, _event: aegis_runtime::Event<serde_json::Value>) {}
+    async fn on_order(&self, _event: aegis_runtime::Event<serde_json::Value>) {
+        self.events_run.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Makes `stream` exactly as the SDK's `NATSAdapter.connect()` does (the captured
@@ -850,4 +853,117 @@ async fn a_rust_client_calls_an_exclusive_method_of_a_group_an_sdk_instance_took
         "took {:?}",
         began.elapsed()
     );
+}
+
+/// An SDK instance of worker-svc taking its compete events: it binds to the SDK's push
+/// consumer in the deliver group `worker-svc`, and acks what it gets. Returns the count.
+async fn sdk_event_taker(nats: async_nats::Client, deliver_subject: String) -> Arc<AtomicUsize> {
+    let taken = Arc::new(AtomicUsize::new(0));
+    let mut deliveries = nats
+        .queue_subscribe(deliver_subject, "worker-svc".to_owned())
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+    let counted = taken.clone();
+    tokio::spawn(async move {
+        while let Some(message) = futures_util::StreamExt::next(&mut deliveries).await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if let Some(reply) = message.reply {
+                let _ = nats.publish(reply, "+ACK".into()).await;
+            }
+        }
+    });
+    taken
+}
+
+/// Publishes `count` order events (JetStream, as both SDKs do).
+async fn publish_orders(js: &jetstream::Context, count: usize) {
+    for n in 0..count {
+        let event = aegis_runtime::codec::Event::new(
+            "orders",
+            "created",
+            serde_json::json!({"order_id": format!("ORD-{n}")}),
+        );
+        let bytes = aegis_runtime::codec::encode(&event).expect("encode");
+        js.publish("events.orders.created", bytes.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_share_events_each_compete_event_is_handled_once_by_either_language() {
+    const EVENTS: usize = 40;
+    let handled = |worker: &Worker, sdk: &AtomicUsize| {
+        (
+            worker.events_run.load(Ordering::SeqCst),
+            sdk.load(Ordering::SeqCst),
+        )
+    };
+
+    // The SDK instance first: its consumer exists, the Rust instance joins it.
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let js = jetstream::new(nats.clone());
+    sdk_stream(&js, "EVENTS", "events.>", "limits").await;
+    js.get_stream("EVENTS")
+        .await
+        .expect("EVENTS")
+        .create_consumer(jetstream::consumer::push::Config {
+            durable_name: Some("worker-svc".to_owned()),
+            deliver_subject: "_INBOX.sdk-events".to_owned(),
+            deliver_group: Some("worker-svc".to_owned()),
+            filter_subject: "events.orders.created".to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("the SDK's event consumer");
+    let sdk = sdk_event_taker(nats.clone(), "_INBOX.sdk-events".to_owned()).await;
+    let worker = Worker::default();
+    let rust = ServiceRunner::new(worker.clone())
+        .nats(server.connect().await.expect("connect"))
+        .python_sdk(PythonSdk::new().share_events().leave_commands())
+        .start()
+        .await
+        .expect("starts");
+    publish_orders(&js, EVENTS).await;
+    let all = until(Duration::from_secs(5), || async {
+        let (rust, python) = handled(&worker, &sdk);
+        rust + python >= EVENTS
+    })
+    .await;
+    let (by_rust, by_python) = handled(&worker, &sdk);
+    assert!(all, "handled {by_rust} + {by_python} of {EVENTS}");
+    // Once each: a copy would show as more than EVENTS by now, or shortly after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handled(&worker, &sdk), (by_rust, by_python));
+    assert_eq!(by_rust + by_python, EVENTS);
+    assert!(
+        by_rust > 0 && by_python > 0,
+        "shared: {by_rust} + {by_python}"
+    );
+    rust.stop().await;
+
+    // The Rust instance first: it makes the consumer in the SDK's form, for SDK
+    // instances to join (nats-py binds when the deliver group is its queue).
+    let server = NatsServer::start().await.expect("nats-server");
+    let js = jetstream::new(server.connect().await.expect("connect"));
+    let rust = ServiceRunner::new(Worker::default())
+        .nats(server.connect().await.expect("connect"))
+        .python_sdk(PythonSdk::new().share_events())
+        .start()
+        .await
+        .expect("starts");
+    let stream = js.get_stream("EVENTS").await.expect("EVENTS");
+    let made = stream
+        .consumer_info("worker-svc")
+        .await
+        .expect("the SDK-form consumer");
+    assert_eq!(made.config.deliver_group.as_deref(), Some("worker-svc"));
+    assert_eq!(made.config.filter_subject, "events.orders.created");
+    assert!(made.config.deliver_subject.is_some(), "a push consumer");
+    rust.stop().await;
 }

@@ -2,7 +2,7 @@
 //!
 //! RPC envelopes (exclusive calls to an SDK-led group included), events and discovery
 //! interoperate without settings, and an instance that finds the SDK's consumer of one of
-//! its commands leaves that command to it. Three things cost something or give something
+//! its commands leaves that command to it. Four things cost something or give something
 //! up, so they are asked for:
 //!
 //! - [`share_leadership`](PythonSdk::share_leadership): a group that has SDK members
@@ -16,6 +16,8 @@
 //! - [`leave_commands`](PythonSdk::leave_commands): a command is handled on one side
 //!   only (the SDK binds one instance per command, the work queue one consumer per
 //!   subject); this instance makes no command consumer, so SDK instances keep theirs.
+//! - [`share_events`](PythonSdk::share_events): compete events handled once across both
+//!   languages, through the SDK's consumer (one subject per service, the SDK's limit).
 //!
 //! ```no_run
 //! use aegis_runtime::{PythonSdk, RpcContext, ServiceRunner, service};
@@ -53,6 +55,7 @@ pub struct PythonSdk {
     share_leadership: bool,
     visible: bool,
     leave_commands: bool,
+    share_events: bool,
     sdk_registry_ttl: Duration,
 }
 
@@ -69,6 +72,7 @@ impl PythonSdk {
             share_leadership: false,
             visible: false,
             leave_commands: false,
+            share_events: false,
             sdk_registry_ttl: DEFAULT_SDK_REGISTRY_TTL,
         }
     }
@@ -110,6 +114,26 @@ impl PythonSdk {
     /// Whether commands are left to the SDK instances.
     pub fn leaves_commands(&self) -> bool {
         self.leave_commands
+    }
+
+    /// Compete event subscriptions of an exact subject share their events with the
+    /// service's SDK instances: each event is handled once by one instance of either
+    /// language, instead of once per language.
+    ///
+    /// The SDK takes such events through one push consumer per service (durable and
+    /// deliver group: the service name, lowercased); this instance joins it, or makes it in
+    /// that form so SDK instances started later join it. The SDK filters that one consumer
+    /// on its first subscription's subject (upstream defect B9), so only a subscription of
+    /// that subject can share; another keeps a consumer of its own (and says so).
+    /// Wildcard subscriptions cannot share: the SDK takes them with core NATS.
+    pub fn share_events(mut self) -> Self {
+        self.share_events = true;
+        self
+    }
+
+    /// Whether compete events are shared with the SDK instances.
+    pub fn shares_events(&self) -> bool {
+        self.share_events
     }
 
     /// The `registry_ttl` the SDK instances run with (default 30 s, the SDK's default):

@@ -72,6 +72,7 @@ pub(super) async fn subscribe_all<S: Service>(
             &core.service_name,
             &core.instance_id,
             definition,
+            core.share_events_with_sdk,
         )
         .await
         .map_err(StartError::Events)?;

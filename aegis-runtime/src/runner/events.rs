@@ -25,10 +25,23 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long a consumer without `durable` outlives its last instance.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
 
+/// The deliveries of one subscription: from Aegis's pull consumer, or from the Python
+/// SDK's push consumer shared with SDK instances.
+type Deliveries = futures_util::stream::BoxStream<
+    'static,
+    Result<jetstream::Message, Box<dyn std::error::Error + Send + Sync>>,
+>;
+
 /// The consumer of one subscription, created (or found) before the instance serves.
 pub(crate) struct Subscription {
-    messages: consumer::pull::Stream,
+    messages: Deliveries,
     name: String,
+}
+
+/// The durable the Python SDK's compete subscriptions of `service` share (and their deliver
+/// group): the service name, lowercased (the SDK's `ServiceName` lowercases it).
+fn sdk_compete_durable(service: &ServiceName) -> String {
+    service.to_lowercase()
 }
 
 /// The consumer name of a subscription: its `durable`, or the service and the pattern
@@ -63,15 +76,27 @@ pub(crate) fn consumer_name(
 }
 
 impl Subscription {
-    /// Gets or creates the consumer of `definition` for this instance.
+    /// Gets or creates the consumer of `definition` for this instance. With
+    /// `share_with_sdk`, a compete subscription of an exact subject joins the Python
+    /// SDK's consumer of it (see [`Subscription::open_shared`]).
     pub(crate) async fn open<S>(
         nats: &async_nats::Client,
         service: &ServiceName,
         instance: &InstanceId,
         definition: &SubscriptionDefinition<S>,
+        share_with_sdk: bool,
     ) -> Result<Self, JetStreamError> {
         let js = jetstream::new(nats.clone());
         let stream = crate::events::events_stream(&js).await?;
+        let exact = !definition.pattern.contains(['*', '>']);
+        if share_with_sdk
+            && exact
+            && definition.mode == SubscribeMode::Compete
+            && let Some(shared) =
+                Self::open_shared(nats, &stream, service, definition.pattern).await?
+        {
+            return Ok(shared);
+        }
         let name = consumer_name(
             service,
             instance,
@@ -106,7 +131,62 @@ impl Subscription {
         let messages = consumer.messages().await.map_err(|e| {
             JetStreamError::from_nats(format!("consume the event consumer {name}"), e)
         })?;
-        Ok(Self { messages, name })
+        Ok(Self {
+            messages: messages.map(|m| m.map_err(Into::into)).boxed(),
+            name,
+        })
+    }
+
+    /// Joins the Python SDK's compete consumer of `subject`, so each event is handled once
+    /// by the Rust and the SDK instances together: the push consumer the SDK makes for a
+    /// compete subscription (durable and deliver group: the service name, lowercased),
+    /// created in that form when missing, so SDK instances started later bind to it. This
+    /// instance takes its deliveries in the same deliver group.
+    ///
+    /// `None` when the SDK's durable exists for another subject: the SDK shares one durable
+    /// among all compete subscriptions of a service and filters it on the first one
+    /// (upstream defect B9), so only that subscription can be shared.
+    async fn open_shared(
+        nats: &async_nats::Client,
+        stream: &jetstream::stream::Stream,
+        service: &ServiceName,
+        subject: &str,
+    ) -> Result<Option<Self>, JetStreamError> {
+        let name = sdk_compete_durable(service);
+        let config = consumer::push::Config {
+            durable_name: Some(name.clone()),
+            deliver_subject: nats.new_inbox(),
+            deliver_group: Some(name.clone()),
+            filter_subject: subject.to_owned(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            ..Default::default()
+        };
+        let consumer: consumer::PushConsumer = crate::jetstream_error::patiently(
+            || {
+                format!(
+                    "join the Python SDK's event consumer {name} of the stream {}",
+                    crate::subject::EVENTS_STREAM
+                )
+            },
+            || stream.get_or_create_consumer(&name, config.clone()),
+        )
+        .await?;
+        let found = &consumer.cached_info().config;
+        if found.filter_subject != subject || found.deliver_group.as_deref() != Some(&name) {
+            tracing::warn!(
+                consumer = %name, %subject, filter = %found.filter_subject,
+                "the Python SDK's compete consumer of this service is for another subject; this subscription keeps a consumer of its own (events of it are handled once by the Rust and once by the SDK instances)"
+            );
+            return Ok(None);
+        }
+        let messages = consumer.messages().await.map_err(|e| {
+            JetStreamError::from_nats(format!("consume the event consumer {name}"), e)
+        })?;
+        Ok(Some(Self {
+            messages: messages.map(|m| m.map_err(Into::into)).boxed(),
+            name,
+        }))
     }
 
     /// Hands every event to the handler (concurrently, within `permits`) until the

@@ -415,6 +415,7 @@ impl<S: Service> ServiceRunner<S> {
             descriptor: (definition.describe)(),
             drain_timeout: self.drain_timeout,
             leave_commands_to_sdk: self.python.leaves_commands(),
+            share_events_with_sdk: self.python.shares_events(),
             stopping: tokio::sync::watch::channel(false).0,
             leaving_exclusive: tokio::sync::watch::channel(false).0,
             on_stop: definition.on_stop.map(|hook| {
@@ -607,6 +608,8 @@ pub(crate) struct Core {
     pub(crate) drain_timeout: Duration,
     /// Whether the service's commands are left to its Python SDK instances.
     pub(crate) leave_commands_to_sdk: bool,
+    /// Whether compete event subscriptions join the Python SDK's consumer.
+    pub(crate) share_events_with_sdk: bool,
     /// The service's `#[on_stop]` method, bound to the service.
     pub(crate) on_stop: Option<StopHook>,
     /// Becomes `true` when a graceful stop begins: listeners then drain and end.
