@@ -43,6 +43,9 @@ pub struct WorkerArgs {
     /// The heartbeat interval, in milliseconds (the runtime's default: 10 s).
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
+    /// The group members also hold the Python SDK's leader key.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub share_leadership: bool,
 }
 
 /// Runs a worker: prints `spawned rss_kib=…` at once, starts its instances, prints
@@ -80,6 +83,9 @@ pub async fn run_worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Erro
             .instance_id(format!("orders-g{g}-{}", args.member))
             .group(format!("g{g}"))
             .leader_ttl(Duration::from_secs(args.leader_ttl.max(1)));
+        if args.share_leadership {
+            runner = runner.python_sdk(aegis_runtime::PythonSdk::new().share_leadership());
+        }
         if let Some(interval) = heartbeat {
             runner = runner.heartbeat_interval(interval);
         }

@@ -66,6 +66,10 @@ struct Bench {
     /// Seconds of each steady-state measurement.
     #[arg(long, default_value_t = 5.0)]
     window: f64,
+    /// The groups' members also hold the Python SDK's leader key
+    /// (`PythonSdk::share_leadership`): measures what that option costs.
+    #[arg(long)]
+    share_leadership: bool,
     /// A short round (the test suite's): 100 instances, 20 groups, 1 s windows.
     #[arg(long)]
     smoke: bool,
@@ -207,6 +211,7 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
                 format!("--groups-to={}", groups.1),
                 format!("--member={member}"),
                 format!("--leader-ttl={}", args.leader_ttl),
+                format!("--share-leadership={}", args.share_leadership),
             ];
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             ChildProcess::start_until("scale_bench", &args, "spawned")
@@ -274,14 +279,19 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
-    let (registry_before, election_before) = (
+    // The Python SDK's election bucket of the grouped service (written only with
+    // `--share-leadership`).
+    let sdk_bucket: &'static str = "election_order_processor";
+    let (registry_before, election_before, sdk_before) = (
         last_seq(subject::REGISTRY_BUCKET).await,
         last_seq(subject::STICKY_ACTIVE_BUCKET).await,
+        last_seq(sdk_bucket).await,
     );
     let server_cpu = servers_cpu(&pids, window).await;
-    let (registry_after, election_after) = (
+    let (registry_after, election_after, sdk_after) = (
         last_seq(subject::REGISTRY_BUCKET).await,
         last_seq(subject::STICKY_ACTIVE_BUCKET).await,
+        last_seq(sdk_bucket).await,
     );
     let per_second = |delta: u64| delta as f64 / window.as_secs_f64();
     println!("\n== steady state");
@@ -297,6 +307,12 @@ async fn bench(mut args: Bench) -> Result<(), Box<dyn std::error::Error>> {
         per_second(election_after - election_before),
         args.groups
     );
+    if args.share_leadership {
+        println!(
+            "Python SDK leader keys held beside (share_leadership): {:.0} writes/s more",
+            per_second(sdk_after - sdk_before)
+        );
+    }
 
     // A watching process at rest, and the floor: a raw KV watch of the same keys.
     let watcher_cpu = watcher_at_rest(&url, args.instances, window, false).await;
