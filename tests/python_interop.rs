@@ -675,6 +675,25 @@ async fn sdk_command_consumer(
         .map(|_| ())
 }
 
+/// The SDK's consumer of worker-svc's compete subscription of `events.orders.created`
+/// (nats-py's `subscribe(queue=service, durable=service)`: a push consumer whose durable
+/// and deliver group are the service name), delivering to `_INBOX.sdk-events`.
+async fn sdk_event_consumer(js: &jetstream::Context) {
+    js.get_stream("EVENTS")
+        .await
+        .expect("EVENTS")
+        .create_consumer(jetstream::consumer::push::Config {
+            durable_name: Some("worker-svc".to_owned()),
+            deliver_subject: "_INBOX.sdk-events".to_owned(),
+            deliver_group: Some("worker-svc".to_owned()),
+            filter_subject: "events.orders.created".to_owned(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("the SDK's event consumer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_starts_beside_the_sdks_streams_and_consumers_and_leaves_their_command_to_them() {
     let server = NatsServer::start().await.expect("nats-server");
@@ -690,19 +709,7 @@ async fn rust_starts_beside_the_sdks_streams_and_consumers_and_leaves_their_comm
     sdk_command_consumer(&js, "_INBOX.sdk-commands")
         .await
         .expect("the SDK's consumer");
-    js.get_stream("EVENTS")
-        .await
-        .expect("EVENTS")
-        .create_consumer(jetstream::consumer::push::Config {
-            durable_name: Some("worker-svc".to_owned()),
-            deliver_subject: "_INBOX.sdk-events".to_owned(),
-            deliver_group: Some("worker-svc".to_owned()),
-            filter_subject: "events.orders.created".to_owned(),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("the SDK's event consumer");
+    sdk_event_consumer(&js).await;
 
     let worker = Worker::default();
     let rust = ServiceRunner::new(worker.clone())
@@ -908,19 +915,7 @@ async fn with_share_events_each_compete_event_is_handled_once_by_either_language
     let nats = server.connect().await.expect("connect");
     let js = jetstream::new(nats.clone());
     sdk_stream(&js, "EVENTS", "events.>", "limits").await;
-    js.get_stream("EVENTS")
-        .await
-        .expect("EVENTS")
-        .create_consumer(jetstream::consumer::push::Config {
-            durable_name: Some("worker-svc".to_owned()),
-            deliver_subject: "_INBOX.sdk-events".to_owned(),
-            deliver_group: Some("worker-svc".to_owned()),
-            filter_subject: "events.orders.created".to_owned(),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("the SDK's event consumer");
+    sdk_event_consumer(&js).await;
     let sdk = sdk_event_taker(nats.clone(), "_INBOX.sdk-events".to_owned()).await;
     let worker = Worker::default();
     let rust = ServiceRunner::new(worker.clone())
