@@ -107,10 +107,22 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         .process(&second)
         .ok_or("no leader process")?
         .signal(Signal::SIGTERM);
-    let third = group
-        .leader()
-        .await
-        .map_err(|err| format!("no leader after the graceful stop: {err}"))?;
+    // The stopping leader may still answer ACTIVE for a moment (the signal is being
+    // handled): the next leader is another instance.
+    let handover_by = Instant::now() + Duration::from_secs(15);
+    let third = loop {
+        let leader = group
+            .leader()
+            .await
+            .map_err(|err| format!("no leader after the graceful stop: {err}"))?;
+        if leader != second {
+            break leader;
+        }
+        if Instant::now() > handover_by {
+            return Err(format!("{second} still leads 15 s after its SIGTERM"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     progress(&caller, started, phase).await;
     let outcomes = caller.finish().await;
 
