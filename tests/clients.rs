@@ -359,6 +359,20 @@ async fn a_heartbeat_wakes_no_watcher_and_a_membership_change_wakes_them_within_
         .expect("start");
     let discovery = WatchDiscovery::new(nats.clone());
     wait_for_instances(&discovery, &service, &["probe-beating"]).await;
+    // The service has an exclusive method: its entry changes once more when it becomes
+    // the leader (a real change, which wakes watchers). Watch only after that.
+    let settled = support::until(Duration::from_secs(10), || async {
+        discovery.instances_now(&service).is_some_and(|listed| {
+            listed.is_ok_and(|listed| {
+                listed.iter().any(|entry| {
+                    entry.sticky_active_status
+                        == Some(aegis_runtime::instance::StickyActiveStatus::Active)
+                })
+            })
+        })
+    })
+    .await;
+    assert!(settled, "the instance became the leader");
     let registry = async_nats::jetstream::new(nats.clone())
         .get_key_value(subject::REGISTRY_BUCKET)
         .await
