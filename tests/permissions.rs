@@ -173,6 +173,61 @@ async fn a_service_and_a_client_work_with_least_privilege() {
     running.stop().await;
 }
 
+/// The client's view of a group without a leader, with the client user's permission set:
+/// while no Aegis leader is known, the client also looks for a Python SDK leader, with a
+/// read the set does not allow (the server drops it without an answer). That look must not
+/// hold the call up: the call is served as soon as the next instance leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_user_is_served_as_soon_as_a_leaderless_group_has_a_leader() {
+    let server = server().await;
+    let (leader, _leader_errors) = service(&server).await;
+    let (client_nats, _client_errors) = connect_as(
+        &server,
+        "orders-client",
+        "client-secret",
+        "_INBOX_orders-client",
+    )
+    .await;
+    let client = OrderProcessorClient::new(client_nats);
+    let order = |n: u32| OrderRequest {
+        order_id: format!("ORD-{n}"),
+        amount: 1.0,
+    };
+    client.process_order(order(1)).await.expect("steady state");
+    // The only instance leaves (releasing the key); the next one starts a second later.
+    leader.stop().await;
+    let gap_began = std::time::Instant::now();
+    let (next_nats, _next_errors) = connect_as(
+        &server,
+        "order-processor",
+        "service-secret",
+        "_INBOX_order-processor",
+    )
+    .await;
+    let next = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ServiceRunner::new(OrderProcessor::default())
+            .nats(next_nats)
+            .leader_ttl(Duration::from_secs(1))
+            .start()
+            .await
+            .expect("the next instance starts")
+    });
+    let served = client
+        .process_order(order(2))
+        .await
+        .expect("the call is served by the next leader");
+    let took = gap_began.elapsed();
+    let next = next.await.expect("started");
+    assert_eq!(served.instance_id, next.instance_id().as_str());
+    println!("client user, leaderless for 1 s: served after {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "the call waited {took:?} for a leader that came after about 1 s"
+    );
+    next.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_user_cannot_touch_the_election_or_the_registry() {
     let server = server().await;

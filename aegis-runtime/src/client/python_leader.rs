@@ -10,10 +10,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-
 use crate::election::LeaderRecord;
-use crate::subject::{GroupId, ServiceName, python_sdk};
+use crate::subject::{self, GroupId, ServiceName, python_sdk};
 
 /// How long an answer is reused.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -48,14 +46,41 @@ impl PythonLeaderProbe {
     }
 }
 
+/// How long the read may take. The server drops a request the client's user may not send
+/// (a permission set without `$JS.API.DIRECT.GET.KV_election_{service}`) without an answer:
+/// such a client then goes on waiting for an Aegis leader after this short wait, not after
+/// the JetStream request timeout.
+const LOOK_WITHIN: Duration = Duration::from_millis(250);
+
+/// One direct read of the SDK's leader key: no JetStream API call (no `STREAM.INFO`), so a
+/// client needs only the right to that one subject.
 async fn look(nats: &async_nats::Client, service: &ServiceName, group: &GroupId) -> bool {
-    let js = jetstream::new(nats.clone());
-    let Ok(store) = js.get_key_value(python_sdk::election_bucket(service)).await else {
-        return false; // no SDK bucket: no SDK member has ever run
-    };
-    let Ok(Some(value)) = store.get(python_sdk::leader_key(service, group)).await else {
+    let bucket = python_sdk::election_bucket(service);
+    let request = serde_json::json!({
+        "last_by_subj": subject::kv_key(&bucket, &python_sdk::leader_key(service, group)),
+    });
+    let asked = tokio::time::timeout(
+        LOOK_WITHIN,
+        nats.request(
+            subject::direct_get(&format!("KV_{bucket}")),
+            request.to_string().into(),
+        ),
+    )
+    .await;
+    // No bucket (no responders: no SDK member has ever run), no right, no answer in time.
+    let Ok(Ok(reply)) = asked else {
         return false;
     };
-    crate::codec::decode::<LeaderRecord>(&value)
-        .is_ok_and(|record| !record.metadata.contains_key(LeaderRecord::TERM))
+    // A status: no such key (404) or another refusal.
+    if reply.status.is_some() {
+        return false;
+    }
+    let removed = reply
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get("KV-Operation"))
+        .is_some_and(|operation| matches!(operation.as_str(), "DEL" | "PURGE"));
+    !removed
+        && crate::codec::decode::<LeaderRecord>(&reply.payload)
+            .is_ok_and(|record| !record.metadata.contains_key(LeaderRecord::TERM))
 }
