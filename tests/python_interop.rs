@@ -86,6 +86,19 @@ async fn rust_member(url: &str, id: &str) -> RunningService {
         .expect("the Rust member starts")
 }
 
+/// A Rust member that leads its group (no SDK member runs yet).
+async fn rust_leader(url: &str, id: &str) -> RunningService {
+    let rust = rust_member(url, id).await;
+    assert!(
+        until(Duration::from_secs(5), || async {
+            rust.leadership().is_active()
+        })
+        .await,
+        "{id} leads"
+    );
+    rust
+}
+
 /// A Rust instance (`rs-v`, no group) that SDK clients discover.
 async fn visible_rust_member(url: &str) -> RunningService {
     ServiceRunner::new(Mixed)
@@ -230,13 +243,7 @@ async fn a_rust_member_never_leads_while_an_sdk_leader_lives_and_takes_over_when
 async fn an_sdk_member_stays_standby_under_a_rust_leader_and_takes_over_when_it_stops() {
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
-    let rust = rust_member(&url, "rs-1").await;
-    assert!(
-        until(Duration::from_secs(5), || async {
-            rust.leadership().is_active()
-        })
-        .await
-    );
+    let rust = rust_leader(&url, "rs-1").await;
 
     let (mut python, ready) = sdk_member(&url, "py-1");
     assert_eq!(ready, "ready standby holder=rs-1");
@@ -823,13 +830,7 @@ async fn serve_as_sdk_leader(
 async fn a_rust_client_calls_an_exclusive_method_of_a_group_an_sdk_instance_took_over() {
     let server = NatsServer::start().await.expect("nats-server");
     let url = server.url();
-    let rust = rust_member(&url, "rs-1").await;
-    assert!(
-        until(Duration::from_secs(5), || async {
-            rust.leadership().is_active()
-        })
-        .await
-    );
+    let rust = rust_leader(&url, "rs-1").await;
     // The client follows the group's leader from its first exclusive call on.
     let client =
         aegis_runtime::ServiceClient::new(server.connect().await.expect("connect"), "mixed-svc")
