@@ -510,6 +510,22 @@ async fn exit_codes_tell_unknown_services_and_methods_from_failed_calls() {
             unknown_method.stderr
         );
     }
+    // INFO lists commands and built-ins too: a command is not a method to call, and the
+    // built-ins are named once.
+    assert!(
+        !unknown_method.stderr.contains("reindex"),
+        "a command is not listed as a method: {}",
+        unknown_method.stderr
+    );
+    assert_eq!(
+        unknown_method.stderr.matches("aegis_status").count(),
+        1,
+        "{}",
+        unknown_method.stderr
+    );
+    let command = aegis_at(&url, &["call", "order-processor", "reindex"]).await;
+    assert_eq!(command.code, Some(3), "a command name: {}", command.stderr);
+    assert_says(&command, "order-processor has no method reindex");
     let as_json = aegis_at(
         &url,
         &["call", "order-processor", "no_such_method", "--json"],

@@ -10,6 +10,12 @@
 //!
 //! The cases are a committed corpus of the nastiest ones (`corpus/hostile-input.json`)
 //! and a proptest over the same space.
+//!
+//! A body that is not an envelope but JSON (see `codec::is_bare_call`) is a bare-JSON call,
+//! as the NATS tools send: it must get the bare JSON result, or an empty body with the
+//! ADR-32 error headers (400 when it does not decode, too deep included). The proptest
+//! also sends bare bodies of its own: nested around the limit and far beyond, truncated,
+//! of the wrong type, and huge.
 
 #![allow(clippy::print_stdout)] // what was sent is printed
 
@@ -135,7 +141,7 @@ enum Kind {
     /// subject (the standby forwards it to the leader, so the hostile bytes cross two
     /// instances).
     Exclusive,
-    /// `aegis_status` / `aegis_health`.
+    /// `aegis_status` / `aegis_health` / `aegis_describe`.
     Builtin,
     /// `$SRV.…`: the payload is not read; any reply will do.
     Micro,
@@ -181,7 +187,7 @@ impl Target {
             (Kind::Micro, format!("$SRV.INFO.{service}")),
             (Kind::Micro, format!("$SRV.STATS.{service}.{leader}")),
         ];
-        for builtin in ["aegis_status", "aegis_health"] {
+        for builtin in ["aegis_status", "aegis_health", "aegis_describe"] {
             requests.push((Kind::Builtin, shared(builtin)));
             requests.push((Kind::Builtin, own(&standby, builtin)));
         }
@@ -278,7 +284,11 @@ impl Target {
                 Ok(Err(err)) => return Err(fail(case, subject, &format!("no reply: {err}"))),
                 Err(_) => return Err(fail(case, subject, "no reply within 10 s")),
             };
-            check_reply(case, *kind, subject, &reply.payload)?;
+            if *kind != Kind::Micro && codec::is_bare_call(&bytes) {
+                check_bare_reply(case, *kind, subject, &bytes, &reply)?;
+            } else {
+                check_reply(case, *kind, subject, &reply.payload)?;
+            }
         }
         let js = async_nats::jetstream::new(self.nats.clone());
         for (message, subject) in [
@@ -507,6 +517,103 @@ fn check_reply(
     Ok(())
 }
 
+/// Checks the reply to a bare-JSON call (`body` is not an envelope): it runs exactly when
+/// the body decodes as the method's parameters (`{"value": …}` for the echo methods,
+/// anything for the built-ins, an empty body standing for `{}`); the reply is then the
+/// plain JSON result, and else an empty body with a 400 in the ADR-32 headers.
+fn check_bare_reply(
+    case: &Case,
+    kind: Kind,
+    subject: &str,
+    body: &[u8],
+    reply: &async_nats::Message,
+) -> Result<(), TestCaseError> {
+    let header = |name: &str| {
+        reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let (code, error) = (
+        header("Nats-Service-Error-Code"),
+        header("Nats-Service-Error"),
+    );
+    // What the body holds, read within the codec's limits (no recursion past them).
+    let params = if body.is_empty() {
+        Ok(json!({}))
+    } else {
+        codec::decode_value(body)
+    };
+    // The value the echo methods take: a struct decodes from a map with its field, or
+    // (serde's sequence form) from an array of exactly its one field.
+    let echoed = match &params {
+        Ok(Value::Object(map)) => map.get("value").cloned(),
+        Ok(Value::Array(items)) if items.len() == 1 => Some(items[0].clone()),
+        _ => None,
+    };
+    let runs = match kind {
+        // The built-ins take no parameters and skip whatever JSON they get (numbers out of
+        // a float's range and lone surrogates included, which a `Value` refuses).
+        Kind::Builtin => {
+            !matches!(params, Err(codec::DecodeError::TooDeep { .. }))
+                && (body.is_empty()
+                    || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok())
+        }
+        _ => echoed.is_some(),
+    };
+    let what = || {
+        format!(
+            "bare body {:?}…: code {code:?}, error {error:?}, reply {:?}…",
+            String::from_utf8_lossy(&body[..body.len().min(80)]),
+            String::from_utf8_lossy(&reply.payload[..reply.payload.len().min(80)]),
+        )
+    };
+    if !runs {
+        let text = error.clone().unwrap_or_default();
+        let too_deep = matches!(params, Err(codec::DecodeError::TooDeep { .. }));
+        if code.as_deref() != Some("400")
+            || !reply.payload.is_empty()
+            || text.is_empty()
+            || (too_deep && !text.contains("nest deeper than 100 levels"))
+        {
+            return Err(fail(
+                case,
+                subject,
+                &format!("expected a 400 in the headers: {}", what()),
+            ));
+        }
+        return Ok(());
+    }
+    if code.is_some() || error.is_some() {
+        return Err(fail(
+            case,
+            subject,
+            &format!("expected it to run: {}", what()),
+        ));
+    }
+    let result = codec::decode_value(&reply.payload).map_err(|e| {
+        fail(
+            case,
+            subject,
+            &format!("the result is not plain JSON ({e}): {}", what()),
+        )
+    })?;
+    let expected = match kind {
+        Kind::Builtin => result.is_object(),
+        // The echo methods answer `{"value": …}`, for the exclusive one too (not wrapped).
+        _ => Some(&result) == echoed.map(|value| json!({ "value": value })).as_ref(),
+    };
+    if !expected {
+        return Err(fail(
+            case,
+            subject,
+            &format!("the wrong result: {}", what()),
+        ));
+    }
+    Ok(())
+}
+
 /// The committed corpus.
 fn corpus() -> Vec<Case> {
     serde_json::from_str(include_str!("corpus/hostile-input.json")).expect("corpus")
@@ -578,7 +685,70 @@ fn any_case() -> impl Strategy<Value = Case> {
         .prop_map(|(format, placement, shape, levels, cut)| {
             structured(format, placement, shape, levels, cut)
         });
-    prop_oneof![6 => structured, 1 => raw, 2 => flipped]
+    prop_oneof![6 => structured, 1 => raw, 2 => flipped, 3 => bare_case()]
+}
+
+/// A bare-JSON call (no envelope), as the NATS tools send: parameters nested around the
+/// depth limit and far beyond, of the wrong type, huge, truncated; with or without the
+/// `{"value": …}` the echo methods take.
+fn bare_case() -> impl Strategy<Value = Case> {
+    let nested_value = (
+        prop_oneof![
+            4 => 1..=120usize,
+            2 => 97..=103usize,
+            2 => 120..5_000usize,
+            1 => Just(100_000usize),
+        ],
+        any::<bool>(),
+    )
+        .prop_map(|(levels, maps)| {
+            let shape = if maps { Shape::Maps } else { Shape::Arrays };
+            String::from_utf8(nested(shape, Format::Json, levels)).expect("JSON text")
+        });
+    let wrong_type = prop_oneof![
+        Just("null".to_owned()),
+        Just("true".to_owned()),
+        Just("-12.5e3".to_owned()),
+        Just("\"text\"".to_owned()),
+        Just("[1, \"two\", {}]".to_owned()),
+        Just("{\"other\": 1}".to_owned()),
+        Just("\"\\ud800\"".to_owned()),
+        Just(String::new()),
+    ];
+    let huge = prop_oneof![
+        (1usize..=900_000).prop_map(|n| format!("\"{}\"", "x".repeat(n))),
+        (1usize..=100_000).prop_map(|n| format!("1{}", "0".repeat(n))),
+        Just("1e999999".to_owned()),
+        (1usize..=50_000).prop_map(|n| {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+            format!("{{{}}}", keys.join(","))
+        }),
+    ];
+    (
+        prop_oneof![3 => nested_value, 2 => wrong_type, 1 => huge],
+        any::<bool>(),
+        prop::option::weighted(0.3, 0.0..1.0f64),
+    )
+        .prop_map(|(value, wrap, cut)| {
+            let mut body = if wrap {
+                format!("{{\"value\": {value}}}").into_bytes()
+            } else {
+                value.into_bytes()
+            };
+            if let Some(fraction) = cut {
+                body.truncate(((body.len() as f64) * fraction) as usize);
+            }
+            Case {
+                name: format!(
+                    "bare JSON of {} bytes {:?}…",
+                    body.len(),
+                    String::from_utf8_lossy(&body[..body.len().min(40)])
+                ),
+                raw: Some(body),
+                expect: Expect::Answered,
+                ..structured(FormatName::Json, Placement::Body, Shape::Arrays, 1, None)
+            }
+        })
 }
 
 fn format() -> impl Strategy<Value = FormatName> {

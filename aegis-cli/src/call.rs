@@ -233,20 +233,31 @@ fn endpoint<'a>(
     info: &'a MicroInfo,
     method: &MethodName,
 ) -> Result<Option<&'a MicroEndpointInfo>, CliError> {
-    if let Some(endpoint) = info.endpoints.iter().find(|e| e.name == method.as_str()) {
+    // INFO lists commands too (kind `command`): they are sent to a stream, not called.
+    let callable = || info.endpoints.iter().filter(|e| !is_command(e));
+    if let Some(endpoint) = callable().find(|e| e.name == method.as_str()) {
         return Ok(Some(endpoint));
     }
     if [STATUS_METHOD, HEALTH_METHOD].contains(&method.as_str()) {
         return Ok(None);
     }
-    let mut methods: Vec<String> = info.endpoints.iter().map(|e| e.name.clone()).collect();
-    methods.sort();
+    // Instances before `kind` did not list the built-ins: add them, once.
+    let mut methods: std::collections::BTreeSet<String> =
+        callable().map(|e| e.name.clone()).collect();
     methods.extend([STATUS_METHOD.to_owned(), HEALTH_METHOD.to_owned()]);
     Err(CliError::UnknownMethod {
         service: info.name.clone(),
         method: method.to_string(),
-        methods,
+        methods: methods.into_iter().collect(),
     })
+}
+
+/// Whether INFO lists `endpoint` as a command (metadata `kind`).
+fn is_command(endpoint: &MicroEndpointInfo) -> bool {
+    endpoint
+        .metadata
+        .get("kind")
+        .is_some_and(|kind| kind == "command")
 }
 
 fn is_exclusive(endpoint: &MicroEndpointInfo) -> bool {
@@ -283,6 +294,7 @@ pub(crate) async fn schema(
             .map(|endpoint| {
                 json!({
                     "name": endpoint.name,
+                    "kind": endpoint.metadata.get("kind"),
                     "subject": endpoint.subject,
                     "exclusive": is_exclusive(endpoint),
                     "request": parse(endpoint, "request_schema"),
@@ -298,8 +310,14 @@ pub(crate) async fn schema(
     }
     let mut out = serde_json::Map::new();
     for endpoint in &info.endpoints {
+        // A command and an RPC may share a name: the command is shown as `command:{name}`.
+        let name = if is_command(endpoint) {
+            format!("command:{}", endpoint.name)
+        } else {
+            endpoint.name.clone()
+        };
         out.insert(
-            endpoint.name.clone(),
+            name,
             json!({
                 "subject": endpoint.subject,
                 "exclusive": is_exclusive(endpoint),

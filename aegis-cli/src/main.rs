@@ -4,6 +4,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: printing is its job
 
+mod asyncapi;
 mod call;
 mod dashboard;
 mod demo;
@@ -83,6 +84,10 @@ enum Command {
     /// JSON API beside it (`/api/services`, `/api/services/{name}`).
     #[command(after_help = EXIT_CODES_HELP)]
     Dashboard(dashboard::Args),
+    /// Prints the AsyncAPI 3.0 document of a running service (from its built-in
+    /// `aegis_describe`): its RPC, event and command channels, messages and schemas.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Asyncapi(asyncapi::Args),
     /// Prints the JSON Schemas of a running service's methods.
     #[command(after_help = EXIT_CODES_HELP)]
     Schema {
@@ -97,7 +102,8 @@ impl Command {
     /// Whether the command prints JSON.
     fn json(&self) -> bool {
         match self {
-            Self::Demo(_) | Self::Dashboard(_) => false,
+            // `asyncapi` prints JSON, but its failures as text: it has no `--json`.
+            Self::Demo(_) | Self::Dashboard(_) | Self::Asyncapi(_) => false,
             Self::Call(args) => args.format().json,
             Self::Services { format }
             | Self::Instances { format, .. }
@@ -172,6 +178,7 @@ async fn inspect(nats: &NatsArgs, command: Command) -> Result<(), CliError> {
             }
             Command::Call(args) => call::run(&nats, args).await,
             Command::Schema { service, format } => call::schema(&nats, &service, format).await,
+            Command::Asyncapi(args) => asyncapi::run(&nats, args).await,
             Command::Dashboard(args) => dashboard::run(&nats, args).await,
             // Handled by `main` (it needs no connection); kept whole here all the same.
             Command::Demo(args) => demo::run(args).await.map_err(CliError::Demo),

@@ -12,6 +12,10 @@ mod kw {
     syn::custom_keyword!(mode);
     syn::custom_keyword!(durable);
     syn::custom_keyword!(idempotent);
+    syn::custom_keyword!(every);
+    syn::custom_keyword!(cron);
+    syn::custom_keyword!(missed);
+    syn::custom_keyword!(jitter);
 }
 
 /// The method attributes `#[service]` reads, one per kind of handler.
@@ -21,17 +25,19 @@ pub(crate) enum AttrKind {
     ExclusiveRpc,
     Subscribe,
     Command,
+    Schedule,
     OnStart,
     OnStop,
 }
 
 impl AttrKind {
     /// Every kind, in the order the docs list them.
-    pub(crate) const ALL: [AttrKind; 6] = [
+    pub(crate) const ALL: [AttrKind; 7] = [
         AttrKind::Rpc,
         AttrKind::ExclusiveRpc,
         AttrKind::Subscribe,
         AttrKind::Command,
+        AttrKind::Schedule,
         AttrKind::OnStart,
         AttrKind::OnStop,
     ];
@@ -43,6 +49,7 @@ impl AttrKind {
             AttrKind::ExclusiveRpc => "exclusive_rpc",
             AttrKind::Subscribe => "subscribe",
             AttrKind::Command => "command",
+            AttrKind::Schedule => "schedule",
             AttrKind::OnStart => "on_start",
             AttrKind::OnStop => "on_stop",
         }
@@ -81,6 +88,17 @@ pub(crate) struct SubscribeArgs {
     pub(crate) pattern: LitStr,
     pub(crate) mode: Option<LitStr>,
     pub(crate) durable: Option<LitStr>,
+}
+
+/// Arguments of `#[schedule(every = "…" | cron = "…", mode = "…", missed = "…", jitter = "…")]`,
+/// as written (their values are checked when the model is read).
+#[derive(Default)]
+pub(crate) struct ScheduleArgs {
+    pub(crate) every: Option<LitStr>,
+    pub(crate) cron: Option<LitStr>,
+    pub(crate) mode: Option<LitStr>,
+    pub(crate) missed: Option<LitStr>,
+    pub(crate) jitter: Option<LitStr>,
 }
 
 /// Parses `key = "value"` into `slot`, refusing a second occurrence (spanned on it).
@@ -188,5 +206,28 @@ impl Parse for SubscribeArgs {
             mode,
             durable,
         })
+    }
+}
+
+impl Parse for ScheduleArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = ScheduleArgs::default();
+        parse_list(input, |input| {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::every) {
+                parse_value::<kw::every>(input, &mut args.every, "every")
+            } else if lookahead.peek(kw::cron) {
+                parse_value::<kw::cron>(input, &mut args.cron, "cron")
+            } else if lookahead.peek(kw::mode) {
+                parse_value::<kw::mode>(input, &mut args.mode, "mode")
+            } else if lookahead.peek(kw::missed) {
+                parse_value::<kw::missed>(input, &mut args.missed, "missed")
+            } else if lookahead.peek(kw::jitter) {
+                parse_value::<kw::jitter>(input, &mut args.jitter, "jitter")
+            } else {
+                Err(lookahead.error())
+            }
+        })?;
+        Ok(args)
     }
 }

@@ -54,6 +54,13 @@ pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::outside_service(AttrKind::Command, args.into(), item.into()).into()
 }
 
+/// Marks a method that runs on a timer (`every = "30s"` or `cron = "0 */5 * * * *"`);
+/// valid only inside a `#[service]` impl block.
+#[proc_macro_attribute]
+pub fn schedule(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::outside_service(AttrKind::Schedule, args.into(), item.into()).into()
+}
+
 /// Marks the method that runs before an instance serves; valid only inside a `#[service]`
 /// impl block.
 #[proc_macro_attribute]

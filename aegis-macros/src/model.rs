@@ -7,7 +7,7 @@ use syn::{
     ReturnType, Type,
 };
 
-use crate::attrs::{AttrKind, MethodArgs, ServiceArgs, SubscribeArgs};
+use crate::attrs::{AttrKind, MethodArgs, ScheduleArgs, ServiceArgs, SubscribeArgs};
 use crate::errors::Errors;
 use crate::naming;
 
@@ -58,6 +58,8 @@ pub(crate) enum Kind {
         durable: Option<LitStr>,
     },
     Command,
+    /// `#[schedule]`: runs on a timer.
+    Schedule(ScheduleSpec),
     /// `#[on_start]`: runs before the instance serves.
     OnStart,
     /// `#[on_stop]`: runs after the instance stopped serving.
@@ -73,6 +75,37 @@ pub(crate) enum SubscribeMode {
     Broadcast,
 }
 
+/// When and where a `#[schedule]` method runs, its values checked (defaults applied).
+pub(crate) struct ScheduleSpec {
+    pub(crate) timing: Timing,
+    pub(crate) mode: ScheduleMode,
+    pub(crate) missed: Missed,
+    /// A random delay of up to this many milliseconds before each run; 0 for none.
+    pub(crate) jitter_millis: u64,
+}
+
+/// `every = "…"` (in whole milliseconds) or `cron = "…"`.
+pub(crate) enum Timing {
+    Every { millis: u64 },
+    Cron(LitStr),
+}
+
+/// `mode = "exclusive"` (the default) or `"every_instance"`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ScheduleMode {
+    /// Only the active instance of the group runs it.
+    Exclusive,
+    /// Every instance runs it.
+    EveryInstance,
+}
+
+/// `missed = "skip"` (the default) or `"run_once"`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Missed {
+    Skip,
+    RunOnce,
+}
+
 impl Kind {
     /// The attribute that made the method this kind.
     pub(crate) fn attribute(&self) -> AttrKind {
@@ -81,6 +114,7 @@ impl Kind {
             Kind::ExclusiveRpc => AttrKind::ExclusiveRpc,
             Kind::Subscribe { .. } => AttrKind::Subscribe,
             Kind::Command => AttrKind::Command,
+            Kind::Schedule(_) => AttrKind::Schedule,
             Kind::OnStart => AttrKind::OnStart,
             Kind::OnStop => AttrKind::OnStop,
         }
@@ -92,6 +126,7 @@ impl Kind {
             Kind::Rpc | Kind::ExclusiveRpc => Some(ContextKind::Rpc),
             Kind::Subscribe { .. } => Some(ContextKind::Event),
             Kind::Command => Some(ContextKind::Progress),
+            Kind::Schedule(_) => Some(ContextKind::Schedule),
             Kind::OnStart | Kind::OnStop => None,
         }
     }
@@ -110,6 +145,7 @@ pub(crate) enum ContextKind {
     Rpc,
     Event,
     Progress,
+    Schedule,
 }
 
 impl ContextKind {
@@ -118,6 +154,7 @@ impl ContextKind {
             ContextKind::Rpc => "&RpcContext",
             ContextKind::Event => "&EventContext",
             ContextKind::Progress => "Progress",
+            ContextKind::Schedule => "&ScheduleContext",
         }
     }
 }
@@ -251,7 +288,7 @@ fn read_method<'a>(
                 format!("`#[{}]` appears twice on this method", which.name())
             } else {
                 format!(
-                    "a method can be only one of `#[rpc]`, `#[exclusive_rpc]`, `#[subscribe]`, `#[command]`; \
+                    "a method can be only one of `#[rpc]`, `#[exclusive_rpc]`, `#[subscribe]`, `#[command]`, `#[schedule]`; \
                      this one is already `#[{}]`",
                     kind.attribute().name()
                 )
@@ -317,6 +354,17 @@ fn read_attribute(
             }
             Ok((Kind::Command, args.name, false))
         }
+        AttrKind::Schedule => {
+            let args: ScheduleArgs = match &attr.meta {
+                syn::Meta::List(_) => attr.parse_args()?,
+                _ => return Err(syn::Error::new_spanned(attr, SCHEDULE_NEEDS_TIMING)),
+            };
+            Ok((
+                Kind::Schedule(read_schedule(attr, args, errors)),
+                None,
+                false,
+            ))
+        }
         AttrKind::OnStart | AttrKind::OnStop => {
             if !matches!(attr.meta, syn::Meta::Path(_)) {
                 return Err(syn::Error::new_spanned(
@@ -362,6 +410,127 @@ fn read_attribute(
                 None,
                 false,
             ))
+        }
+    }
+}
+
+const SCHEDULE_NEEDS_TIMING: &str = "`#[schedule]` needs `every = \"…\"` (an interval: \"200ms\", \"30s\", \"5m\") \
+     or `cron = \"…\"` (seconds first, UTC: \"0 */5 * * * *\")";
+
+/// The values of a `#[schedule]` attribute, each bad one recorded in `errors` (spanned on
+/// its literal) and replaced by its default, so every problem is reported at once.
+fn read_schedule(attr: &syn::Attribute, args: ScheduleArgs, errors: &Errors) -> ScheduleSpec {
+    let timing = match (&args.every, &args.cron) {
+        (Some(_), Some(cron)) => {
+            errors.spanned(
+                cron,
+                "give either `every` or `cron`, not both: a schedule has one timing",
+            );
+            Timing::Every { millis: 1000 }
+        }
+        (Some(every), None) => Timing::Every {
+            millis: read_millis(every, "every", errors).unwrap_or(1000).max(1),
+        },
+        (None, Some(cron)) => {
+            if let Err(err) = cron.value().parse::<cron::Schedule>() {
+                // The parser's text repeats the expression with a caret line; its last line
+                // says what is wrong, and the span already shows where.
+                let err = err.to_string();
+                let err = err.lines().last().unwrap_or_default().trim();
+                errors.spanned(
+                    cron,
+                    format!(
+                        "`cron` is not a cron expression ({err}); write 6 or 7 fields, seconds \
+                         first, evaluated in UTC: \"0 */5 * * * *\" runs every five minutes"
+                    ),
+                );
+            }
+            Timing::Cron(cron.clone())
+        }
+        (None, None) => {
+            errors.spanned(attr, SCHEDULE_NEEDS_TIMING);
+            Timing::Every { millis: 1000 }
+        }
+    };
+    let mode = match args.mode.as_ref().map(|mode| (mode, mode.value())) {
+        None => ScheduleMode::Exclusive,
+        Some((_, value)) if value == "exclusive" => ScheduleMode::Exclusive,
+        Some((_, value)) if value == "every_instance" => ScheduleMode::EveryInstance,
+        Some((mode, _)) => {
+            errors.spanned(
+                mode,
+                "`mode` is \"exclusive\" (only the active instance of the group runs it) or \
+                 \"every_instance\"",
+            );
+            ScheduleMode::Exclusive
+        }
+    };
+    let missed = match args.missed.as_ref().map(|missed| (missed, missed.value())) {
+        None => Missed::Skip,
+        Some((_, value)) if value == "skip" => Missed::Skip,
+        Some((_, value)) if value == "run_once" => Missed::RunOnce,
+        Some((missed, _)) => {
+            errors.spanned(
+                missed,
+                "`missed` is \"skip\" (ticks that could not run are dropped) or \"run_once\" \
+                 (they are made up by one run, as soon as possible)",
+            );
+            Missed::Skip
+        }
+    };
+    let jitter_millis = match &args.jitter {
+        None => 0,
+        Some(jitter) => {
+            let millis = read_millis(jitter, "jitter", errors).unwrap_or(0);
+            if let Timing::Every { millis: every } = timing
+                && millis >= every
+            {
+                errors.spanned(
+                    jitter,
+                    format!(
+                        "`jitter` ({millis} ms) must be shorter than the interval ({every} ms), \
+                         or a run could be delayed past the next tick"
+                    ),
+                );
+            }
+            millis
+        }
+    };
+    ScheduleSpec {
+        timing,
+        mode,
+        missed,
+        jitter_millis,
+    }
+}
+
+/// A duration literal (`"200ms"`, `"30s"`, `"1h 30m"`) in whole milliseconds, above zero.
+fn read_millis(literal: &LitStr, key: &str, errors: &Errors) -> Option<u64> {
+    let duration = match humantime::parse_duration(&literal.value()) {
+        Ok(duration) => duration,
+        Err(err) => {
+            errors.spanned(
+                literal,
+                format!(
+                    "`{key}` is not a duration ({err}); write a number and a unit: \"200ms\", \
+                     \"30s\", \"5m\", \"1h 30m\""
+                ),
+            );
+            return None;
+        }
+    };
+    if duration.is_zero() || duration.subsec_nanos() % 1_000_000 != 0 {
+        errors.spanned(
+            literal,
+            format!("`{key}` must be a whole number of milliseconds, at least 1ms"),
+        );
+        return None;
+    }
+    match u64::try_from(duration.as_millis()) {
+        Ok(millis) => Some(millis),
+        Err(_) => {
+            errors.spanned(literal, format!("`{key}` is too long"));
+            None
         }
     }
 }
@@ -424,6 +593,10 @@ fn read_signature<'a>(method: &'a ImplItemFn, kind: &Kind, errors: &Errors) -> V
                     context.type_name()
                 ),
             ),
+            None if matches!(kind, Kind::Schedule(_)) => errors.spanned(
+                typed,
+                "`#[schedule]` methods take no payload: only `&self`, and `ctx: &ScheduleContext` if they need it",
+            ),
             None if !seen_payload => {
                 seen_payload = true;
                 args.push(Arg::Payload(&typed.ty));
@@ -461,6 +634,7 @@ fn context_kind(ty: &Type) -> Option<ContextKind> {
         ("RpcContext", _) => Some(ContextKind::Rpc),
         ("EventContext", _) => Some(ContextKind::Event),
         ("Progress", false) => Some(ContextKind::Progress),
+        ("ScheduleContext", _) => Some(ContextKind::Schedule),
         _ => None,
     }
 }

@@ -30,7 +30,7 @@ fn client_names<'a>(service: &'a Service<'a>) -> Vec<(String, Option<&'a syn::Id
                     Some(method.ident),
                 ));
             }
-            Kind::Subscribe { .. } | Kind::OnStart | Kind::OnStop => {}
+            Kind::Subscribe { .. } | Kind::Schedule(_) | Kind::OnStart | Kind::OnStop => {}
         }
     }
     names
@@ -85,6 +85,14 @@ pub(crate) fn check(service: &Service<'_>, errors: &Errors) {
     for method in &service.methods {
         let (wire, wire_span) = &method.wire_name;
         match &method.kind {
+            Kind::Schedule(_) => {
+                if let Output::Value(ty) = &method.output {
+                    errors.spanned(
+                        ty,
+                        "`#[schedule]` methods return `()` or `Result<(), E>`: nobody receives a value",
+                    );
+                }
+            }
             Kind::OnStart | Kind::OnStop => {
                 let attribute = method.kind.attribute();
                 let which = attribute.name();

@@ -205,6 +205,10 @@ impl Leadership {
     /// announcement of the new leader is never seen before it can be called.
     pub(crate) async fn all_subscribed(&self, term: u64) {
         let expected = self.inner.exclusive_subjects.load(Ordering::Acquire);
+        if expected == 0 {
+            // Nothing to subscribe (a service elected for its exclusive schedules only).
+            return;
+        }
         let mut subscribed = self.inner.subscribed.subscribe();
         let _ = subscribed
             .wait_for(|(under, count)| *under == term && *count >= expected)

@@ -65,6 +65,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod asyncapi;
 mod backoff;
 pub mod client;
 pub mod codec;
@@ -104,7 +105,9 @@ pub mod __private;
 /// ```
 pub use async_nats as nats;
 
-pub use aegis_macros::{command, exclusive_rpc, on_start, on_stop, rpc, service, subscribe};
+pub use aegis_macros::{
+    command, exclusive_rpc, on_start, on_stop, rpc, schedule, service, subscribe,
+};
 pub use client::{
     CallError, CallErrorKind, CallOptions, CommandHandle, CommandOptions, RetryPolicy,
     ServiceClient, TransportError,
@@ -118,7 +121,8 @@ pub use python_sdk::PythonSdk;
 pub use runner::{RunningService, ServiceRunner, StartError};
 pub use service::DuplicateService;
 pub use service::{
-    EventContext, Progress, RpcContext, Service, ServiceDescriptor, linked_services,
+    EventContext, Progress, RpcContext, ScheduleContext, Service, ServiceDescriptor,
+    linked_services,
 };
 
 /// The README's example, compiled as a doctest so it cannot rot.

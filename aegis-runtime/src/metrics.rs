@@ -129,6 +129,11 @@ pub const COMMAND_DELIVERIES: &str = "aegis_command_deliveries_total";
 pub const COMMAND_REDELIVERIES: &str = "aegis_command_redeliveries_total";
 /// How event deliveries were acknowledged: `ack`, `nak` (redelivered later) or `term`.
 pub const EVENT_ACKS: &str = "aegis_event_acks_total";
+/// Runs of `#[schedule]` methods, by outcome: `ok`, `error` (returned or panicked).
+pub const SCHEDULE_RUNS: &str = "aegis_schedule_runs_total";
+/// Ticks of `#[schedule]` methods that did not run on this instance, by reason: `missed`
+/// (could not start in time), `standby` (an exclusive schedule on a non-leader).
+pub const SCHEDULE_SKIPS: &str = "aegis_schedule_skipped_total";
 
 /// The type of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,6 +413,20 @@ pub const ALL: &[MetricInfo] = &[
         &["method", "ack"],
         "",
         "How event deliveries were acknowledged (ack, nak, term).",
+    ),
+    metric(
+        SCHEDULE_RUNS,
+        Counter,
+        &["service", "schedule", "outcome"],
+        "",
+        "Runs of #[schedule] methods, by outcome (ok, error).",
+    ),
+    metric(
+        SCHEDULE_SKIPS,
+        Counter,
+        &["service", "schedule", "reason"],
+        "",
+        "Ticks of #[schedule] methods this instance did not run, by reason (missed, standby).",
     ),
 ];
 

@@ -17,9 +17,10 @@ pub use crate::client::{CallError, CallOptions, ServiceClient};
 pub use crate::client::{CommandHandle, CommandOptions};
 pub use crate::service::{
     BoxFuture, CommandCall, CommandDefinition, CommandOutcome, Completed, DescriptorEntry,
-    EventCall, MethodDescriptor, NoParams, Reply, RpcCall, RpcContext, RpcDefinition, Service,
+    EventCall, MethodDescriptor, MissedTicks, NoParams, Reply, RpcCall, RpcContext, RpcDefinition,
+    ScheduleContext, ScheduleDefinition, ScheduleDescriptor, ScheduleMode, Service,
     ServiceDefinition, ServiceDescriptor, SubscribeMode, SubscriptionDefinition,
-    SubscriptionDescriptor, UnitOutcome, WorkFailure,
+    SubscriptionDescriptor, Timing, UnitOutcome, WorkFailure,
 };
 
 /// A client of a service whose name the macro already checked.

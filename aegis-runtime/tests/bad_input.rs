@@ -385,6 +385,11 @@ fn decode_everything(bytes: &[u8]) -> bool {
         order_id: String,
         amount: f64,
     }
+    // The bare-JSON fallback of RPC requests reads the same bytes: it must not panic either.
+    if codec::is_bare_call(bytes) {
+        let _ = codec::decode_params::<Typed>(bytes);
+        let _ = codec::decode_params::<serde::de::IgnoredAny>(bytes);
+    }
     let results = [
         codec::decode::<RpcRequest>(bytes).is_ok(),
         codec::decode::<RpcRequest<Typed>>(bytes).is_ok(),

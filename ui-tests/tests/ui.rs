@@ -13,6 +13,7 @@ fn ui() {
         "exclusive_rpc",
         "subscribe",
         "command",
+        "schedule",
         "on_start",
     ] {
         cases.compile_fail(format!("{attribute}/fail/*.rs"));

@@ -8,7 +8,10 @@ use syn::{GenericArgument, PathArguments, Type};
 
 use super::Generator;
 use crate::attrs::AttrKind;
-use crate::model::{Arg, ContextKind, Kind, Method, Output, SubscribeMode, Version};
+use crate::model::{
+    Arg, ContextKind, Kind, Method, Missed, Output, ScheduleMode, ScheduleSpec, SubscribeMode,
+    Timing, Version,
+};
 use crate::naming;
 
 impl Generator<'_> {
@@ -77,6 +80,24 @@ impl Generator<'_> {
             let handler = handler_ident("command", method);
             quote! { #k::__private::CommandDefinition { name: #wire, handler: #handler } }
         });
+        let schedules = self.schedules().map(|(method, spec)| {
+            let rust_name = naming::unraw(method.ident);
+            let handler = handler_ident("schedule", method);
+            let timing = match &spec.timing {
+                Timing::Every { millis } => {
+                    quote!(#k::__private::Timing::Every { millis: #millis })
+                }
+                Timing::Cron(cron) => quote!(#k::__private::Timing::Cron(#cron)),
+            };
+            let (mode, missed) = schedule_mode_and_missed(k, spec);
+            let jitter = spec.jitter_millis;
+            quote! {
+                #k::__private::ScheduleDefinition {
+                    method: #rust_name, timing: #timing, mode: #mode, missed: #missed,
+                    jitter_millis: #jitter, handler: #handler,
+                }
+            }
+        });
         let hook = |kind: AttrKind| match self
             .service
             .methods
@@ -100,6 +121,7 @@ impl Generator<'_> {
                         rpcs: &[#(#rpcs),*],
                         subscriptions: &[#(#subscriptions),*],
                         commands: &[#(#commands),*],
+                        schedules: &[#(#schedules),*],
                         on_start: #on_start,
                         on_stop: #on_stop,
                         describe: __aegis_describe,
@@ -169,7 +191,23 @@ impl Generator<'_> {
                 }
             }
         });
-        quote! { #(#handlers)* #(#event_handlers)* #(#command_handlers)* #(#hooks)* }
+        let schedule_handlers = self.schedules().map(|(method, _)| {
+            let handler = handler_ident("schedule", method);
+            let ident = method.ident;
+            let args = method.args.iter().map(|_| quote!(&ctx));
+            quote! {
+                #[allow(unused_variables)]
+                fn #handler(
+                    service: #k::__private::Arc<#self_ty>,
+                    ctx: #k::__private::ScheduleContext,
+                ) -> #k::__private::BoxFuture<'static, ::core::result::Result<(), #k::__private::WorkFailure>> {
+                    #k::__private::Box::pin(async move {
+                        #k::__private::UnitOutcome::into_outcome(service.#ident(#(#args),*).await)
+                    })
+                }
+            }
+        });
+        quote! { #(#handlers)* #(#event_handlers)* #(#command_handlers)* #(#schedule_handlers)* #(#hooks)* }
     }
 
     /// Decodes the event (with the payload type the method wants), calls the method.
@@ -285,6 +323,29 @@ impl Generator<'_> {
                 }
             })
         });
+        let schedules = self.schedules().map(|(method, spec)| {
+            let rust_name = naming::unraw(method.ident);
+            let none = quote!(::core::option::Option::None);
+            let (every, cron) = match &spec.timing {
+                Timing::Every { millis } => (quote!(::core::option::Option::Some(#millis)), none),
+                Timing::Cron(cron) => (
+                    none,
+                    quote!(::core::option::Option::Some(::core::convert::From::from(#cron))),
+                ),
+            };
+            let (mode, missed) = schedule_mode_and_missed(k, spec);
+            let jitter = spec.jitter_millis;
+            quote! {
+                #k::__private::ScheduleDescriptor {
+                    method: ::core::convert::From::from(#rust_name),
+                    every_ms: #every,
+                    cron: #cron,
+                    mode: #mode,
+                    missed: #missed,
+                    jitter_ms: #jitter,
+                }
+            }
+        });
         let version = version(&self.service.version);
         quote! {
             fn __aegis_describe() -> #k::__private::ServiceDescriptor {
@@ -297,6 +358,7 @@ impl Generator<'_> {
                     rpcs: ::std::vec![#(#rpcs),*],
                     commands: ::std::vec![#(#commands),*],
                     subscriptions: ::std::vec![#(#subscriptions),*],
+                    schedules: ::std::vec![#(#schedules),*],
                 }
             }
         }
@@ -318,6 +380,14 @@ impl Generator<'_> {
             .methods
             .iter()
             .filter(|m| matches!(m.kind, Kind::Rpc | Kind::ExclusiveRpc))
+    }
+
+    /// The `#[schedule]` methods, with their schedule.
+    pub(super) fn schedules(&self) -> impl Iterator<Item = (&Method<'_>, &ScheduleSpec)> {
+        self.service.methods.iter().filter_map(|m| match &m.kind {
+            Kind::Schedule(spec) => Some((m, spec)),
+            _ => None,
+        })
     }
 
     pub(super) fn commands(&self) -> impl Iterator<Item = &Method<'_>> {
@@ -384,6 +454,19 @@ fn subscribe_mode(k: &syn::Path, mode: SubscribeMode) -> TokenStream {
         SubscribeMode::Compete => quote!(#k::__private::SubscribeMode::Compete),
         SubscribeMode::Broadcast => quote!(#k::__private::SubscribeMode::Broadcast),
     }
+}
+
+/// The runtime's `ScheduleMode` and `MissedTicks` of `spec`.
+fn schedule_mode_and_missed(k: &syn::Path, spec: &ScheduleSpec) -> (TokenStream, TokenStream) {
+    let mode = match spec.mode {
+        ScheduleMode::Exclusive => quote!(#k::__private::ScheduleMode::Exclusive),
+        ScheduleMode::EveryInstance => quote!(#k::__private::ScheduleMode::EveryInstance),
+    };
+    let missed = match spec.missed {
+        Missed::Skip => quote!(#k::__private::MissedTicks::Skip),
+        Missed::RunOnce => quote!(#k::__private::MissedTicks::RunOnce),
+    };
+    (mode, missed)
 }
 
 fn optional_str(value: Option<String>) -> TokenStream {

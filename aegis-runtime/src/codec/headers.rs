@@ -16,6 +16,15 @@ pub const TRACEPARENT: &str = "traceparent";
 /// Beside [`TRACEPARENT`]: the W3C vendor trace state, passed along unchanged.
 pub const TRACESTATE: &str = "tracestate";
 
+/// On the reply to a bare-JSON call that failed (see
+/// [`is_bare_call`](super::is_bare_call)): what went wrong, as text (ADR-32, the NATS
+/// micro protocol; `async_nats::service::NATS_SERVICE_ERROR`). The body is then empty.
+pub const SERVICE_ERROR: &str = "Nats-Service-Error";
+/// Beside [`SERVICE_ERROR`]: the error code, `400` (the parameters did not decode), `500`
+/// (the handler failed or panicked) or `503` (not the active instance: the method did not
+/// run).
+pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+
 /// The same names as [`async_nats::HeaderName`]s, made at compile time: inserting or
 /// looking up a `&str` name validates and copies it on every message.
 pub(crate) mod name {
@@ -26,4 +35,7 @@ pub(crate) mod name {
     pub(crate) const FORWARDED_BY: HeaderName = HeaderName::from_static(super::FORWARDED_BY);
     pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
     pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static(super::TRACESTATE);
+    pub(crate) const SERVICE_ERROR: HeaderName = HeaderName::from_static(super::SERVICE_ERROR);
+    pub(crate) const SERVICE_ERROR_CODE: HeaderName =
+        HeaderName::from_static(super::SERVICE_ERROR_CODE);
 }

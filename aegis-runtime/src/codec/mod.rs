@@ -290,6 +290,109 @@ fn explain_json_error<T: DeserializeOwned>(
     }
 }
 
+/// Whether an RPC request body that did not decode as an envelope is a **bare-JSON call**:
+/// the method's parameters themselves, as `nats req rpc.echo.say '{"text":"hi"}'` sends them.
+///
+/// That is the case when the body is empty (no parameters), or when it is JSON (its first
+/// byte is not MessagePack's, see [`Format::detect`]) and not envelope-shaped. A body is
+/// envelope-shaped when its top-level value is a JSON object with both a `message_id` and a
+/// `params` key; the keys are read up to the first syntax error, so a broken envelope (a
+/// value of the wrong type, nested too deep, cut short after its `params` key) still counts
+/// as one, and keeps getting an envelope error.
+/// MessagePack is never bare: only envelopes travel as MessagePack.
+///
+/// Decode the envelope first: this is the fallback for bodies that are not one.
+///
+/// ```
+/// use aegis_runtime::codec::is_bare_call;
+///
+/// assert!(is_bare_call(br#"{"text":"hi"}"#));
+/// assert!(is_bare_call(b""));
+/// assert!(is_bare_call(b"[1, 2]"));
+/// assert!(is_bare_call(br#"{"text": hi}"#)); // broken JSON, but no envelope
+/// assert!(!is_bare_call(br#"{"message_id":"m","params":{"x":1},"bad":"#));
+/// assert!(!is_bare_call(&[0x81, 0xa1, b'a', 0x01])); // MessagePack
+/// ```
+pub fn is_bare_call(bytes: &[u8]) -> bool {
+    bytes.is_empty() || (Format::detect(bytes) == Format::Json && !envelope_shaped(bytes))
+}
+
+/// Whether `bytes` (JSON) hold an object with a top-level `message_id` and `params` key,
+/// as far as they can be read. Values are skipped without recursion (serde_json skips an
+/// ignored value iteratively), so no nesting can overflow the stack here.
+fn envelope_shaped(bytes: &[u8]) -> bool {
+    use serde::Deserializer as _;
+    use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+    struct Keys<'a>(&'a mut (bool, bool));
+
+    impl<'de> Visitor<'de> for Keys<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an RPC request envelope")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match key.as_ref() {
+                    "message_id" => self.0.0 = true,
+                    "params" => self.0.1 = true,
+                    _ => {}
+                }
+                if *self.0 == (true, true) {
+                    return Ok(());
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+    if first != Some(&b'{') {
+        return false;
+    }
+    let mut seen = (false, false);
+    // An error after both keys (or anywhere) changes nothing: what was read counts.
+    let _ = serde_json::Deserializer::from_slice(bytes).deserialize_map(Keys(&mut seen));
+    seen == (true, true)
+}
+
+/// Decodes the parameters of a [bare-JSON call](is_bare_call): the whole body is the
+/// method's parameters, within the size and depth limits of [`decode`] (the parameters
+/// count as level 1). An empty body stands for no parameters: it decodes as `{}`, which a
+/// method without parameters (or with only optional ones) accepts.
+///
+/// ```
+/// use aegis_runtime::codec;
+/// use std::collections::HashMap;
+///
+/// let params: HashMap<String, String> = codec::decode_params(br#"{"text":"hi"}"#)?;
+/// assert_eq!(params["text"], "hi");
+/// let none: HashMap<String, String> = codec::decode_params(b"")?;
+/// assert!(none.is_empty());
+/// assert!(codec::decode_params::<HashMap<String, String>>(b"[1]").is_err());
+/// # Ok::<(), codec::DecodeError>(())
+/// ```
+///
+/// # Errors
+/// [`DecodeError`] naming the "RPC params": malformed JSON, the wrong shape (with the
+/// field's path), nested deeper than [`MAX_DEPTH`], over [`DEFAULT_MAX_MESSAGE_SIZE`].
+pub fn decode_params<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    const WHAT: &str = "RPC params";
+    if bytes.is_empty() {
+        return serde_json::from_slice(b"{}").map_err(|err| DecodeError::Schema {
+            what: WHAT,
+            format: Format::Json,
+            detail: format!("the body is empty (no parameters), but the method needs some: {err}"),
+        });
+    }
+    decode_as(bytes, WHAT, DEFAULT_MAX_MESSAGE_SIZE)
+}
+
 /// A new random message id (UUID v4, hyphenated), as the Python SDK makes them.
 pub fn new_message_id() -> String {
     uuid::Uuid::new_v4().to_string()

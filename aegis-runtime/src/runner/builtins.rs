@@ -1,6 +1,8 @@
-//! Methods every instance answers without being asked to: a detailed status and a
-//! liveness check, on `rpc.{service}.aegis_status` and `rpc.{service}.aegis_health` (and on
-//! each instance's own subject).
+//! Methods every instance answers without being asked to: a detailed status, a liveness
+//! check and the service's description, on `rpc.{service}.aegis_status`,
+//! `rpc.{service}.aegis_health` and `rpc.{service}.aegis_describe` (and on each instance's
+//! own subject). They are listed once, in [`Builtin::ALL`]: subscriptions and the
+//! `$SRV.INFO` answer both read it.
 
 use std::sync::Arc;
 
@@ -11,13 +13,123 @@ use super::dispatch::{consume, send_reply, stopping, subscribe_subject};
 use super::{Core, StartError};
 use crate::instance::{InstanceStatus, StickyActiveStatus};
 use crate::lifecycle::Lifecycle;
-use crate::service::{NoParams, Reply, RpcCall, RpcContext};
+use crate::service::{NoParams, Reply, RpcCall, RpcContext, ServiceDescriptor, schema_of};
 use crate::subject::{self, MethodName};
 
 /// Name of the built-in status method.
 pub const STATUS_METHOD: &str = "aegis_status";
 /// Name of the built-in liveness method.
 pub const HEALTH_METHOD: &str = "aegis_health";
+/// Name of the built-in method that answers the instance's
+/// [`ServiceDescriptor`](crate::ServiceDescriptor): its RPCs, commands and event
+/// subscriptions with their JSON Schemas.
+///
+/// ```no_run
+/// use aegis_runtime::codec;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// // A bare-JSON call (an empty body), as `nats req rpc.echo.aegis_describe ''` makes it.
+/// let reply = nats.request("rpc.echo.aegis_describe", "".into()).await?;
+/// let described = codec::decode_value(&reply.payload)?;
+/// println!("{}", described["rpcs"]);
+/// # Ok(())
+/// # }
+/// ```
+pub(crate) const DESCRIBE_METHOD: &str = "aegis_describe";
+
+/// A method every instance serves: what it is called, what it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Builtin {
+    /// [`STATUS_METHOD`]: a [`StatusReport`].
+    Status,
+    /// [`HEALTH_METHOD`]: a [`HealthReport`].
+    Health,
+    /// [`DESCRIBE_METHOD`]: the [`ServiceDescriptor`].
+    Describe,
+}
+
+impl Builtin {
+    /// Every built-in method: the one list that subscriptions and `$SRV.INFO` read.
+    pub(super) const ALL: [Builtin; 3] = [Builtin::Status, Builtin::Health, Builtin::Describe];
+
+    /// The method name.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Builtin::Status => STATUS_METHOD,
+            Builtin::Health => HEALTH_METHOD,
+            Builtin::Describe => DESCRIBE_METHOD,
+        }
+    }
+
+    /// JSON Schema of the parameters: none.
+    pub(super) fn request_schema(self) -> serde_json::Value {
+        schema_of::<NoParams>()
+    }
+
+    /// JSON Schema of the answer.
+    pub(super) fn response_schema(self) -> serde_json::Value {
+        match self {
+            Builtin::Status => schema_of::<StatusReport>(),
+            Builtin::Health => schema_of::<HealthReport>(),
+            Builtin::Describe => descriptor_schema(),
+        }
+    }
+
+    /// The answer of this instance.
+    fn reply(self, core: &Core, context: &RpcContext) -> Reply {
+        match self {
+            Builtin::Status => Reply::value(context, status_report(core)),
+            Builtin::Health => Reply::value(context, health_report(core)),
+            Builtin::Describe => Reply::value::<&ServiceDescriptor>(context, &core.descriptor),
+        }
+    }
+}
+
+/// JSON Schema of a [`ServiceDescriptor`], written out: the type has no `JsonSchema` (its
+/// schemas are `serde_json::Value`s). Fields it may gain later are allowed.
+fn descriptor_schema() -> serde_json::Value {
+    let method = serde_json::json!({
+        "type": "object",
+        "required": ["name", "exclusive", "request", "response"],
+        "properties": {
+            "name": {"type": "string", "description": "The name on the wire"},
+            "exclusive": {"type": "boolean", "description": "Whether only the active instance runs it"},
+            "request": {"description": "JSON Schema of the parameters (or payload)"},
+            "response": {"description": "JSON Schema of the result"}
+        }
+    });
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ServiceDescriptor",
+        "description": "A service's RPCs, commands and event subscriptions, with JSON Schemas",
+        "type": "object",
+        "required": ["name", "version", "rpcs", "commands", "subscriptions"],
+        "properties": {
+            "name": {"type": "string", "description": "The service name"},
+            "version": {"type": "string", "description": "The service version"},
+            "rpcs": {"type": "array", "items": method, "description": "RPC methods, plain and exclusive"},
+            "commands": {"type": "array", "items": method, "description": "Commands"},
+            "schedules": {"type": "array", "description": "Scheduled methods (`#[schedule]`)"},
+            "subscriptions": {
+                "type": "array",
+                "description": "Event subscriptions",
+                "items": {
+                    "type": "object",
+                    "required": ["method", "pattern", "mode", "payload"],
+                    "properties": {
+                        "method": {"type": "string"},
+                        "pattern": {"type": "string"},
+                        "mode": {"type": "string", "enum": ["compete", "broadcast"]},
+                        "durable": {"type": ["string", "null"]},
+                        "payload": {"description": "JSON Schema of the event payload"}
+                    }
+                }
+            }
+        }
+    })
+}
 
 /// What `aegis_status` answers: who the instance is, how it is doing, what it served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -81,7 +193,7 @@ pub struct HealthReport {
 }
 
 pub(super) fn status_report(core: &Core) -> StatusReport {
-    let has_group = core.endpoints.iter().any(|e| e.exclusive);
+    let has_group = core.elects_leader;
     let role = has_group.then(|| {
         if core.leadership.is_active() {
             StickyActiveStatus::Active
@@ -133,13 +245,13 @@ fn health_report(core: &Core) -> HealthReport {
     }
 }
 
-/// Subscribes both built-in methods, on the group's and the instance's subjects.
+/// Subscribes every built-in method, on the group's and the instance's subjects.
 pub(super) async fn subscribe(
     core: &Arc<Core>,
     listeners: &mut JoinSet<()>,
 ) -> Result<(), StartError> {
-    for method in [STATUS_METHOD, HEALTH_METHOD] {
-        let name = MethodName::new(method)?;
+    for method in Builtin::ALL {
+        let name = MethodName::new(method.name())?;
         let any = subject::rpc(&core.service_name, &name);
         let one = subject::rpc_instance(&core.service_name, &core.instance_id, &name);
         let queue = Some(subject::rpc_queue_group(&core.service_name));
@@ -153,7 +265,9 @@ pub(super) async fn subscribe(
     Ok(())
 }
 
-async fn answer(core: Arc<Core>, method: &'static str, subscriber: async_nats::Subscriber) {
+/// Answers the calls of one built-in method (envelopes, and bare-JSON calls as `nats req`
+/// sends them: `nats req rpc.echo.aegis_status ''`).
+async fn answer(core: Arc<Core>, method: Builtin, subscriber: async_nats::Subscriber) {
     let accept = |message: async_nats::Message| {
         let core = core.clone();
         async move {
@@ -162,17 +276,14 @@ async fn answer(core: Arc<Core>, method: &'static str, subscriber: async_nats::S
             };
             let context = RpcContext::new(
                 core.name,
-                method,
+                method.name(),
                 core.instance_key.clone(),
                 false,
                 None,
                 std::time::Instant::now(),
             );
             let reply = match RpcCall::new(message.payload, context).decode::<NoParams>() {
-                Ok((context, _)) if method == STATUS_METHOD => {
-                    Reply::value(&context, status_report(&core))
-                }
-                Ok((context, _)) => Reply::value(&context, health_report(&core)),
+                Ok((context, _)) => method.reply(&core, &context),
                 Err(bad_request) => bad_request,
             };
             send_reply(&core, reply_to, reply, None).await;

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::invoke::{self, Delivery, HandlerKind, Invoked};
 use super::{Core, StartError};
-use crate::codec::headers;
+use crate::codec::{Format, headers};
 use crate::service::{
     NoParams, Outcome, Reply, RpcCall, RpcContext, RpcDefinition, Service, ServiceDefinition,
 };
@@ -286,6 +286,7 @@ fn serve_call<S: Service>(
             shared: shared.clone(),
             index,
             payload: message.payload,
+            json_payload: None,
             trace,
             reply_to,
             term: None,
@@ -311,26 +312,35 @@ async fn listen<S: Service>(
 }
 
 /// Publishes a reply with Aegis's headers: the responder's instance id and, for exclusive
-/// calls, the term they ran under.
+/// calls, the term they ran under. The failed reply to a bare-JSON call also carries the
+/// ADR-32 error headers (`Nats-Service-Error`, `Nats-Service-Error-Code`), as the NATS
+/// tools and `async_nats::service` read them.
 pub(super) async fn send_reply(
     core: &Core,
     reply_to: async_nats::Subject,
     reply: Reply,
     term: Option<u64>,
 ) {
+    let service_error = reply.service_error();
     let payload = reply.payload.into();
-    let sent = match term {
+    let sent = if term.is_none() && service_error.is_none() {
+        core.nats.publish(reply_to, payload).await
+    } else {
         // Headers cost the server and both clients a parse per message: only the replies
-        // of exclusive calls carry them, where the caller pins the instance that ran it.
-        Some(term) => {
-            let mut headers = HeaderMap::new();
+        // of exclusive calls carry Aegis's, where the caller pins the instance that ran it.
+        let mut headers = HeaderMap::new();
+        if let Some(term) = term {
             headers.insert(headers::name::INSTANCE_ID, core.instance_key.as_ref());
             headers.insert(headers::name::TERM, term.to_string());
-            core.nats
-                .publish_with_headers(reply_to, headers, payload)
-                .await
         }
-        None => core.nats.publish(reply_to, payload).await,
+        if let Some((code, text)) = service_error {
+            // `service_error` keeps the text on one line: a valid header value.
+            headers.insert(headers::name::SERVICE_ERROR, text);
+            headers.insert(headers::name::SERVICE_ERROR_CODE, code);
+        }
+        core.nats
+            .publish_with_headers(reply_to, headers, payload)
+            .await
     };
     if let Err(err) = sent {
         tracing::warn!(%err, "cannot send a reply");
@@ -410,6 +420,10 @@ struct RpcDelivery<S: 'static> {
     /// The method's index in the definition's `rpcs`.
     index: usize,
     payload: Bytes,
+    /// The payload again when it is JSON (never for the MessagePack of Aegis clients), so a
+    /// handler that panics still gets its reply in the form of its request: a bare-JSON
+    /// call's in ADR-32 headers.
+    json_payload: Option<Bytes>,
     /// The caller's trace context (`traceparent`, `tracestate`).
     trace: Option<TraceContext>,
     reply_to: async_nats::Subject,
@@ -423,6 +437,16 @@ struct RpcDelivery<S: 'static> {
 impl<S: Service> RpcDelivery<S> {
     fn rpc(&self) -> &'static RpcDefinition<S> {
         &self.shared.definition.rpcs[self.index]
+    }
+
+    /// The context of a call whose handler did not return (it panicked): it answers in the
+    /// form of the request.
+    fn failed_context(&self) -> RpcContext {
+        let context = self.context();
+        match &self.json_payload {
+            Some(payload) => context.answering(payload),
+            None => context,
+        }
     }
 
     fn context(&self) -> RpcContext {
@@ -479,6 +503,9 @@ impl<S: Service> Delivery for RpcDelivery<S> {
             self.term = core.leadership.term();
         }
         let payload = std::mem::take(&mut self.payload);
+        if Format::detect(&payload) == Format::Json {
+            self.json_payload = Some(payload.clone());
+        }
         if rpc.exclusive && self.term.is_none() {
             // The method does not run; read only the header, to answer with the request's ids.
             let context = self.context();
@@ -501,7 +528,7 @@ impl<S: Service> Delivery for RpcDelivery<S> {
             Invoked::Panicked(message) => {
                 let failure = invoke::panicked(&message);
                 (
-                    Reply::handler_error(&self.context(), &failure),
+                    Reply::handler_error(&self.failed_context(), &failure),
                     Some(failure),
                 )
             }
@@ -509,7 +536,7 @@ impl<S: Service> Delivery for RpcDelivery<S> {
             Invoked::TimedOut(limit) => {
                 let failure = format!("the handler ran longer than {limit:?}");
                 (
-                    Reply::handler_error(&self.context(), &failure),
+                    Reply::handler_error(&self.failed_context(), &failure),
                     Some(failure),
                 )
             }

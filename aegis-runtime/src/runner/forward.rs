@@ -124,11 +124,16 @@ pub(super) async fn forward(
 }
 
 /// How long a forwarded call may wait for the leader's reply: until the caller's deadline
-/// (at most [`MAX_RELAY_WAIT`]); `None` when the payload is not a request envelope.
+/// (at most [`MAX_RELAY_WAIT`]; a [bare-JSON call](codec::is_bare_call) names none);
+/// `None` when the payload is neither a request envelope nor a bare call.
 fn relay_wait(payload: &[u8]) -> Option<Duration> {
-    let request: RpcRequest<IgnoredAny> = codec::decode(payload).ok()?;
-    let left = request
-        .deadline()
+    let deadline = match codec::decode::<RpcRequest<IgnoredAny>>(payload) {
+        Ok(request) => request.deadline(),
+        // The leader answers it bare, in headers and body both relayed as they come.
+        Err(_) if codec::is_bare_call(payload) => None,
+        Err(_) => return None,
+    };
+    let left = deadline
         .and_then(|deadline| deadline.duration_since(SystemTime::now()).ok())
         .unwrap_or(MAX_RELAY_WAIT);
     Some(left.min(MAX_RELAY_WAIT).max(Duration::from_millis(1)))

@@ -35,6 +35,8 @@ pub(crate) enum HandlerKind {
     Event,
     /// A `#[command]` method.
     Command,
+    /// A `#[schedule]` method.
+    Schedule,
     /// The `#[on_start]` hook.
     OnStart,
     /// The `#[on_stop]` hook.
@@ -49,6 +51,7 @@ impl HandlerKind {
             Self::ExclusiveRpc => "exclusive_rpc",
             Self::Event => "event",
             Self::Command => "command",
+            Self::Schedule => "schedule",
             Self::OnStart => "on_start",
             Self::OnStop => "on_stop",
         }

@@ -1,8 +1,14 @@
 //! The NATS micro protocol (ADR-32), so `nats micro ls/info/stats` show Aegis services.
 //!
 //! Written here rather than through `async_nats::service` because Aegis's endpoints are
-//! served by its own dispatch (exclusive subscriptions follow leadership, and a handler
-//! error is an envelope, not a `Nats-Service-Error` header); this module only reports.
+//! served by its own dispatch (exclusive subscriptions follow leadership, and the error of
+//! an envelope call is an envelope; only a bare-JSON call gets a `Nats-Service-Error`
+//! header); this module only reports.
+//!
+//! `$SRV.INFO` lists every endpoint a user can call on the instance: its RPCs, its
+//! commands and the built-in methods, each with metadata `kind` (`rpc`, `exclusive_rpc`,
+//! `command`, `builtin`), `exclusive` and the JSON Schemas `request_schema` and
+//! `response_schema`. `$SRV.STATS` counts the RPCs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,12 +17,14 @@ use std::sync::Arc;
 pub use async_nats::service::Info as MicroInfo;
 /// Answer to `$SRV.PING…` (`io.nats.micro.v1.ping_response`): async-nats's own type.
 pub use async_nats::service::PingResponse as MicroPing;
-/// One endpoint in [`MicroInfo`]; its metadata has `exclusive`, `request_schema` and
+/// One endpoint in [`MicroInfo`]; its metadata has `kind` (`rpc`, `exclusive_rpc`,
+/// `command` or `builtin`), `exclusive` (`true` or `false`), `request_schema` and
 /// `response_schema` (JSON Schemas, as JSON text).
 pub use async_nats::service::endpoint::Info as MicroEndpointInfo;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use super::builtins::Builtin;
 use super::dispatch::{consume, stopping, subscribe_subject};
 use super::{Core, StartError};
 use crate::subject::{self, MethodName, MicroVerb};
@@ -143,31 +151,86 @@ fn endpoint_subject(core: &Core, name: &str) -> (String, String) {
     (method, subject::rpc_queue_group(&core.service_name))
 }
 
+/// An INFO endpoint.
+fn endpoint(
+    name: &str,
+    (subject, queue_group): (String, String),
+    kind: &str,
+    exclusive: bool,
+    schemas: Option<(&serde_json::Value, &serde_json::Value)>,
+) -> MicroEndpointInfo {
+    let mut metadata = HashMap::from([
+        ("kind".to_owned(), kind.to_owned()),
+        ("exclusive".to_owned(), exclusive.to_string()),
+    ]);
+    if let Some((request, response)) = schemas {
+        metadata.insert("request_schema".to_owned(), request.to_string());
+        metadata.insert("response_schema".to_owned(), response.to_string());
+    }
+    MicroEndpointInfo {
+        name: name.to_owned(),
+        subject,
+        queue_group,
+        metadata,
+    }
+}
+
+/// Every endpoint a user can call here: each listed under the subject through which this
+/// instance takes calls from anyone.
+///
+/// That is the group's subject (in the queue group `rpc.{service}`), except for an
+/// exclusive method on an instance that is not the leader: it does not serve the shared
+/// subject, so its endpoint names its own subject `rpc.{service}.{instance}.{method}`
+/// (where it forwards calls to the leader), without a queue group. Commands are taken
+/// from the JetStream stream `COMMANDS`, so they have no queue group either.
 fn info(core: &Core) -> MicroInfo {
-    let endpoints = core
+    let leading = core.leadership.term().is_some();
+    let rpc_schemas = |name: &str| {
+        core.descriptor
+            .rpcs
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| (&m.request, &m.response))
+    };
+    let mut endpoints: Vec<MicroEndpointInfo> = core
         .endpoints
         .iter()
-        .map(|endpoint| {
-            let (subject, queue_group) = endpoint_subject(core, endpoint.name);
-            let mut metadata =
-                HashMap::from([("exclusive".to_owned(), endpoint.exclusive.to_string())]);
-            if let Some(described) = core
-                .descriptor
-                .rpcs
-                .iter()
-                .find(|m| m.name == endpoint.name)
-            {
-                metadata.insert("request_schema".to_owned(), described.request.to_string());
-                metadata.insert("response_schema".to_owned(), described.response.to_string());
-            }
-            MicroEndpointInfo {
-                name: endpoint.name.to_owned(),
-                subject,
-                queue_group,
-                metadata,
-            }
+        .map(|rpc| {
+            let (kind, served) = if !rpc.exclusive {
+                ("rpc", endpoint_subject(core, rpc.name))
+            } else if leading {
+                ("exclusive_rpc", endpoint_subject(core, rpc.name))
+            } else {
+                (
+                    "exclusive_rpc",
+                    (instance_subject(core, rpc.name), String::new()),
+                )
+            };
+            endpoint(rpc.name, served, kind, rpc.exclusive, rpc_schemas(rpc.name))
         })
         .collect();
+    endpoints.extend(core.descriptor.commands.iter().map(|command| {
+        let subject = MethodName::new(&command.name)
+            .map(|m| subject::command(&core.service_name, &m))
+            .unwrap_or_default();
+        endpoint(
+            &command.name,
+            (subject, String::new()),
+            "command",
+            false,
+            Some((&command.request, &command.response)),
+        )
+    }));
+    endpoints.extend(Builtin::ALL.into_iter().map(|builtin| {
+        let (request, response) = (builtin.request_schema(), builtin.response_schema());
+        endpoint(
+            builtin.name(),
+            endpoint_subject(core, builtin.name()),
+            "builtin",
+            false,
+            Some((&request, &response)),
+        )
+    }));
     MicroInfo {
         kind: INFO.to_owned(),
         name: core.service_name.to_string(),
@@ -177,6 +240,13 @@ fn info(core: &Core) -> MicroInfo {
         description: format!("Aegis service {}", core.service_name),
         endpoints,
     }
+}
+
+/// This instance's own subject of RPC method `name`.
+fn instance_subject(core: &Core, name: &str) -> String {
+    MethodName::new(name)
+        .map(|m| subject::rpc_instance(&core.service_name, &core.instance_id, &m))
+        .unwrap_or_default()
 }
 
 fn stats(core: &Core) -> MicroStats {

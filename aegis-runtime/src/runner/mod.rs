@@ -10,6 +10,7 @@ mod forward;
 mod hooks;
 mod invoke;
 mod micro;
+mod schedules;
 mod signal;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use crate::registry::{
 pub use builtins::{HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport};
 pub use hooks::HookError;
 pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
+pub use schedules::InvalidSchedule;
 
 /// Default number of calls an instance runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 256;
@@ -174,6 +176,9 @@ pub enum StartError {
     /// An event subscription (a consumer on the stream `EVENTS`) could not be set up.
     #[error("cannot subscribe to events: {0}")]
     Events(#[source] JetStreamError),
+    /// A `#[schedule]` method's timing is invalid.
+    #[error(transparent)]
+    Schedule(#[from] schedules::InvalidSchedule),
     /// A live instance (fresh heartbeat, answers its status RPC) already has this id.
     #[error(
         "the instance id {instance} is in use by a live instance of {service} (its registry \
@@ -315,7 +320,7 @@ impl<S: Service> ServiceRunner<S> {
                 self.heartbeat_interval
             )));
         }
-        if definition.has_exclusive_methods() && self.leader_ttl < crate::election::MIN_LEADER_TTL {
+        if definition.elects_leader() && self.leader_ttl < crate::election::MIN_LEADER_TTL {
             return Err(StartError::InvalidConfig(format!(
                 "the leader TTL ({:?}) must be at least 1 s (NATS TTLs are whole seconds)",
                 self.leader_ttl
@@ -364,7 +369,7 @@ impl<S: Service> ServiceRunner<S> {
             return Err(StartError::Hook(failure));
         }
 
-        let exclusive_group = definition.has_exclusive_methods().then(|| group.clone());
+        let exclusive_group = definition.elects_leader().then(|| group.clone());
         let entry = registry::initial_entry(
             service_name.clone(),
             instance_id.clone(),
@@ -391,8 +396,9 @@ impl<S: Service> ServiceRunner<S> {
             instance_key: instance_id.as_str().into(),
             events: crate::events::EventPublisher::new(nats.clone()).with_source(definition.name),
             leader_watch,
+            elects_leader: definition.elects_leader(),
             // Leader gauges only for services that elect a leader.
-            leadership: if definition.has_exclusive_methods() {
+            leadership: if definition.elects_leader() {
                 Leadership::for_service(&service_name, group)
             } else {
                 Leadership::new(group)
@@ -434,6 +440,7 @@ impl<S: Service> ServiceRunner<S> {
         let mut workers = JoinSet::new();
         let subscribed = async {
             dispatch::subscribe_all(&shared, &mut listeners, &mut exclusive, &mut workers).await?;
+            schedules::spawn_all(&shared, &mut workers)?;
             builtins::subscribe(&core, &mut listeners).await?;
             micro::subscribe(&core, &mut listeners).await
         };
@@ -453,7 +460,7 @@ impl<S: Service> ServiceRunner<S> {
             return Err(err);
         }
         // Only now may this instance become leader: its exclusive subscriptions follow.
-        let election = if definition.has_exclusive_methods() {
+        let election = if definition.elects_leader() {
             let opened = crate::election::Election::open(
                 nats.clone(),
                 core.service_name.clone(),
@@ -592,6 +599,9 @@ pub(crate) struct Core {
     /// Publishes the events of the service's handlers.
     pub(crate) events: crate::events::EventPublisher,
     pub(crate) leadership: Leadership,
+    /// Whether the instance takes part in its group's leader election (it has exclusive
+    /// methods or exclusive schedules).
+    pub(crate) elects_leader: bool,
     /// The group's leader as its key shows it: where exclusive calls that reach this
     /// instance while it is not the leader are forwarded. For services with exclusive
     /// methods only.

@@ -39,6 +39,20 @@ pub struct RpcContext {
     trace_id: String,
     source: Option<String>,
     events: Option<crate::events::EventPublisher>,
+    /// How the request came, so the reply goes back the same way.
+    form: CallForm,
+}
+
+/// How a request came: as an Aegis envelope, or as the bare parameters that tools such as
+/// `nats req` send (see [`codec::is_bare_call`]). The reply takes the same form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum CallForm {
+    /// An RPC request envelope: answered with an RPC response envelope.
+    #[default]
+    Envelope,
+    /// Bare JSON parameters: answered with the bare JSON result, or an empty body with the
+    /// ADR-32 error headers (`Nats-Service-Error`, `Nats-Service-Error-Code`).
+    Bare,
 }
 
 impl RpcContext {
@@ -61,7 +75,20 @@ impl RpcContext {
             trace_id: String::new(),
             source: None,
             events: None,
+            form: CallForm::Envelope,
         }
+    }
+
+    /// Answers in the form of `payload`: bare when it is a bare-JSON call (not an envelope;
+    /// see [`codec::is_bare_call`]). For a call whose handler did not return, whose decoded
+    /// context is lost.
+    pub(crate) fn answering(mut self, payload: &[u8]) -> Self {
+        if codec::decode::<RpcRequest<serde::de::IgnoredAny>>(payload).is_err()
+            && codec::is_bare_call(payload)
+        {
+            self.form = CallForm::Bare;
+        }
+        self
     }
 
     /// Lets the handler publish events through `events`.
@@ -160,7 +187,9 @@ impl RpcCall {
         Self { payload, context }
     }
 
-    /// Decodes the request with `params` of type `P`.
+    /// Decodes the request with `params` of type `P`: an envelope, or else a
+    /// [bare-JSON call](codec::is_bare_call) (the body is the parameters; it has no
+    /// deadline), whose reply then takes the bare form too.
     ///
     /// # Errors
     /// A ready error [`Reply`] that says what is wrong with the request, or that its
@@ -181,6 +210,15 @@ impl RpcCall {
                     return Err(Reply::deadline_exceeded(&context, late));
                 }
                 Ok((context, request.params))
+            }
+            // Not an envelope: the bare parameters of a call from a NATS tool? Only looked
+            // at once the envelope failed, so envelope calls pay nothing for it.
+            Err(_) if codec::is_bare_call(&self.payload) => {
+                context.form = CallForm::Bare;
+                match codec::decode_params::<P>(&self.payload) {
+                    Ok(params) => Ok((context, params)),
+                    Err(err) => Err(Reply::bad_request(&context, &err)),
+                }
             }
             Err(err) => {
                 // Answer with the request's ids when at least its header is readable.
@@ -248,9 +286,17 @@ pub enum Outcome {
 pub struct Reply {
     pub(crate) payload: Vec<u8>,
     pub(crate) outcome: Outcome,
-    /// The error the reply carries, for the instance's stats (`$SRV.STATS` `last_error`).
+    /// The error the reply carries, for the instance's stats (`$SRV.STATS` `last_error`);
+    /// for a bare reply, the text of its `Nats-Service-Error` header as well.
     pub(crate) error: Option<String>,
+    /// The form of the request it answers: a bare reply is the result as JSON, or an
+    /// empty body with ADR-32 error headers.
+    pub(crate) form: CallForm,
 }
+
+/// The most bytes of error text a bare reply's `Nats-Service-Error` header carries: a
+/// header counts against the server's maximum payload, and an error can quote the input.
+const MAX_SERVICE_ERROR_LEN: usize = 1024;
 
 impl Reply {
     /// The error the reply carries, if any.
@@ -263,14 +309,92 @@ impl Reply {
         self.outcome
     }
 
-    /// The encoded response envelope.
+    /// The encoded response envelope; for a bare call, the result as JSON (empty when it
+    /// failed).
     pub fn payload(&self) -> &[u8] {
         &self.payload
+    }
+
+    /// For the reply to a bare call that failed: the ADR-32 error, as the values of the
+    /// `Nats-Service-Error-Code` and `Nats-Service-Error` headers. The code says why:
+    /// 400 the parameters did not decode, 500 the handler failed (or panicked), 503 this
+    /// instance is not the active one (the method did not run), 504 the deadline passed.
+    /// The text is on one line and at most `MAX_SERVICE_ERROR_LEN` bytes long.
+    pub(crate) fn service_error(&self) -> Option<(&'static str, String)> {
+        if self.form != CallForm::Bare {
+            return None;
+        }
+        let code = match self.outcome {
+            Outcome::Ok => return None,
+            Outcome::BadRequest => "400",
+            Outcome::HandlerError => "500",
+            Outcome::NotActive => "503",
+            Outcome::DeadlineExceeded => "504",
+        };
+        let error = self
+            .error
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or("the call failed");
+        // A header value may not hold a line break (it would end the header), nor should it
+        // hold other control characters.
+        let mut text: String = error
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if text.len() > MAX_SERVICE_ERROR_LEN {
+            let mut end = MAX_SERVICE_ERROR_LEN;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        Some((code, text))
+    }
+
+    /// The reply to a bare call: `result` as JSON when it succeeded, else an empty body
+    /// and the `error` for the ADR-32 headers.
+    fn bare<R: Serialize>(
+        context: &RpcContext,
+        result: Result<R, String>,
+        outcome: Outcome,
+    ) -> Self {
+        let encoded = result.and_then(|value| {
+            serde_json::to_vec(&value).map_err(|err| {
+                format!(
+                    "the result of `{}` cannot be encoded as JSON: {err}",
+                    context.method
+                )
+            })
+        });
+        match encoded {
+            Ok(payload) => Self {
+                payload,
+                outcome,
+                error: None,
+                form: CallForm::Bare,
+            },
+            Err(error) => Self {
+                payload: Vec::new(),
+                outcome: if outcome == Outcome::Ok {
+                    Outcome::HandlerError
+                } else {
+                    outcome
+                },
+                error: Some(error),
+                form: CallForm::Bare,
+            },
+        }
     }
 
     /// A successful reply carrying `value` (nested in an exclusive reply for an exclusive
     /// method).
     pub fn value<R: Serialize>(context: &RpcContext, value: R) -> Self {
+        if context.form == CallForm::Bare {
+            // Plain JSON, for an exclusive method too: the reply's form says it ran.
+            return Self::bare(context, Ok(value), Outcome::Ok);
+        }
         if context.exclusive {
             Self::encode(
                 context,
@@ -295,6 +419,9 @@ impl Reply {
     /// The method ran and failed with `error`.
     pub fn handler_error(context: &RpcContext, error: &dyn Display) -> Self {
         let message = error.to_string();
+        if context.form == CallForm::Bare {
+            return Self::bare::<()>(context, Err(message), Outcome::HandlerError);
+        }
         let mut reply = if context.exclusive {
             let reply = ExclusiveReply::<()>::execution_error(message.clone());
             Self::encode(context, true, Some(reply), None, Outcome::HandlerError)
@@ -319,6 +446,10 @@ impl Reply {
             "This instance is not active. Instance {} is in STANDBY mode for group {group}.",
             context.instance_id
         );
+        if context.form == CallForm::Bare {
+            let message = format!("{}: {message}", ExclusiveReply::<()>::NOT_ACTIVE);
+            return Self::bare::<()>(context, Err(message), Outcome::NotActive);
+        }
         let reply = ExclusiveReply::<()>::not_active(message);
         Self::encode(context, true, Some(reply), None, Outcome::NotActive)
     }
@@ -344,6 +475,9 @@ impl Reply {
     }
 
     fn bad_request(context: &RpcContext, error: &codec::DecodeError) -> Self {
+        if context.form == CallForm::Bare {
+            return Self::bare::<()>(context, Err(error.to_string()), Outcome::BadRequest);
+        }
         Self::encode::<()>(
             context,
             false,
@@ -379,6 +513,7 @@ impl Reply {
                 payload,
                 outcome,
                 error: kept,
+                form: CallForm::Envelope,
             },
             Err(err) => {
                 // The user's value could not be encoded (a map with non-string keys, say):
@@ -403,6 +538,7 @@ impl Reply {
                     payload,
                     outcome: Outcome::HandlerError,
                     error: Some(message),
+                    form: CallForm::Envelope,
                 }
             }
         }

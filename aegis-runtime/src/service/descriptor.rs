@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::SubscribeMode;
+use super::{MissedTicks, ScheduleMode, SubscribeMode};
 
 /// A service as tools see it: its methods with the JSON Schemas of their requests and
 /// responses. Built by the function `#[service]` generates; see [`linked_services`].
@@ -21,6 +21,9 @@ pub struct ServiceDescriptor {
     pub commands: Vec<MethodDescriptor>,
     /// Event subscriptions.
     pub subscriptions: Vec<SubscriptionDescriptor>,
+    /// `#[schedule]` methods (absent in descriptors of older instances).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleDescriptor>,
 }
 
 /// One RPC method or command.
@@ -49,6 +52,23 @@ pub struct SubscriptionDescriptor {
     pub durable: Option<String>,
     /// JSON Schema of the event payload.
     pub payload: Value,
+}
+
+/// One `#[schedule]` method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleDescriptor {
+    /// The Rust method, which names the schedule.
+    pub method: String,
+    /// The interval in milliseconds, for `every = "…"`.
+    pub every_ms: Option<u64>,
+    /// The cron expression (seconds first, UTC), for `cron = "…"`.
+    pub cron: Option<String>,
+    /// Which instances run it.
+    pub mode: ScheduleMode,
+    /// What happens to ticks that could not start on time.
+    pub missed: MissedTicks,
+    /// The largest random delay before a run, in milliseconds.
+    pub jitter_ms: u64,
 }
 
 #[doc(hidden)] // glue for the generated code, not public API

@@ -8,6 +8,7 @@
 mod call;
 mod context;
 mod descriptor;
+mod schedule;
 mod work;
 
 use std::sync::Arc;
@@ -16,8 +17,11 @@ pub use call::{NoParams, Outcome, Reply, RpcCall, RpcContext};
 pub use context::{EventContext, Progress};
 pub(crate) use descriptor::schema_of;
 pub use descriptor::{
-    DescriptorEntry, DuplicateService, MethodDescriptor, ServiceDescriptor, SubscriptionDescriptor,
-    linked_services,
+    DescriptorEntry, DuplicateService, MethodDescriptor, ScheduleDescriptor, ServiceDescriptor,
+    SubscriptionDescriptor, linked_services,
+};
+pub use schedule::{
+    MissedTicks, ScheduleContext, ScheduleDefinition, ScheduleHandler, ScheduleMode, Timing,
 };
 pub use work::{
     CommandCall, CommandInfo, CommandOutcome, CommandOutput, Completed, EventCall, UnitOutcome,
@@ -70,6 +74,8 @@ pub struct ServiceDefinition<S: 'static> {
     pub subscriptions: &'static [SubscriptionDefinition<S>],
     /// The commands.
     pub commands: &'static [CommandDefinition<S>],
+    /// The `#[schedule]` methods.
+    pub schedules: &'static [ScheduleDefinition<S>],
     /// The `#[on_start]` method: runs before the instance registers and serves; an error
     /// fails the start.
     pub on_start: Option<LifecycleHook<S>>,
@@ -175,8 +181,18 @@ impl<S: 'static> ServiceDefinition<S> {
         self.rpcs.iter().find(|rpc| rpc.name == name)
     }
 
-    /// Whether any method is exclusive, so the service takes part in leader election.
+    /// Whether any method is exclusive.
     pub fn has_exclusive_methods(&self) -> bool {
         self.rpcs.iter().any(|rpc| rpc.exclusive)
+    }
+
+    /// Whether the service takes part in the leader election of its group: it has an
+    /// exclusive method or an exclusive schedule.
+    pub fn elects_leader(&self) -> bool {
+        self.has_exclusive_methods()
+            || self
+                .schedules
+                .iter()
+                .any(|schedule| schedule.mode == ScheduleMode::Exclusive)
     }
 }

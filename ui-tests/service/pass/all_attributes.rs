@@ -1,4 +1,4 @@
-use aegis_runtime::{Event, EventContext, Progress, RpcContext, Service};
+use aegis_runtime::{Event, EventContext, Progress, RpcContext, ScheduleContext, Service};
 
 #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 struct Order {
@@ -31,6 +31,16 @@ impl Orders {
         order.id
     }
 
+    #[schedule(every = "30s", jitter = "2s")]
+    async fn sweep(&self, ctx: &ScheduleContext) {
+        let _ = ctx.term();
+    }
+
+    #[schedule(cron = "0 */5 * * * *", mode = "every_instance", missed = "run_once")]
+    async fn report(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     #[on_start]
     async fn warm_up(&self) -> Result<(), String> {
         Ok(())
@@ -51,6 +61,8 @@ fn main() {
     assert_eq!(definition.rpcs.len(), 2);
     assert_eq!(definition.subscriptions.len(), 2);
     assert_eq!(definition.commands.len(), 1);
+    assert_eq!(definition.schedules.len(), 2);
+    assert!(definition.elects_leader(), "an exclusive schedule and method");
     assert!(definition.on_start.is_some() && definition.on_stop.is_some());
     assert_eq!(Orders.helper(), 7);
     let _client: fn(aegis_runtime::__private::async_nats::Client) -> OrdersClient = OrdersClient::new;
