@@ -10,14 +10,12 @@ use aegis_runtime::ServiceDescriptor;
 use aegis_runtime::asyncapi::AsyncApi;
 use aegis_runtime::client::{CallOptions, decode_reply};
 use aegis_runtime::codec::{self, RpcRequest};
+use aegis_runtime::runner::DESCRIBE_METHOD;
 use aegis_runtime::service::NoParams;
 use aegis_runtime::subject::{self, MethodName, ServiceName};
 
 use crate::error::CliError;
 use crate::output;
-
-/// The built-in method that answers a service's descriptor.
-const DESCRIBE_METHOD: &str = "aegis_describe";
 
 /// How long the service may take to describe itself.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -18,7 +18,7 @@ pub(crate) fn command_starter(method: &syn::Ident) -> syn::Ident {
 }
 
 /// Wire names of the methods every instance serves itself
-/// (`aegis_runtime::runner::{STATUS_METHOD, HEALTH_METHOD}` and `aegis_describe`); an RPC
+/// (`aegis_runtime::runner::{STATUS_METHOD, HEALTH_METHOD, DESCRIBE_METHOD}`); an RPC
 /// cannot take them.
 pub(crate) const BUILT_IN_METHODS: &[&str] = &["aegis_status", "aegis_health", "aegis_describe"];
 

@@ -58,15 +58,12 @@ mod schemas;
 
 use serde_json::{Map, Value, json};
 
-use crate::runner::{HEALTH_METHOD, HealthReport, STATUS_METHOD, StatusReport};
+use crate::runner::{DESCRIBE_METHOD, HEALTH_METHOD, HealthReport, STATUS_METHOD, StatusReport};
 use crate::service::{MethodDescriptor, NoParams, ServiceDescriptor, SubscribeMode};
 use schemas::Schemas;
 
 /// The AsyncAPI version of the documents.
 pub const ASYNCAPI_VERSION: &str = "3.0.0";
-
-/// Name of the built-in method that answers the service's [`ServiceDescriptor`].
-const DESCRIBE_METHOD: &str = "aegis_describe";
 
 /// Content type of the Aegis envelopes.
 const MSGPACK: &str = "application/msgpack";
@@ -386,18 +383,11 @@ impl Document {
             };
             self.rpc(&service.name, method, kind);
         }
-        let method_descriptor = self
-            .schemas
-            .named("AegisMethodDescriptor", envelopes::method_descriptor());
-        let descriptor = self.schemas.named(
-            "AegisServiceDescriptor",
-            envelopes::service_descriptor(&method_descriptor),
-        );
         let no_params = schema_of::<NoParams>();
         let builtins = [
             (STATUS_METHOD, schema_of::<StatusReport>()),
             (HEALTH_METHOD, schema_of::<HealthReport>()),
-            (DESCRIBE_METHOD, descriptor),
+            (DESCRIBE_METHOD, schema_of::<ServiceDescriptor>()),
         ];
         for (name, response) in builtins {
             let method = MethodDescriptor {

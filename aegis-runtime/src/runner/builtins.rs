@@ -37,7 +37,7 @@ pub const HEALTH_METHOD: &str = "aegis_health";
 /// # Ok(())
 /// # }
 /// ```
-pub(crate) const DESCRIBE_METHOD: &str = "aegis_describe";
+pub const DESCRIBE_METHOD: &str = "aegis_describe";
 
 /// A method every instance serves: what it is called, what it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl Builtin {
         match self {
             Builtin::Status => schema_of::<StatusReport>(),
             Builtin::Health => schema_of::<HealthReport>(),
-            Builtin::Describe => descriptor_schema(),
+            Builtin::Describe => crate::service::schema_of::<crate::service::ServiceDescriptor>(),
         }
     }
 
@@ -85,50 +85,6 @@ impl Builtin {
             Builtin::Describe => Reply::value::<&ServiceDescriptor>(context, &core.descriptor),
         }
     }
-}
-
-/// JSON Schema of a [`ServiceDescriptor`], written out: the type has no `JsonSchema` (its
-/// schemas are `serde_json::Value`s). Fields it may gain later are allowed.
-fn descriptor_schema() -> serde_json::Value {
-    let method = serde_json::json!({
-        "type": "object",
-        "required": ["name", "exclusive", "request", "response"],
-        "properties": {
-            "name": {"type": "string", "description": "The name on the wire"},
-            "exclusive": {"type": "boolean", "description": "Whether only the active instance runs it"},
-            "request": {"description": "JSON Schema of the parameters (or payload)"},
-            "response": {"description": "JSON Schema of the result"}
-        }
-    });
-    serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "ServiceDescriptor",
-        "description": "A service's RPCs, commands and event subscriptions, with JSON Schemas",
-        "type": "object",
-        "required": ["name", "version", "rpcs", "commands", "subscriptions"],
-        "properties": {
-            "name": {"type": "string", "description": "The service name"},
-            "version": {"type": "string", "description": "The service version"},
-            "rpcs": {"type": "array", "items": method, "description": "RPC methods, plain and exclusive"},
-            "commands": {"type": "array", "items": method, "description": "Commands"},
-            "schedules": {"type": "array", "description": "Scheduled methods (`#[schedule]`)"},
-            "subscriptions": {
-                "type": "array",
-                "description": "Event subscriptions",
-                "items": {
-                    "type": "object",
-                    "required": ["method", "pattern", "mode", "payload"],
-                    "properties": {
-                        "method": {"type": "string"},
-                        "pattern": {"type": "string"},
-                        "mode": {"type": "string", "enum": ["compete", "broadcast"]},
-                        "durable": {"type": ["string", "null"]},
-                        "payload": {"description": "JSON Schema of the event payload"}
-                    }
-                }
-            }
-        }
-    })
 }
 
 /// What `aegis_status` answers: who the instance is, how it is doing, what it served.

@@ -35,7 +35,9 @@ pub use crate::registry::{
     CLUSTER_BUCKET_REPLICAS, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REGISTRY_TTL,
     UNHEALTHY_AFTER_FAILURES,
 };
-pub use builtins::{HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport};
+pub use builtins::{
+    DESCRIBE_METHOD, HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport,
+};
 pub use hooks::HookError;
 pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
 pub use schedules::InvalidSchedule;

@@ -9,7 +9,7 @@ use super::{MissedTicks, ScheduleMode, SubscribeMode};
 
 /// A service as tools see it: its methods with the JSON Schemas of their requests and
 /// responses. Built by the function `#[service]` generates; see [`linked_services`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceDescriptor {
     /// The service name.
     pub name: String,
@@ -27,7 +27,7 @@ pub struct ServiceDescriptor {
 }
 
 /// One RPC method or command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MethodDescriptor {
     /// The name on the wire.
     pub name: String,
@@ -40,7 +40,7 @@ pub struct MethodDescriptor {
 }
 
 /// One event subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionDescriptor {
     /// The Rust method that handles the events.
     pub method: String,
@@ -55,7 +55,7 @@ pub struct SubscriptionDescriptor {
 }
 
 /// One `#[schedule]` method.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScheduleDescriptor {
     /// The Rust method, which names the schedule.
     pub method: String,

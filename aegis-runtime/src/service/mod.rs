@@ -110,7 +110,17 @@ impl<S: 'static> std::fmt::Debug for RpcDefinition<S> {
 }
 
 /// How instances of a service share the events of a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscribeMode {
     /// One instance of the service handles each event.

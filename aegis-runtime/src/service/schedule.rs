@@ -9,7 +9,7 @@ use super::{BoxFuture, WorkFailure};
 use crate::leadership::Leadership;
 
 /// Which instances run a schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleMode {
     /// Only the active instance of the group, under its fencing term (the default). The
@@ -21,7 +21,7 @@ pub enum ScheduleMode {
 
 /// What happens to ticks that could not start on time: the instance was busy with the
 /// previous run of the same schedule (runs never overlap), paused, or starved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MissedTicks {
     /// They are dropped; the schedule resumes at its next tick (the default).
