@@ -259,6 +259,35 @@ async fn bad_bare_params_get_a_400_that_says_what_is_wrong() {
     assert!(text.contains("nest deeper than 100 levels"), "{text}");
 }
 
+/// A huge string where a struct belongs: the decoder's message quotes the value, so every
+/// error that holds it is cut. Before, the instance kept the whole text as the endpoints'
+/// last error, and its `$SRV.STATS` answer outgrew the server's maximum payload: the server
+/// closed the instance's connection instead of delivering it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_bad_value_gets_a_short_error_and_stats_still_answer() {
+    let f = Fixture::start().await;
+    let huge = format!("\"{}\"", "x".repeat(600 * 1024));
+    // To the leader itself, whose stats are read below (the shared subject may pick either).
+    for subject in ["rpc.tools.tools-leader.say", "rpc.tools.tools-leader.refuse"] {
+        let reply = f.request(subject, huge.as_bytes(), None).await;
+        let (code, text) = service_error(&reply);
+        assert_eq!(code, "400");
+        assert!(text.len() < 1024, "{} bytes of error text", text.len());
+        assert!(text.contains("expected struct Say"), "{text}");
+    }
+    let stats = f.request("$SRV.STATS.tools.tools-leader", b"", None).await;
+    let stats: Value = serde_json::from_slice(&stats.payload).expect("a STATS answer");
+    let errors: Vec<&str> = stats["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["last_error"].as_str())
+        .filter(|e| !e.is_empty())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().all(|e| e.len() < 1024), "{errors:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_bare_call_gets_plain_json_from_the_leader_also_through_a_standby() {
     let f = Fixture::start().await;

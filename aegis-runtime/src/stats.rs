@@ -84,7 +84,9 @@ impl EndpointStats {
         if let Some(error) = error {
             self.errors.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = self.last_error.lock() {
-                *last = Some(error);
+                // Bounded: a handler's error text is the user's, and `$SRV.STATS` answers
+                // every endpoint's last one in one message.
+                *last = Some(crate::codec::abridge(error));
             }
             if let Ok(mut recent) = self.recent_errors.lock() {
                 let now = Instant::now();

@@ -130,7 +130,7 @@ impl DecodeError {
             E::TypeMismatch(marker) => schema(format!("unexpected {}", describe(marker))),
             E::OutOfRange => schema("a number is out of range for its field".into()),
             E::LengthMismatch(len) => schema(format!("unexpected array length {len}")),
-            E::Uncategorized(detail) | E::Syntax(detail) => schema(detail),
+            E::Uncategorized(detail) | E::Syntax(detail) => schema(abridge(detail)),
         }
     }
 
@@ -157,10 +157,10 @@ impl DecodeError {
             Category::Data => DecodeError::Schema {
                 what,
                 format,
-                detail: err.to_string(),
+                detail: abridge(err.to_string()),
             },
             Category::Syntax | Category::Eof | Category::Io => {
-                let mut detail = err.to_string();
+                let mut detail = abridge(err.to_string());
                 if let Some(first) = bytes.first().filter(|b| !b.is_ascii()) {
                     detail.push_str(&format!(
                         " (the first byte 0x{first:02x} starts neither JSON text nor a \
@@ -175,6 +175,34 @@ impl DecodeError {
             }
         }
     }
+}
+
+/// The most bytes of a decoder's message an error keeps.
+const MAX_DETAIL: usize = 512;
+
+/// `detail` cut to about [`MAX_DETAIL`] bytes, keeping its start and its end. A decoder
+/// quotes the value it refused ("invalid type: string \"…\"") and ends with where it was
+/// and what it expected: a message about a huge hostile string would otherwise be as big
+/// as the string, in the reply, the logs and the instance's stats (`$SRV.STATS`, whose
+/// answer must stay under the server's maximum payload).
+pub(crate) fn abridge(detail: String) -> String {
+    if detail.len() <= MAX_DETAIL {
+        return detail;
+    }
+    let boundary_at_or_before = |mut at: usize| {
+        while !detail.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
+    };
+    let head = boundary_at_or_before(MAX_DETAIL / 2);
+    let tail = boundary_at_or_before(detail.len() - MAX_DETAIL / 2);
+    format!(
+        "{} … ({} bytes left out) … {}",
+        &detail[..head],
+        tail - head,
+        &detail[tail..]
+    )
 }
 
 /// A MessagePack marker in words, for error messages.
@@ -232,5 +260,23 @@ impl EncodeError {
     /// The encoding that failed.
     pub fn format(&self) -> Format {
         self.format
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abridge;
+
+    #[test]
+    fn a_long_message_keeps_its_start_and_its_end() {
+        let long = format!(
+            "invalid type: string \"{}\", expected struct X at line 1",
+            "é".repeat(5000)
+        );
+        let short = abridge(long);
+        assert!(short.len() < 700, "{}", short.len());
+        assert!(short.starts_with("invalid type: string"));
+        assert!(short.ends_with("expected struct X at line 1"));
+        assert_eq!(abridge("short".to_owned()), "short");
     }
 }

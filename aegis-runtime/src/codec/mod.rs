@@ -24,6 +24,7 @@ mod command_status;
 mod depth;
 mod envelope;
 mod error;
+pub(crate) use error::abridge;
 mod exclusive;
 pub mod headers;
 mod timestamp;
