@@ -268,7 +268,10 @@ async fn a_huge_bad_value_gets_a_short_error_and_stats_still_answer() {
     let f = Fixture::start().await;
     let huge = format!("\"{}\"", "x".repeat(600 * 1024));
     // To the leader itself, whose stats are read below (the shared subject may pick either).
-    for subject in ["rpc.tools.tools-leader.say", "rpc.tools.tools-leader.refuse"] {
+    for subject in [
+        "rpc.tools.tools-leader.say",
+        "rpc.tools.tools-leader.refuse",
+    ] {
         let reply = f.request(subject, huge.as_bytes(), None).await;
         let (code, text) = service_error(&reply);
         assert_eq!(code, "400");
