@@ -305,13 +305,21 @@ async fn deleted_registry_and_election_buckets_are_recreated_and_watched_again()
     );
     assert_ttl_bucket(&js, REGISTRY).await;
 
-    // The election bucket comes back too, and with it a leader.
+    // The election bucket comes back too, with a leader key written into it. Exclusive
+    // calls alone prove nothing here: the old leader may serve on its lease until its next
+    // renewal finds the bucket gone.
+    let key = aegis_runtime::subject::leader_key(&mender(), &Default::default());
     let led = until(Duration::from_secs(20), || async {
-        client.lead().await.is_ok()
+        let Ok(store) = js.get_key_value(ELECTION).await else {
+            return false;
+        };
+        let written = store.entry(&key).await.ok().flatten();
+        written.is_some_and(|entry| entry.operation == Operation::Put)
+            && client.lead().await.is_ok()
     })
     .await;
     println!(
-        "exclusive calls served again {:?} after the deletion",
+        "election bucket re-created with a leader key, exclusive calls served, {:?} after the deletion",
         deleted.elapsed()
     );
     assert!(led, "no leader after the election bucket was deleted");
