@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use aegis_examples::echo::Echo;
-use aegis_examples::orders::{OrderProcessor, OrderRequest, Reindex};
+use aegis_examples::orders::{
+    CancelOrder, OrderCancelled, OrderProcessor, OrderProcessorClient, OrderRequest, Reindex,
+};
 use aegis_runtime::asyncapi::AsyncApi;
 use aegis_runtime::codec::{
     self, Command, CommandCallback, CommandProgress, Event, ExclusiveReply,
@@ -14,6 +16,7 @@ use aegis_runtime::codec::{
 use aegis_runtime::codec::{RpcRequest, RpcResponse};
 use aegis_runtime::testing::NatsServer;
 use aegis_runtime::{EventContext, Service, ServiceDescriptor, ServiceRunner, linked_services};
+use futures_util::StreamExt;
 use jsonschema::Validator;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -253,6 +256,16 @@ fn the_order_processor_document_holds_rpcs_events_and_commands() {
         "compete"
     );
 
+    // The domain event it declares it publishes: a channel it sends on.
+    let published = &channels["order-processor.publish.orders.cancelled"];
+    assert_eq!(published["address"], "events.orders.cancelled");
+    let publish = &operations["order-processor.publish.orders.cancelled"];
+    assert_eq!(publish["action"], "send");
+    assert_eq!(
+        publish["channel"]["$ref"],
+        "#/channels/order-processor.publish.orders.cancelled"
+    );
+
     assert_eq!(
         channels["order-processor.command.reindex"]["address"],
         "commands.order-processor.reindex"
@@ -281,6 +294,7 @@ fn the_order_processor_document_holds_rpcs_events_and_commands() {
         "OrderRequest",
         "OrderResult",
         "OrderCreated",
+        "OrderCancelled",
         "Reindex",
         "Reindexed",
     ] {
@@ -479,6 +493,63 @@ fn the_official_schema_rejects_broken_documents() {
 
 /// `aegis asyncapi` against a running echo service: the printed document is valid and
 /// equals the offline one with the servers asked for.
+#[tokio::test]
+async fn an_event_a_running_service_emits_matches_its_declaration_in_the_document() {
+    let server = NatsServer::start().await.expect("nats-server");
+    let nats = server.connect().await.expect("connect");
+    let mut cancelled = nats
+        .subscribe("events.orders.cancelled")
+        .await
+        .expect("subscribe");
+    let orders = ServiceRunner::new(OrderProcessor::default())
+        .nats(server.connect().await.expect("connect"))
+        .instance_id("orders-a")
+        .start()
+        .await
+        .expect("start");
+    OrderProcessorClient::new(nats.clone())
+        .cancel_order(CancelOrder {
+            order_id: "ORD-7".into(),
+            reason: "customer asked".into(),
+        })
+        .await
+        .expect("cancel_order");
+    let message = tokio::time::timeout(Duration::from_secs(10), cancelled.next())
+        .await
+        .expect("the event arrives")
+        .expect("subscription open");
+    let event: Event<OrderCancelled> = codec::decode(&message.payload).expect("an event envelope");
+    assert_eq!(
+        (event.domain.as_str(), event.event_type.as_str()),
+        ("orders", "cancelled")
+    );
+    assert_eq!(
+        event.payload,
+        OrderCancelled {
+            order_id: "ORD-7".into(),
+            reason: "customer asked".into(),
+            instance_id: "orders-a".into(),
+        }
+    );
+    assert_eq!(event.source.as_deref(), Some("order-processor"));
+
+    // The service's own document (from its running descriptor) declares what it sent.
+    let document = describe::<OrderProcessor>().asyncapi();
+    assert_matches(
+        &document,
+        "/components/messages/order-processor.publish.orders.cancelled.event/payload",
+        &codec::decode_value(&message.payload).expect("decode"),
+    );
+    // An event of another type does not match the declaration.
+    let other = Event::new("orders", "created", json!({"order_id": "ORD-7"}));
+    assert_rejects(
+        &document,
+        "/components/messages/order-processor.publish.orders.cancelled.event/payload",
+        &wire(&other),
+    );
+    orders.stop().await;
+}
+
 #[tokio::test]
 async fn aegis_asyncapi_prints_the_valid_document_of_a_running_service() {
     let server = NatsServer::start().await.expect("nats-server");

@@ -292,6 +292,7 @@ fn the_definition_lists_every_method_and_the_descriptor_has_schemas() {
             ("process_order", true),
             ("health_check", false),
             ("get_quote", false),
+            ("cancel_order", false),
             ("whoami", false)
         ]
     );
@@ -314,12 +315,26 @@ fn the_definition_lists_every_method_and_the_descriptor_has_schemas() {
         descriptor.commands[0].response["properties"]["reindexed"]["type"],
         "integer"
     );
+    let published = &descriptor.publishes[..];
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(
+        (
+            published[0].domain.as_str(),
+            published[0].event_type.as_str()
+        ),
+        ("orders", "cancelled")
+    );
+    assert_eq!(published[0].subject(), "events.orders.cancelled");
+    assert_eq!(
+        published[0].payload["properties"]["reason"]["type"],
+        "string"
+    );
 
     let linked = linked_services().expect("no duplicates");
     assert!(
         linked
             .iter()
-            .any(|s| s.name == "order-processor" && s.rpcs.len() == 4)
+            .any(|s| s.name == "order-processor" && s.rpcs.len() == 5)
     );
 }
 

@@ -16,6 +16,7 @@ mod kw {
     syn::custom_keyword!(cron);
     syn::custom_keyword!(missed);
     syn::custom_keyword!(jitter);
+    syn::custom_keyword!(publishes);
 }
 
 /// The method attributes `#[service]` reads, one per kind of handler.
@@ -66,12 +67,14 @@ impl AttrKind {
     }
 }
 
-/// Arguments of `#[service(name = "…", version = "…", crate = "…")]`.
+/// Arguments of `#[service(name = "…", version = "…", crate = "…", publishes = [A, B])]`.
 #[derive(Default)]
 pub(crate) struct ServiceArgs {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<LitStr>,
     pub(crate) krate: Option<LitStr>,
+    /// The domain event types listed in `publishes = [...]`, as written.
+    pub(crate) publishes: Option<Vec<syn::Type>>,
 }
 
 /// Arguments of `#[rpc(name = "…", idempotent)]`, `#[exclusive_rpc(name = "…", idempotent)]`,
@@ -102,7 +105,7 @@ pub(crate) struct ScheduleArgs {
 }
 
 /// Parses `key = "value"` into `slot`, refusing a second occurrence (spanned on it).
-fn parse_value<K: Parse + syn::spanned::Spanned>(
+pub(crate) fn parse_value<K: Parse + syn::spanned::Spanned>(
     input: ParseStream<'_>,
     slot: &mut Option<LitStr>,
     key_name: &str,
@@ -120,8 +123,25 @@ fn parse_value<K: Parse + syn::spanned::Spanned>(
     Ok(())
 }
 
+/// Parses `publishes = [A, B]` into `slot`, refusing a second occurrence (spanned on it).
+fn parse_types(input: ParseStream<'_>, slot: &mut Option<Vec<syn::Type>>) -> syn::Result<()> {
+    let key: kw::publishes = input.parse()?;
+    input.parse::<Token![=]>()?;
+    let content;
+    syn::bracketed!(content in input);
+    let types = content.parse_terminated(syn::Type::parse, Token![,])?;
+    if slot.is_some() {
+        return Err(syn::Error::new(
+            key.span,
+            "`publishes` specified more than once",
+        ));
+    }
+    *slot = Some(types.into_iter().collect());
+    Ok(())
+}
+
 /// Parses a comma-separated list, one `step` per entry.
-fn parse_list(
+pub(crate) fn parse_list(
     input: ParseStream<'_>,
     mut step: impl FnMut(ParseStream<'_>) -> syn::Result<()>,
 ) -> syn::Result<()> {
@@ -146,6 +166,8 @@ impl Parse for ServiceArgs {
                 parse_value::<kw::version>(input, &mut args.version, "version")
             } else if lookahead.peek(Token![crate]) {
                 parse_value::<Token![crate]>(input, &mut args.krate, "crate")
+            } else if lookahead.peek(kw::publishes) {
+                parse_types(input, &mut args.publishes)
             } else {
                 Err(lookahead.error())
             }

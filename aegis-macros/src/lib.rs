@@ -1,4 +1,5 @@
-//! Procedural macros of Aegis: `#[service]` and its method attributes.
+//! Procedural macros of Aegis: `#[service]`, its method attributes, and
+//! `#[derive(DomainEvent)]`.
 //!
 //! Use them through `aegis-runtime`, which re-exports them and documents them; every piece
 //! of logic the generated code needs lives there, behind `::aegis_runtime::__private`.
@@ -10,6 +11,7 @@
 //! valid model only.
 
 mod attrs;
+mod domain_event;
 mod errors;
 mod expand;
 mod model;
@@ -73,4 +75,11 @@ pub fn on_start(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn on_stop(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::outside_service(AttrKind::OnStop, args.into(), item.into()).into()
+}
+
+/// Implements `aegis_runtime::DomainEvent` with the subject tokens of
+/// `#[event(domain = "…", event_type = "…")]`, checked at compile time.
+#[proc_macro_derive(DomainEvent, attributes(event))]
+pub fn domain_event(input: TokenStream) -> TokenStream {
+    domain_event::derive(input.into()).into()
 }

@@ -2,6 +2,7 @@
 //! every error it finds; expansion only ever sees a model that read without errors.
 
 use proc_macro2::Span;
+use quote::ToTokens;
 use syn::{
     FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, LitStr, PathArguments,
     ReturnType, Type,
@@ -23,6 +24,8 @@ pub(crate) struct Service<'a> {
     /// The runtime's path: `crate = "…"`, or `::aegis_runtime`.
     pub(crate) krate: syn::Path,
     pub(crate) methods: Vec<Method<'a>>,
+    /// The domain event types the service declares it publishes (`publishes = [...]`).
+    pub(crate) publishes: Vec<Type>,
 }
 
 /// One method carrying an Aegis attribute.
@@ -234,6 +237,7 @@ pub(crate) fn read<'a>(
         })
         .collect();
     let name_from_type = args.name.is_none();
+    let publishes = read_publishes(args.publishes.unwrap_or_default(), errors);
     let version = match args.version {
         Some(version) => Version::Given(version),
         None => Version::CrateVersion,
@@ -246,7 +250,23 @@ pub(crate) fn read<'a>(
         version,
         krate,
         methods,
+        publishes,
     })
+}
+
+/// The `publishes = [...]` types, each listed once (a repeat is blamed on the repeat).
+fn read_publishes(types: Vec<Type>, errors: &Errors) -> Vec<Type> {
+    let mut seen = std::collections::HashSet::new();
+    types
+        .into_iter()
+        .filter(|ty| {
+            let first = seen.insert(ty.to_token_stream().to_string());
+            if !first {
+                errors.spanned(ty, "this event type is already listed in `publishes`");
+            }
+            first
+        })
+        .collect()
 }
 
 /// Whether `attr` is one of ours, and which: `#[rpc]`, or a path ending in it under the

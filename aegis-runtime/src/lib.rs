@@ -106,7 +106,7 @@ pub mod __private;
 pub use async_nats as nats;
 
 pub use aegis_macros::{
-    command, exclusive_rpc, on_start, on_stop, rpc, schedule, service, subscribe,
+    DomainEvent, command, exclusive_rpc, on_start, on_stop, rpc, schedule, service, subscribe,
 };
 pub use client::{
     CallError, CallErrorKind, CallOptions, CommandHandle, CommandOptions, RetryPolicy,
@@ -114,6 +114,7 @@ pub use client::{
 };
 pub use codec::Event;
 pub use connect::{ConnectConfig, ConnectError};
+pub use events::DomainEvent;
 pub use jetstream_error::{JetStreamError, Permission};
 pub use leadership::Leadership;
 pub use lifecycle::Lifecycle;

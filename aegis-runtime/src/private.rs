@@ -17,10 +17,10 @@ pub use crate::client::{CallError, CallOptions, ServiceClient};
 pub use crate::client::{CommandHandle, CommandOptions};
 pub use crate::service::{
     BoxFuture, CommandCall, CommandDefinition, CommandOutcome, Completed, DescriptorEntry,
-    EventCall, MethodDescriptor, MissedTicks, NoParams, Reply, RpcCall, RpcContext, RpcDefinition,
-    ScheduleContext, ScheduleDefinition, ScheduleDescriptor, ScheduleMode, Service,
-    ServiceDefinition, ServiceDescriptor, SubscribeMode, SubscriptionDefinition,
-    SubscriptionDescriptor, Timing, UnitOutcome, WorkFailure,
+    EventCall, MethodDescriptor, MissedTicks, NoParams, PublishedEventDescriptor, Reply, RpcCall,
+    RpcContext, RpcDefinition, ScheduleContext, ScheduleDefinition, ScheduleDescriptor,
+    ScheduleMode, Service, ServiceDefinition, ServiceDescriptor, SubscribeMode,
+    SubscriptionDefinition, SubscriptionDescriptor, Timing, UnitOutcome, WorkFailure,
 };
 
 /// A client of a service whose name the macro already checked.
@@ -64,6 +64,48 @@ impl<T: ?Sized> ProbeNoSchema for &SchemaProbe<T> {
     }
 }
 
+/// Asks for the subject tokens of a `publishes = [...]` type without requiring
+/// `T: DomainEvent`, as [`SchemaProbe`] asks for a schema: a type that is not a domain
+/// event is reported once, by [`assert_domain_event`], and its descriptor entry (empty
+/// tokens) is never served, as the assertion fails the build first.
+pub struct EventProbe<T: ?Sized>(::core::marker::PhantomData<T>);
+
+/// See [`EventProbe`].
+pub const fn event_probe<T: ?Sized>() -> EventProbe<T> {
+    EventProbe(::core::marker::PhantomData)
+}
+
+/// The descriptor entry of a domain event; see [`EventProbe`].
+pub trait ProbeEvent {
+    fn published(self, payload: serde_json::Value) -> PublishedEventDescriptor;
+}
+
+impl<T: crate::DomainEvent> ProbeEvent for EventProbe<T> {
+    fn published(self, payload: serde_json::Value) -> PublishedEventDescriptor {
+        PublishedEventDescriptor {
+            domain: T::DOMAIN.to_owned(),
+            event_type: T::EVENT_TYPE.to_owned(),
+            payload,
+        }
+    }
+}
+
+/// The fallback for a type that is not a domain event (already reported); see
+/// [`EventProbe`].
+pub trait ProbeNoEvent {
+    fn published(self, payload: serde_json::Value) -> PublishedEventDescriptor;
+}
+
+impl<T: ?Sized> ProbeNoEvent for &EventProbe<T> {
+    fn published(self, payload: serde_json::Value) -> PublishedEventDescriptor {
+        PublishedEventDescriptor {
+            domain: String::new(),
+            event_type: String::new(),
+            payload,
+        }
+    }
+}
+
 /// Bound of request, event and command payloads; asserted at the user's type so errors
 /// point there. `JsonSchema` is asserted on its own ([`SchemaType`]), so a type missing
 /// only that derive gets one error that names it.
@@ -93,6 +135,15 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Respons
 pub trait SchemaType: schemars::JsonSchema {}
 impl<T: schemars::JsonSchema + ?Sized> SchemaType for T {}
 
+/// Bound of the types in `#[service(publishes = [...])]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a domain event",
+    label = "listed in `publishes`, so it needs `DomainEvent`",
+    note = "derive it: `#[derive(serde::Serialize, schemars::JsonSchema, aegis_runtime::DomainEvent)]` with `#[event(domain = \"…\", event_type = \"…\")]`"
+)]
+pub trait DomainEventType: crate::DomainEvent {}
+impl<T: crate::DomainEvent> DomainEventType for T {}
+
 /// Bound of handler error types.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an Aegis handler error",
@@ -113,6 +164,7 @@ impl<T: Send + Sync + 'static> ServiceType for T {}
 
 pub const fn assert_request<T: RequestType>() {}
 pub const fn assert_response<T: ResponseType>() {}
+pub const fn assert_domain_event<T: DomainEventType>() {}
 pub const fn assert_schema<T: SchemaType + ?Sized>() {}
 pub const fn assert_error<T: ErrorType + ?Sized>() {}
 pub const fn assert_service<T: ServiceType + ?Sized>() {}

@@ -1,9 +1,9 @@
 //! An order processor using every Aegis attribute: `#[rpc]`, `#[exclusive_rpc]`,
-//! `#[subscribe]` and `#[command]`.
+//! `#[subscribe]` and `#[command]`, and publishing a domain event.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aegis_runtime::{Event, EventContext, Progress, RpcContext, service};
+use aegis_runtime::{DomainEvent, Event, EventContext, Progress, RpcContext, service};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,27 @@ pub struct OrderCreated {
     pub order_id: String,
 }
 
+/// A request to cancel an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CancelOrder {
+    /// The order's id.
+    pub order_id: String,
+    /// Why it is cancelled.
+    pub reason: String,
+}
+
+/// An event the order processor publishes: an order was cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, DomainEvent)]
+#[event(domain = "orders", event_type = "cancelled")]
+pub struct OrderCancelled {
+    /// The order's id.
+    pub order_id: String,
+    /// Why it was cancelled.
+    pub reason: String,
+    /// The instance that cancelled it.
+    pub instance_id: String,
+}
+
 /// A command: rebuild the search index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Reindex {
@@ -80,6 +101,9 @@ pub enum OrderError {
     /// The ledger could not be written.
     #[error("cannot write the ledger: {0}")]
     Ledger(String),
+    /// An event could not be published.
+    #[error("cannot publish the event: {0}")]
+    Publish(#[from] aegis_runtime::events::PublishError),
 }
 
 /// Processes orders; only the active instance of the group processes them.
@@ -131,7 +155,7 @@ impl OrderProcessor {
     }
 }
 
-#[service(name = "order-processor", version = "1.0.0")]
+#[service(name = "order-processor", version = "1.0.0", publishes = [OrderCancelled])]
 impl OrderProcessor {
     /// Processes an order. Runs only on the active instance.
     ///
@@ -185,6 +209,18 @@ impl OrderProcessor {
             0 => Err("an order needs at least one item".to_owned()),
             items => Ok(f64::from(items) * 9.5),
         }
+    }
+
+    /// Cancels an order: announces it with an [`OrderCancelled`] event.
+    #[rpc]
+    async fn cancel_order(&self, ctx: &RpcContext, order: CancelOrder) -> Result<(), OrderError> {
+        ctx.emit(&OrderCancelled {
+            order_id: order.order_id,
+            reason: order.reason,
+            instance_id: ctx.instance_id().to_owned(),
+        })
+        .await?;
+        Ok(())
     }
 
     /// Which instance answers (for routing tests).

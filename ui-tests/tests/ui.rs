@@ -15,6 +15,7 @@ fn ui() {
         "command",
         "schedule",
         "on_start",
+        "domain_event",
     ] {
         cases.compile_fail(format!("{attribute}/fail/*.rs"));
     }

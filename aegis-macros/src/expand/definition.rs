@@ -43,6 +43,12 @@ impl Generator<'_> {
                 checks.push(quote_spanned! {err.span()=> #k::__private::assert_error::<#err>(); });
             }
         }
+        for event in &self.service.publishes {
+            checks.push(
+                quote_spanned! {event.span()=> #k::__private::assert_domain_event::<#event>(); },
+            );
+            checks.push(schema(event));
+        }
         quote! {
             #[allow(dead_code)]
             fn __aegis_checks() {
@@ -346,12 +352,19 @@ impl Generator<'_> {
                 }
             }
         });
+        let publishes = self.service.publishes.iter().map(|event| {
+            quote! {
+                #k::__private::event_probe::<#event>()
+                    .published(#k::__private::schema_probe::<#event>().schema())
+            }
+        });
         let version = version(&self.service.version);
         quote! {
             fn __aegis_describe() -> #k::__private::ServiceDescriptor {
-                // Both probes in scope: method resolution picks the schema when there is one.
+                // Both probes of each pair in scope: method resolution picks the schema (the
+                // event's tokens) when there is one.
                 #[allow(unused_imports)]
-                use #k::__private::{ProbeNoSchema as _, ProbeSchema as _};
+                use #k::__private::{ProbeEvent as _, ProbeNoEvent as _, ProbeNoSchema as _, ProbeSchema as _};
                 #k::__private::ServiceDescriptor {
                     name: ::core::convert::From::from(#name),
                     version: ::core::convert::From::from(#version),
@@ -359,6 +372,7 @@ impl Generator<'_> {
                     commands: ::std::vec![#(#commands),*],
                     subscriptions: ::std::vec![#(#subscriptions),*],
                     schedules: ::std::vec![#(#schedules),*],
+                    publishes: ::std::vec![#(#publishes),*],
                 }
             }
         }

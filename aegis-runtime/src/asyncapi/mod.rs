@@ -401,6 +401,9 @@ impl Document {
         for subscription in &service.subscriptions {
             self.subscription(&service.name, subscription);
         }
+        for event in &service.publishes {
+            self.published(&service.name, event);
+        }
         for command in &service.commands {
             self.command(&service.name, command);
         }
@@ -590,6 +593,54 @@ impl Document {
     }
 
     /// An event subscription: a channel on its pattern and a `receive` operation.
+    /// A domain event the service publishes (`#[service(publishes = [...])]`): its subject
+    /// as a channel, with a `send` operation.
+    fn published(&mut self, service: &str, event: &crate::service::PublishedEventDescriptor) {
+        let (domain, event_type) = (event.domain.as_str(), event.event_type.as_str());
+        let key = format!("{service}.publish.{domain}.{event_type}");
+        let base = self.envelopes().event.clone();
+        let payload = self.schemas.root(&format!("{key}.payload"), &event.payload);
+        self.messages.insert(
+            format!("{key}.event"),
+            json!({
+                "name": "event",
+                "title": format!("{domain} {event_type}"),
+                "summary": "The event envelope, `payload` holding the event data.",
+                "description": "MessagePack by default; JSON is accepted too.",
+                "contentType": MSGPACK,
+                "payload": refine(&base, json!({
+                    "domain": {"const": domain},
+                    "event_type": {"const": event_type},
+                    "payload": payload,
+                })),
+            }),
+        );
+        let subject = event.subject();
+        self.channels.insert(
+            key.clone(),
+            json!({
+                "address": subject,
+                "title": format!("{domain} {event_type} events"),
+                "description": format!(
+                    "Events `{event_type}` of the domain `{domain}`, kept by the JetStream \
+                     stream `EVENTS`."
+                ),
+                "messages": {"event": reference(&["components", "messages", &format!("{key}.event")])},
+            }),
+        );
+        self.operations.insert(
+            key.clone(),
+            json!({
+                "action": "send",
+                "channel": reference(&["channels", &key]),
+                "title": format!("{service} publishes {domain}.{event_type}"),
+                "summary": format!("{service} publishes events on `{subject}`."),
+                "tags": [{"name": "event"}],
+                "messages": [reference(&["channels", &key, "messages", "event"])],
+            }),
+        );
+    }
+
     fn subscription(
         &mut self,
         service: &str,

@@ -16,10 +16,12 @@
 //! then given up with an error log; an event whose payload does not decode is terminated at
 //! once (a poison message is never redelivered) and counted in `aegis_events_poison_total`.
 
+mod domain;
 mod publisher;
 
 use async_nats::jetstream::{self, stream};
 
+pub use domain::DomainEvent;
 pub use publisher::{EventPublisher, PublishError};
 
 /// How many times an event is delivered to a failing handler before it is given up.

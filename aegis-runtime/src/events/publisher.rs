@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::client::TransportError;
 use crate::codec::{self, Event};
+use crate::events::DomainEvent;
 use crate::jetstream_error::BoxError;
 use crate::subject::{self, EventToken, InvalidName};
 use crate::telemetry;
@@ -117,6 +118,27 @@ impl EventPublisher {
             telemetry::record_error(&span, err);
         }
         sent
+    }
+
+    /// Publishes a [`DomainEvent`] on the subject its type names.
+    ///
+    /// ```no_run
+    /// # async fn run(events: aegis_runtime::events::EventPublisher) -> Result<(), aegis_runtime::events::PublishError> {
+    /// #[derive(serde::Serialize, aegis_runtime::DomainEvent)]
+    /// #[event(domain = "orders", event_type = "cancelled")]
+    /// struct OrderCancelled {
+    ///     order_id: String,
+    /// }
+    ///
+    /// events.emit(&OrderCancelled { order_id: "ORD-1".into() }).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn emit<E: DomainEvent>(&self, event: &E) -> Result<(), PublishError> {
+        self.publish(E::DOMAIN, E::EVENT_TYPE, event).await
     }
 
     async fn send<P: Serialize>(

@@ -119,6 +119,32 @@ impl RpcContext {
         crate::events::publish_through(self.events.as_ref(), domain, event_type, payload).await
     }
 
+    /// Publishes a [`DomainEvent`](crate::DomainEvent) on the subject its type names
+    /// (`events.{DOMAIN}.{EVENT_TYPE}`), with this service as its source. List the type in
+    /// `#[service(publishes = [...])]` too, so tools see the service publishes it.
+    ///
+    /// ```no_run
+    /// # async fn run(ctx: &aegis_runtime::RpcContext) -> Result<(), aegis_runtime::events::PublishError> {
+    /// #[derive(serde::Serialize, aegis_runtime::DomainEvent)]
+    /// #[event(domain = "orders", event_type = "cancelled")]
+    /// struct OrderCancelled {
+    ///     order_id: String,
+    /// }
+    ///
+    /// ctx.emit(&OrderCancelled { order_id: "ORD-1".into() }).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn emit<E: crate::DomainEvent>(
+        &self,
+        event: &E,
+    ) -> Result<(), crate::events::PublishError> {
+        self.publish(E::DOMAIN, E::EVENT_TYPE, event).await
+    }
+
     /// The service name.
     pub fn service(&self) -> &str {
         self.service

@@ -24,6 +24,10 @@ pub struct ServiceDescriptor {
     /// `#[schedule]` methods (absent in descriptors of older instances).
     #[serde(default)]
     pub schedules: Vec<ScheduleDescriptor>,
+    /// The domain events it declares it publishes (`#[service(publishes = [...])]`; absent
+    /// in descriptors of older instances).
+    #[serde(default)]
+    pub publishes: Vec<PublishedEventDescriptor>,
 }
 
 /// One RPC method or command.
@@ -52,6 +56,25 @@ pub struct SubscriptionDescriptor {
     pub durable: Option<String>,
     /// JSON Schema of the event payload.
     pub payload: Value,
+}
+
+/// One domain event a service publishes: a [`DomainEvent`](crate::DomainEvent) type listed
+/// in `#[service(publishes = [...])]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PublishedEventDescriptor {
+    /// The domain, the second token of the subject.
+    pub domain: String,
+    /// The event type, the third token of the subject.
+    pub event_type: String,
+    /// JSON Schema of the event payload.
+    pub payload: Value,
+}
+
+impl PublishedEventDescriptor {
+    /// The subject the event is published on: `events.{domain}.{event_type}`.
+    pub fn subject(&self) -> String {
+        format!("events.{}.{}", self.domain, self.event_type)
+    }
 }
 
 /// One `#[schedule]` method.

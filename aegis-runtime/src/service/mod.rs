@@ -17,8 +17,8 @@ pub use call::{NoParams, Outcome, Reply, RpcCall, RpcContext};
 pub use context::{EventContext, Progress};
 pub(crate) use descriptor::schema_of;
 pub use descriptor::{
-    DescriptorEntry, DuplicateService, MethodDescriptor, ScheduleDescriptor, ServiceDescriptor,
-    SubscriptionDescriptor, linked_services,
+    DescriptorEntry, DuplicateService, MethodDescriptor, PublishedEventDescriptor,
+    ScheduleDescriptor, ServiceDescriptor, SubscriptionDescriptor, linked_services,
 };
 pub use schedule::{
     MissedTicks, ScheduleContext, ScheduleDefinition, ScheduleHandler, ScheduleMode, Timing,

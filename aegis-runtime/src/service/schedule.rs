@@ -192,4 +192,16 @@ impl ScheduleContext {
     ) -> Result<(), crate::events::PublishError> {
         crate::events::publish_through(self.events.as_ref(), domain, event_type, payload).await
     }
+
+    /// Publishes a [`DomainEvent`](crate::DomainEvent) on the subject its type names, with
+    /// this service as its source; see [`RpcContext::emit`](crate::RpcContext::emit).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn emit<E: crate::DomainEvent>(
+        &self,
+        event: &E,
+    ) -> Result<(), crate::events::PublishError> {
+        self.publish(E::DOMAIN, E::EVENT_TYPE, event).await
+    }
 }

@@ -5,13 +5,21 @@ struct Order {
     id: String,
 }
 
+/// A domain event, with a generic parameter the derive carries over.
+#[derive(serde::Serialize, schemars::JsonSchema, aegis_runtime::DomainEvent)]
+#[event(domain = "orders", event_type = "placed")]
+struct Placed<T: serde::Serialize> {
+    id: T,
+}
+
 #[derive(Default)]
 struct Orders;
 
-#[aegis_runtime::service(name = "orders", version = "2.1.0")]
+#[aegis_runtime::service(name = "orders", version = "2.1.0", publishes = [Placed<String>])]
 impl Orders {
     #[exclusive_rpc]
     async fn place(&self, ctx: &RpcContext, order: Order) -> Result<String, std::io::Error> {
+        let _ = ctx.emit(&Placed { id: order.id.clone() }).await;
         Ok(format!("{} {:?}", order.id, ctx.term()))
     }
 
@@ -65,5 +73,12 @@ fn main() {
     assert!(definition.elects_leader(), "an exclusive schedule and method");
     assert!(definition.on_start.is_some() && definition.on_stop.is_some());
     assert_eq!(Orders.helper(), 7);
+    let descriptor = aegis_runtime::linked_services()
+        .expect("one of each")
+        .into_iter()
+        .find(|service| service.name == "orders")
+        .expect("linked");
+    assert_eq!(descriptor.publishes.len(), 1);
+    assert_eq!(descriptor.publishes[0].subject(), "events.orders.placed");
     let _client: fn(aegis_runtime::__private::async_nats::Client) -> OrdersClient = OrdersClient::new;
 }

@@ -6,9 +6,13 @@ mod facade {
 
 use facade::Service;
 
+#[derive(serde::Serialize, schemars::JsonSchema, facade::DomainEvent)]
+#[event(crate = "crate::facade", domain = "renamed", event_type = "pinged")]
+struct Pinged;
+
 struct Svc;
 
-#[facade::service(crate = "crate::facade", name = "renamed")]
+#[facade::service(crate = "crate::facade", name = "renamed", publishes = [Pinged])]
 impl Svc {
     #[facade::rpc]
     async fn ping(&self) -> u32 {
@@ -19,4 +23,5 @@ impl Svc {
 fn main() {
     assert_eq!(Svc::definition().name, "renamed");
     let _ = SvcClient::SERVICE;
+    assert_eq!(<Pinged as facade::DomainEvent>::EVENT_TYPE, "pinged");
 }

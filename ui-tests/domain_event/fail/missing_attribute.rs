@@ -1,0 +1,6 @@
+#[derive(serde::Serialize, aegis_runtime::DomainEvent)]
+struct OrderCreated {
+    order_id: String,
+}
+
+fn main() {}
