@@ -573,7 +573,13 @@ async fn unhealthy_only_services_are_unavailable() {
     });
     let err = client.whoami().await.expect_err("unavailable");
     assert!(
-        matches!(err.kind(), CallErrorKind::Unavailable(_)),
+        matches!(
+            err.kind(),
+            CallErrorKind::Unavailable(aegis_runtime::discovery::DiscoveryError::Unavailable {
+                registered: 1,
+                ..
+            })
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("none is usable"), "{err}");

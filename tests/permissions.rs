@@ -583,7 +583,12 @@ async fn a_client_without_jetstream_rights_fails_by_its_deadline_saying_nothing_
     let took = began.elapsed();
     println!("failed after {took:?}: {err}");
     assert!(
-        matches!(err.kind(), aegis_runtime::CallErrorKind::Unavailable(_)),
+        matches!(
+            err.kind(),
+            aegis_runtime::CallErrorKind::Unavailable(
+                aegis_runtime::discovery::DiscoveryError::TimedOut { waited, .. }
+            ) if *waited == deadline
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("did not run"), "{err}");

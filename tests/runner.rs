@@ -710,6 +710,46 @@ async fn failed_start(nats: async_nats::Client) -> aegis_runtime::StartError {
 }
 
 #[tokio::test]
+async fn settings_out_of_range_fail_the_start_with_a_typed_error_before_connecting() {
+    // Nothing listens on port 1: the checks come before any connection attempt.
+    let runner = || ServiceRunner::new(OrderProcessor::default()).url("nats://127.0.0.1:1");
+    let err = runner()
+        .heartbeat_interval(Duration::from_secs(5))
+        .registry_ttl(Duration::from_secs(5))
+        .start()
+        .await
+        .expect_err("a heartbeat as long as the TTL");
+    assert!(
+        matches!(
+            &err,
+            aegis_runtime::StartError::InvalidConfig(
+                aegis_runtime::runner::InvalidConfig::HeartbeatNotShorterThanTtl { .. }
+            )
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("must be shorter than the registry TTL"),
+        "{err}"
+    );
+    let err = runner()
+        .leader_ttl(Duration::from_millis(200))
+        .start()
+        .await
+        .expect_err("a leader TTL under a second");
+    assert!(
+        matches!(
+            &err,
+            aegis_runtime::StartError::InvalidConfig(
+                aegis_runtime::runner::InvalidConfig::LeaderTtlTooShort(ttl)
+            ) if *ttl == Duration::from_millis(200)
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_server_without_jetstream_fails_the_start_with_the_not_enabled_kind() {
     let server = NatsServer::builder()
         .without_jetstream()

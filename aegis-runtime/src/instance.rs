@@ -104,7 +104,7 @@ impl ServiceInstance {
         version: impl Into<String>,
     ) -> Result<Self, InvalidVersion> {
         let version = version.into();
-        check_version(&version).map_err(|message| InvalidVersion { message })?;
+        InvalidVersion::check(&version)?;
         Ok(Self {
             service_name,
             instance_id,
@@ -234,6 +234,13 @@ pub use crate::subject::rules::check_version;
 pub struct InvalidVersion {
     /// The rule's words.
     message: String,
+}
+
+impl InvalidVersion {
+    /// [`check_version`], with its refusal typed.
+    pub(crate) fn check(version: &str) -> Result<(), Self> {
+        check_version(version).map_err(|message| Self { message })
+    }
 }
 
 fn deserialize_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {

@@ -327,20 +327,21 @@ impl Call<'_> {
                 match tokio::time::timeout_at(deadline.into(), discovery.instances(service)).await {
                     Ok(lookup) => lookup,
                     Err(_) => {
-                        return Err(CallErrorKind::Unavailable(format!(
-                            "the discovery of {service} did not answer within the call's deadline \
-                         of {:?}, so no request was sent and the method did not run (can this \
-                         user read the registry? see docs/security.md, \"Permissions\")",
-                            self.deadline
-                        )));
+                        return Err(CallErrorKind::Unavailable(DiscoveryError::TimedOut {
+                            service: service.to_string(),
+                            waited: self.deadline,
+                        }));
                     }
                 }
             }
         };
         let instances = match lookup {
             Ok(instances) => instances,
-            Err(unavailable @ DiscoveryError::Unavailable { .. }) => {
-                return Err(CallErrorKind::Unavailable(unavailable.to_string()));
+            Err(
+                unavailable
+                @ (DiscoveryError::Unavailable { .. } | DiscoveryError::TimedOut { .. }),
+            ) => {
+                return Err(CallErrorKind::Unavailable(unavailable));
             }
             Err(DiscoveryError::Registry(err)) => {
                 tracing::debug!(%err, "no discovery: calling the shared subject");

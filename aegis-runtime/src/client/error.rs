@@ -49,9 +49,15 @@ pub enum CallErrorKind {
     /// which.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
-    /// Instances are registered but none is usable (all UNHEALTHY or stale).
-    #[error("{0}")]
-    Unavailable(String),
+    /// No instance could be chosen, so no request was sent and the method did not run:
+    /// instances are registered but none is usable (all UNHEALTHY or stale,
+    /// [`DiscoveryError::Unavailable`]), or the discovery did not answer before the call's
+    /// deadline ([`DiscoveryError::TimedOut`]).
+    ///
+    /// [`DiscoveryError::Unavailable`]: crate::discovery::DiscoveryError::Unavailable
+    /// [`DiscoveryError::TimedOut`]: crate::discovery::DiscoveryError::TimedOut
+    #[error("no request sent, the method did not run: {0}")]
+    Unavailable(#[source] crate::discovery::DiscoveryError),
     /// The call did not run and may not be retried: the client's retry budget is spent
     /// (too many retries lately). The error of the last attempt.
     #[error("retry budget exhausted (too many retries lately); last attempt: {0}")]

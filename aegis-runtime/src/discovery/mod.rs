@@ -127,6 +127,18 @@ pub enum DiscoveryError {
     /// JetStream missing; the server unreachable); the [`RegistryError`] holds the cause.
     #[error("cannot read the service registry: {0}")]
     Registry(#[source] RegistryError),
+    /// The first lookup of the service did not answer in time (a client's call waits for it
+    /// until its deadline). Often a user that may not read the registry: the server drops
+    /// its requests instead of refusing them.
+    #[error(
+        "the discovery of {service} did not answer within {waited:?} (can this user read the registry? see docs/security.md, \"Permissions\")"
+    )]
+    TimedOut {
+        /// The service.
+        service: String,
+        /// How long the lookup was waited for.
+        waited: std::time::Duration,
+    },
 }
 
 /// Why the registry could not be read: its [`source`](std::error::Error::source) is the

@@ -4,6 +4,7 @@
 
 mod builtins;
 mod commands;
+mod config;
 mod dispatch;
 mod events;
 mod forward;
@@ -38,6 +39,7 @@ pub use crate::registry::{
 pub use builtins::{
     DESCRIBE_METHOD, HEALTH_METHOD, HealthReport, MethodReport, STATUS_METHOD, StatusReport,
 };
+pub use config::InvalidConfig;
 pub use hooks::HookError;
 pub use micro::{MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats};
 pub use schedules::InvalidSchedule;
@@ -153,9 +155,9 @@ pub enum StartError {
     /// A name in the service definition or the configuration breaks its rule.
     #[error("{0}")]
     InvalidName(#[from] InvalidName),
-    /// A setting is out of range.
+    /// A setting is out of range, or the service's version breaks the rule.
     #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(#[from] InvalidConfig),
     /// Subscribing failed.
     #[error("cannot subscribe {subject}: {source}")]
     Subscribe {
@@ -313,21 +315,10 @@ impl<S: Service> ServiceRunner<S> {
         let lifecycle = LifecycleCell::new();
         let definition = S::definition();
         let service_name = ServiceName::new(definition.name)?;
-        crate::instance::check_version(definition.version).map_err(StartError::InvalidConfig)?;
+        crate::instance::InvalidVersion::check(definition.version).map_err(InvalidConfig::from)?;
         let ttl = registry::whole_seconds(self.registry_ttl);
-        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= ttl {
-            return Err(StartError::InvalidConfig(format!(
-                "the heartbeat interval ({:?}) must be shorter than the registry TTL ({ttl:?}), \
-                 or the entry expires between heartbeats",
-                self.heartbeat_interval
-            )));
-        }
-        if definition.elects_leader() && self.leader_ttl < crate::election::MIN_LEADER_TTL {
-            return Err(StartError::InvalidConfig(format!(
-                "the leader TTL ({:?}) must be at least 1 s (NATS TTLs are whole seconds)",
-                self.leader_ttl
-            )));
-        }
+        let leader_ttl = definition.elects_leader().then_some(self.leader_ttl);
+        config::check_timing(self.heartbeat_interval, ttl, leader_ttl)?;
         let instance_id = match self.instance_id {
             Some(id) => InstanceId::new(id)?,
             None => InstanceId::generate(&service_name),
@@ -378,7 +369,7 @@ impl<S: Service> ServiceRunner<S> {
             definition.version,
             exclusive_group,
         )
-        .map_err(|err| StartError::InvalidConfig(err.to_string()))?;
+        .map_err(InvalidConfig::from)?;
         let registered = async {
             Registration::register(nats.clone(), entry, ttl, expected, self.python.is_visible())
                 .await

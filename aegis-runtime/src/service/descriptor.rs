@@ -73,7 +73,7 @@ pub struct PublishedEventDescriptor {
 impl PublishedEventDescriptor {
     /// The subject the event is published on: `events.{domain}.{event_type}`.
     pub fn subject(&self) -> String {
-        format!("events.{}.{}", self.domain, self.event_type)
+        crate::subject::declared_event(&self.domain, &self.event_type)
     }
 }
 

@@ -93,6 +93,12 @@ pub fn rpc_instance(service: &ServiceName, instance: &InstanceId, method: &Metho
 
 /// Subject of an event: `events.{domain}.{event_type}`.
 pub fn event(domain: &EventToken, event_type: &EventToken) -> String {
+    declared_event(domain, event_type)
+}
+
+/// [`event`] of tokens as a descriptor holds them (checked when the descriptor was made,
+/// by `#[derive(DomainEvent)]`, not again here).
+pub(crate) fn declared_event(domain: &str, event_type: &str) -> String {
     join(&["events", domain, event_type])
 }
 
