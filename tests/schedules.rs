@@ -1,7 +1,8 @@
 //! `#[schedule]`: an exclusive schedule runs on the leader only, and after a SIGKILL of the
 //! leader on the new one, never under an old term; an `every_instance` schedule runs on
-//! every instance; runs never overlap, and missed ticks are skipped or made up as asked.
-//! Real processes (`aegis-schedule-target`) and a real nats-server.
+//! every instance; in a server outage it stops within its lease and resumes after; runs
+//! never overlap, and missed ticks are skipped or made up as asked. Real processes
+//! (`aegis-schedule-target`) and a real nats-server, stopped and restarted.
 
 #![allow(clippy::print_stdout)] // the measured hand-over gap is printed
 
@@ -404,5 +405,86 @@ async fn jitter_delays_each_run_by_a_random_part_of_it() {
     assert!(
         most - least >= Duration::from_millis(20),
         "the delays vary: {delays:?}"
+    );
+}
+
+/// Every run of an exclusive schedule: (tick, term, when it started).
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<Vec<(SystemTime, Option<u64>, SystemTime)>>>);
+
+struct Guarded(Runs);
+
+#[service(name = "guarded-ticker", version = "1.0.0")]
+impl Guarded {
+    #[schedule(every = "200ms")]
+    async fn tick(&self, ctx: &ScheduleContext) {
+        let run = (ctx.scheduled_at(), ctx.term(), SystemTime::now());
+        self.0.0.lock().expect("runs").push(run);
+    }
+}
+
+#[tokio::test]
+async fn an_exclusive_schedule_stops_within_its_lease_in_a_server_outage_and_resumes_after() {
+    let leader_ttl = Duration::from_secs(2);
+    let mut server = NatsServer::start().await.expect("nats-server");
+    let runs = Runs::default();
+    let nats = async_nats::ConnectOptions::new()
+        // Retry every 50 ms, so the resumption measures the runtime, not the back-off.
+        .reconnect_delay_callback(|_| Duration::from_millis(50))
+        .connect(server.url())
+        .await
+        .expect("connect");
+    let running = ServiceRunner::new(Guarded(runs.clone()))
+        .nats(nats)
+        .leader_ttl(leader_ttl)
+        .registry_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(500))
+        .start()
+        .await
+        .expect("start");
+    let ran = || runs.0.lock().expect("runs").clone();
+    let before = Instant::now();
+    while ran().len() < 3 {
+        assert!(
+            before.elapsed() < Duration::from_secs(20),
+            "the schedule never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    server.stop().await;
+    let stopped_at = SystemTime::now();
+    tokio::time::sleep(2 * leader_ttl).await;
+    let restarting_at = SystemTime::now();
+    server.restart().await.expect("restart");
+    let restarted = Instant::now();
+    while !ran().iter().any(|(_, _, started)| *started > restarting_at) {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "no run within 20 s of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("runs resumed {:?} after the restart", restarted.elapsed());
+    running.stop().await;
+
+    // Without the server the leader cannot renew its key: it runs no tick once its lease
+    // (less than the leader TTL after its last renewal) has run out.
+    let runs = ran();
+    let during: Vec<_> = runs
+        .iter()
+        .filter(|(_, _, started)| *started > stopped_at + leader_ttl && *started < restarting_at)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "ticks ran during the outage, past the leader's lease: {during:?}"
+    );
+    // Every run had a term, no tick ran twice, and terms never went back.
+    assert!(runs.iter().all(|(_, term, _)| term.is_some()), "{runs:?}");
+    let ticks: BTreeSet<SystemTime> = runs.iter().map(|(tick, _, _)| *tick).collect();
+    assert_eq!(ticks.len(), runs.len(), "a tick ran twice: {runs:?}");
+    assert!(
+        runs.windows(2).all(|pair| pair[0].1 <= pair[1].1),
+        "the term went back: {runs:?}"
     );
 }
