@@ -408,9 +408,12 @@ async fn jitter_delays_each_run_by_a_random_part_of_it() {
     );
 }
 
-/// Every run of an exclusive schedule: (tick, term, when it started).
+/// One run of an exclusive schedule: its tick, its term, when it started.
+type GuardedRun = (SystemTime, Option<u64>, SystemTime);
+
+/// Every run of an exclusive schedule.
 #[derive(Clone, Default)]
-struct Runs(Arc<Mutex<Vec<(SystemTime, Option<u64>, SystemTime)>>>);
+struct Runs(Arc<Mutex<Vec<GuardedRun>>>);
 
 struct Guarded(Runs);
 
