@@ -136,6 +136,18 @@ async fn inspection_commands_show_the_running_service() {
         "{}",
         schema.stdout
     );
+    // The domain event it declares it publishes, from its descriptor.
+    let cancelled = &schemas["event:orders.cancelled"];
+    assert_eq!(
+        cancelled["subject"], "events.orders.cancelled",
+        "{}",
+        schema.stdout
+    );
+    assert_eq!(
+        cancelled["payload"]["properties"]["reason"]["type"], "string",
+        "{}",
+        schema.stdout
+    );
 
     let unknown = aegis_at(&url, &["instances", "no-such-service"]).await;
     assert_eq!(unknown.code, Some(3), "unknown service: {}", unknown.stderr);
@@ -382,6 +394,17 @@ async fn every_inspection_command_prints_json_with_stable_fields() {
         .find(|m| m["name"] == "whoami")
         .expect("whoami");
     assert_eq!(whoami["exclusive"], false, "{whoami}");
+    let events = schema["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{schema}");
+    assert_eq!(events[0]["subject"], "events.orders.cancelled", "{schema}");
+    assert_eq!(
+        (&events[0]["domain"], &events[0]["event_type"]),
+        (
+            &serde_json::json!("orders"),
+            &serde_json::json!("cancelled")
+        ),
+        "{schema}"
+    );
 
     // An exclusive method, recognised from the service's INFO: no --exclusive needed.
     let call = aegis_at(

@@ -62,7 +62,7 @@ pub(crate) async fn run(nats: &async_nats::Client, args: Args) -> Result<(), Cli
 }
 
 /// The service's descriptor, from any one instance's `aegis_describe`.
-async fn describe(
+pub(crate) async fn describe(
     nats: &async_nats::Client,
     service: &ServiceName,
 ) -> Result<ServiceDescriptor, CliError> {

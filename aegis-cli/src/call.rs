@@ -9,6 +9,7 @@ use std::time::Duration;
 use aegis_runtime::client::{CallOptions, decode_reply};
 use aegis_runtime::codec::{self, RpcRequest, headers};
 use aegis_runtime::runner::{HEALTH_METHOD, MicroEndpointInfo, MicroInfo, STATUS_METHOD};
+use aegis_runtime::service::PublishedEventDescriptor;
 use aegis_runtime::subject::{self, InstanceId, MethodName, ServiceName};
 use aegis_runtime::{CallErrorKind, ServiceClient, TransportError};
 use serde_json::{Value, json};
@@ -267,7 +268,23 @@ fn is_exclusive(endpoint: &MicroEndpointInfo) -> bool {
         .is_some_and(|value| value == "true")
 }
 
-/// `aegis schema <service>`: the methods and JSON Schemas from the service's `$SRV.INFO`.
+/// The domain events `service` declares it publishes, from its `aegis_describe`; none for
+/// a service without it (a Python SDK service, an older instance).
+async fn published_events(
+    nats: &async_nats::Client,
+    service: &ServiceName,
+) -> Vec<PublishedEventDescriptor> {
+    match crate::asyncapi::describe(nats, service).await {
+        Ok(descriptor) => descriptor.publishes,
+        Err(err) => {
+            tracing::debug!(%err, "no descriptor: no published events shown");
+            Vec::new()
+        }
+    }
+}
+
+/// `aegis schema <service>`: the methods and JSON Schemas from the service's `$SRV.INFO`,
+/// and the domain events it declares it publishes.
 pub(crate) async fn schema(
     nats: &async_nats::Client,
     service: &str,
@@ -306,6 +323,12 @@ pub(crate) async fn schema(
             "service": info.name,
             "version": info.version,
             "methods": methods,
+            "events": published_events(nats, &service).await.into_iter().map(|event| json!({
+                "subject": event.subject(),
+                "domain": event.domain,
+                "event_type": event.event_type,
+                "payload": event.payload,
+            })).collect::<Vec<_>>(),
         }));
     }
     let mut out = serde_json::Map::new();
@@ -324,6 +347,12 @@ pub(crate) async fn schema(
                 "request": parse(endpoint, "request_schema"),
                 "response": parse(endpoint, "response_schema"),
             }),
+        );
+    }
+    for event in published_events(nats, &service).await {
+        out.insert(
+            format!("event:{}.{}", event.domain, event.event_type),
+            json!({ "subject": event.subject(), "payload": event.payload }),
         );
     }
     output::json(&Value::Object(out))
